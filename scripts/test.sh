@@ -1,0 +1,50 @@
+#!/usr/bin/env bash
+# Brings up what the test suite needs, then runs it.
+# - PostgreSQL from Debian's packages, a throwaway cluster on 127.0.0.1 (the db suite runs on it too);
+# - Chromium from Debian's packages, for the one real-browser test (Playwright drives /usr/bin/chromium).
+# Both are installed once; nothing is downloaded outside the package registries.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PY=.venv/bin/python
+
+need=()
+command -v chromium >/dev/null 2>&1 || need+=(chromium)
+ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || need+=(postgresql)
+if [ ${#need[@]} -gt 0 ]; then
+  if [ "$(id -u)" = 0 ]; then
+    echo "Installing from Debian: ${need[*]}"
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -qq >/dev/null
+    apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
+  else
+    echo "Missing ${need[*]}: the tests that need them will be skipped (run as root to install)."
+  fi
+fi
+
+PGPORT=${CELLTALLY_TEST_PG_PORT:-54329}
+pgbin=$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -1 || true)
+if [ -n "${CELLTALLY_TEST_PG_URL:-}" ]; then
+  :
+elif [ -n "$pgbin" ]; then
+  pgdir=$(mktemp -d /tmp/celltally-pg.XXXXXX)
+  runas=()
+  if [ "$(id -u)" = 0 ]; then
+    id postgres >/dev/null 2>&1 || useradd --system --no-create-home postgres
+    chown postgres "$pgdir"
+    runas=(runuser -u postgres --)
+  fi
+  "${runas[@]}" "$pgbin/initdb" -D "$pgdir/data" -U celltally -A trust >/dev/null
+  "${runas[@]}" "$pgbin/pg_ctl" -D "$pgdir/data" -l "$pgdir/log" -w \
+      -o "-h 127.0.0.1 -p $PGPORT -k $pgdir -F" start >/dev/null
+  trap '"${runas[@]}" "$pgbin/pg_ctl" -D "$pgdir/data" -m immediate stop >/dev/null 2>&1 || true; rm -rf "$pgdir"' EXIT
+  "$pgbin/createdb" -h 127.0.0.1 -p "$PGPORT" -U celltally celltally_test
+  export CELLTALLY_TEST_PG_URL="postgresql+psycopg://celltally@127.0.0.1:$PGPORT/celltally_test"
+  echo "PostgreSQL for the tests: $CELLTALLY_TEST_PG_URL"
+fi
+
+set +e
+"$PY" -m pytest "$@"
+rc=$?
+set -e
+# pytest's 5 means it collected nothing: that is a failure for us.
+exit $rc
