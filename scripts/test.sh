@@ -21,7 +21,8 @@ if [ ${#need[@]} -gt 0 ]; then
   fi
 fi
 
-PGPORT=${CELLTALLY_TEST_PG_PORT:-54329}
+# A free port, so two runs on one machine (or a developer's server) never collide.
+PGPORT=${CELLTALLY_TEST_PG_PORT:-$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')}
 pgbin=$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -1 || true)
 if [ -n "${CELLTALLY_TEST_PG_URL:-}" ]; then
   :
