@@ -1,0 +1,120 @@
+"""Engines and migrations.
+
+:func:`make_engine` builds an engine for any SQLAlchemy URL; SQLite connections get WAL, foreign
+keys and a busy timeout through a connect event. :func:`upgrade` migrates a database to the
+current schema with Alembic, configured in code (no ``alembic.ini`` needed). There are no engine
+or session globals: the app caches its engine itself, tests build their own.
+"""
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+from sqlalchemy import Engine, create_engine, event, inspect
+from sqlalchemy.engine import make_url
+
+from db.settings import Settings
+
+__all__ = ["make_engine", "upgrade", "current_revision", "head_revision", "MIGRATIONS_DIR",
+           "SQLITE_BUSY_TIMEOUT_MS"]
+
+log = logging.getLogger(__name__)
+
+MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
+SQLITE_BUSY_TIMEOUT_MS = 30_000
+
+
+def make_engine(url: str | Settings, *, echo: bool = False, **kwargs) -> Engine:
+    """Create an engine for a URL (or for ``settings.db_url``).
+
+    Parameters
+    ----------
+    url : str or Settings
+        A SQLAlchemy URL such as ``sqlite:////abs/path.db`` or
+        ``postgresql+psycopg://user@host/db``, or the settings holding one.
+    echo : bool
+        Log every SQL statement (debugging).
+    **kwargs
+        Passed on to :func:`sqlalchemy.create_engine`.
+
+    Returns
+    -------
+    Engine
+        For SQLite, every new connection runs in WAL mode with foreign keys enforced and
+        waits up to :data:`SQLITE_BUSY_TIMEOUT_MS` for a lock; the file's folder is created.
+
+    >>> e = make_engine("sqlite://")
+    >>> with e.connect() as c:
+    ...     c.exec_driver_sql("PRAGMA foreign_keys").scalar()
+    1
+    """
+    if isinstance(url, Settings):
+        url = url.db_url
+    parsed = make_url(url)
+    if parsed.get_backend_name() == "sqlite":
+        if parsed.database and parsed.database != ":memory:":
+            Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
+        kwargs.setdefault("connect_args", {}).setdefault("timeout", SQLITE_BUSY_TIMEOUT_MS / 1000)
+        engine = create_engine(parsed, echo=echo, **kwargs)
+        event.listen(engine, "connect", _sqlite_pragmas)
+        return engine
+    kwargs.setdefault("pool_pre_ping", True)
+    return create_engine(parsed, echo=echo, **kwargs)
+
+
+def _sqlite_pragmas(dbapi_connection, _record) -> None:
+    """Per-connection SQLite settings; WAL lets readers work while a writer writes."""
+    cur = dbapi_connection.cursor()
+    try:
+        cur.execute("PRAGMA foreign_keys=ON")
+        cur.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
+        cur.execute("PRAGMA journal_mode=WAL")
+        cur.execute("PRAGMA synchronous=NORMAL")
+    finally:
+        cur.close()
+
+
+def _alembic_config(engine: Engine):
+    from alembic.config import Config
+
+    cfg = Config()
+    cfg.set_main_option("script_location", str(MIGRATIONS_DIR))
+    # '%' would be read as interpolation by configparser.
+    cfg.set_main_option("sqlalchemy.url", engine.url.render_as_string(hide_password=False)
+                        .replace("%", "%%"))
+    return cfg
+
+
+def upgrade(engine: Engine, revision: str = "head") -> str | None:
+    """Migrate the database behind ``engine`` to ``revision`` (the newest by default).
+
+    Safe to call on every start: an up-to-date database is left alone. Returns the revision
+    the database is at afterwards.
+    """
+    from alembic import command
+
+    cfg = _alembic_config(engine)
+    with engine.begin() as conn:
+        cfg.attributes["connection"] = conn
+        command.upgrade(cfg, revision)
+    rev = current_revision(engine)
+    log.info("Database %s is at revision %s.", engine.url.render_as_string(), rev)
+    return rev
+
+
+def current_revision(engine: Engine) -> str | None:
+    """The Alembic revision the database is at, or None for an empty database."""
+    from alembic.runtime.migration import MigrationContext
+
+    with engine.connect() as conn:
+        if not inspect(conn).has_table("alembic_version"):
+            return None
+        return MigrationContext.configure(conn).get_current_revision()
+
+
+def head_revision() -> str:
+    """The newest revision the code knows."""
+    from alembic.script import ScriptDirectory
+
+    cfg = _alembic_config(make_engine("sqlite://"))
+    return ScriptDirectory.from_config(cfg).get_current_head()

@@ -1,0 +1,165 @@
+"""Content-addressed file store under the data dir.
+
+Images, masks and heatmaps are PNG files named by the SHA-256 of their pixels (shape and dtype
+included), so the same picture is stored once however often, and from whatever file format, it
+arrives. Layout below ``root``::
+
+    images/ab/abcdef....png     RGB uint8
+    masks/ab/abcdef....png      0/255 grayscale
+    heatmaps/ab/abcdef....png   uint8 probabilities (p * 255, rounded)
+    runs/<name>/                one directory per trained model (see core.run)
+
+Paths handed out are absolute; the database stores them as given.
+"""
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from core import io as core_io
+from db.settings import Settings
+
+__all__ = ["Storage", "Stored", "pixel_hash"]
+
+log = logging.getLogger(__name__)
+
+_RUN_NAME = re.compile(r"[^A-Za-z0-9._-]+")
+
+
+def pixel_hash(array: np.ndarray) -> str:
+    """SHA-256 of an array's pixels, shape and dtype: the name it is stored under.
+
+    >>> a = np.zeros((2, 3), dtype=np.uint8)
+    >>> pixel_hash(a) == pixel_hash(a.copy()) != pixel_hash(a.reshape(3, 2))
+    True
+    """
+    array = np.ascontiguousarray(array)
+    digest = hashlib.sha256(f"{array.dtype.str}{array.shape}".encode())
+    digest.update(memoryview(array).cast("B"))
+    return digest.hexdigest()
+
+
+def _write_png(path: Path, array: np.ndarray) -> None:
+    """Write a PNG so that a reader never sees half a file (rename is atomic)."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_bytes(core_io.encode_png(array))
+    os.replace(tmp, path)
+
+
+@dataclass(frozen=True)
+class Stored:
+    """Where a stored file lives.
+
+    Attributes
+    ----------
+    sha256 : str
+        The pixel hash (:func:`pixel_hash`).
+    path : Path
+        Absolute path of the PNG.
+    existed : bool
+        True when the same pixels were already stored and nothing was written.
+    """
+
+    sha256: str
+    path: Path
+    existed: bool
+
+
+class Storage:
+    """The file store of one installation, rooted at ``settings.data_dir``.
+
+    Parameters
+    ----------
+    root : str or Path
+        The data dir; created when missing.
+
+    Examples
+    --------
+    >>> import tempfile
+    >>> st = Storage(tempfile.mkdtemp())
+    >>> rgb = np.zeros((4, 5, 3), dtype=np.uint8)
+    >>> first, again = st.put_image(rgb), st.put_image(rgb)
+    >>> (first.existed, again.existed, first.path == again.path)
+    (False, True, True)
+    """
+
+    def __init__(self, root: str | Path):
+        self.root = Path(root).resolve()
+        self.root.mkdir(parents=True, exist_ok=True)
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> "Storage":
+        """The store under ``settings.data_dir``."""
+        return cls(settings.data_dir)
+
+    def path_for(self, kind: str, sha256: str) -> Path:
+        """Where a file of ``kind`` (images, masks or heatmaps) with this hash is kept."""
+        if kind not in ("images", "masks", "heatmaps"):
+            raise ValueError(f"Unknown storage kind {kind!r}; use images, masks or heatmaps.")
+        return self.root / kind / sha256[:2] / f"{sha256}.png"
+
+    def put_image(self, rgb: np.ndarray) -> Stored:
+        """Store an RGB uint8 image (rows, cols, 3) once; see :class:`Stored`."""
+        rgb = np.asarray(rgb)
+        if rgb.dtype != np.uint8 or rgb.ndim != 3 or rgb.shape[-1] != 3:
+            raise ValueError(f"Images are stored as uint8 (rows, cols, 3); got {rgb.dtype} "
+                             f"{rgb.shape}. Read the file with core.io.read_image first.")
+        return self._put("images", rgb, core_io.write_image)
+
+    def put_mask(self, mask: np.ndarray) -> Stored:
+        """Store a mask (nonzero = foreground) once, as a 0/255 PNG."""
+        mask = np.asarray(mask)
+        if mask.ndim != 2:
+            raise ValueError(f"A mask is (rows, cols); got shape {mask.shape}.")
+        return self._put("masks", mask != 0, core_io.write_mask)
+
+    def put_heatmap(self, heatmap: np.ndarray) -> Stored:
+        """Store a probability map: floats in [0, 1] become uint8 (p * 255, rounded)."""
+        heatmap = np.asarray(heatmap)
+        if heatmap.ndim != 2:
+            raise ValueError(f"A heatmap is (rows, cols); got shape {heatmap.shape}.")
+        if heatmap.dtype != np.uint8:
+            heatmap = np.rint(np.clip(heatmap.astype(np.float32), 0.0, 1.0) * 255).astype(np.uint8)
+        return self._put("heatmaps", heatmap, _write_png)
+
+    def _put(self, kind: str, array: np.ndarray, writer) -> Stored:
+        sha = pixel_hash(array)
+        path = self.path_for(kind, sha)
+        if path.exists():
+            log.debug("%s %s already stored.", kind, sha[:12])
+            return Stored(sha, path, True)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        writer(path, array)
+        return Stored(sha, path, False)
+
+    def read_image(self, path: str | Path) -> np.ndarray:
+        """Read a stored image back as uint8 (rows, cols, 3)."""
+        return core_io.read_image(Path(path))
+
+    def read_mask(self, path: str | Path) -> np.ndarray:
+        """Read a stored mask back as bool (rows, cols)."""
+        return core_io.read_mask(Path(path))
+
+    def read_heatmap(self, path: str | Path) -> np.ndarray:
+        """Read a stored heatmap back as float32 probabilities in [0, 1]."""
+        return core_io.read_image(Path(path))[..., 0].astype(np.float32) / 255.0
+
+    def run_dir(self, name: str) -> Path:
+        """A new, empty directory for a run, ``runs/<name>`` (suffixed when taken)."""
+        safe = _RUN_NAME.sub("-", name).strip("-.") or "run"
+        base = self.root / "runs"
+        base.mkdir(parents=True, exist_ok=True)
+        for n in range(10_000):
+            path = base / (safe if n == 0 else f"{safe}-{n}")
+            try:
+                path.mkdir()
+                return path
+            except FileExistsError:
+                continue
+        raise RuntimeError(f"No free run directory name under {base} for {name!r}.")

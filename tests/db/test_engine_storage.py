@@ -1,0 +1,55 @@
+"""Engine settings, migrations from an empty database, and the content-hash store."""
+import numpy as np
+from sqlalchemy import inspect, text
+
+from db.engine import current_revision, head_revision, make_engine, upgrade
+from db.models import Base
+
+
+def test_upgrade_from_empty_creates_every_table(tmp_path):
+    engine = make_engine(f"sqlite:///{tmp_path / 'sub' / 'fresh.db'}")
+    assert current_revision(engine) is None
+    assert upgrade(engine) == head_revision()
+    tables = set(inspect(engine).get_table_names())
+    assert set(Base.metadata.tables) <= tables
+    assert upgrade(engine) == head_revision()  # a second run is a no-op
+
+
+def test_sqlite_connections_use_wal_and_foreign_keys(tmp_path):
+    engine = make_engine(f"sqlite:///{tmp_path / 'x.db'}")
+    with engine.connect() as conn:
+        assert conn.exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"
+        assert conn.exec_driver_sql("PRAGMA foreign_keys").scalar() == 1
+        assert conn.exec_driver_sql("PRAGMA busy_timeout").scalar() >= 1000
+
+
+def test_migrated_database_is_at_head(engine):
+    assert current_revision(engine) == head_revision()
+    with engine.connect() as conn:
+        assert conn.execute(text("SELECT count(*) FROM images")).scalar() == 0
+
+
+def test_storage_stores_pixels_once(storage, rng):
+    rgb = rng.integers(0, 255, (12, 16, 3), dtype=np.uint8)
+    first = storage.put_image(rgb)
+    again = storage.put_image(rgb.copy())
+    assert not first.existed and again.existed and first.path == again.path
+    assert np.array_equal(storage.read_image(first.path), rgb)
+    other = storage.put_image(rgb[::-1].copy())
+    assert other.sha256 != first.sha256
+
+
+def test_storage_masks_and_heatmaps_round_trip(storage):
+    mask = np.zeros((10, 10), dtype=np.int32)
+    mask[2:5, 2:5] = 7
+    stored = storage.put_mask(mask)
+    assert stored.path.read_bytes()[:4] == b"\x89PNG"
+    assert np.array_equal(storage.read_mask(stored.path), mask > 0)
+    prob = np.linspace(0, 1, 100, dtype=np.float32).reshape(10, 10)
+    back = storage.read_heatmap(storage.put_heatmap(prob).path)
+    assert np.abs(back - prob).max() <= 0.5 / 255 + 1e-6
+
+
+def test_run_dirs_are_unique(storage):
+    a, b = storage.run_dir("yellow 2024/1"), storage.run_dir("yellow 2024/1")
+    assert a != b and a.is_dir() and b.is_dir() and a.parent == storage.root / "runs"
