@@ -1,0 +1,465 @@
+"""Object matching and counting scores (METHOD.md section 7, paper section 5.1).
+
+An object is a label id; its position is its centre of mass. :func:`match_objects` pairs true and
+predicted objects of one image, :func:`score` pools many images, and :func:`threshold_curve` sweeps
+the heatmap threshold to find the best and the knee threshold.
+
+Matching methods:
+
+``"hungarian"`` (default)
+    One-to-one, centroids at most ``max_distance`` apart; first the most pairs, then the least total
+    distance among those.
+``"greedy"``
+    The paper's rule: true objects in increasing id order each take the nearest remaining
+    prediction within ``max_distance`` (equal distances: the lower prediction id). It can miss pairs
+    the optimal rule finds.
+``"iou"``
+    One-to-one by overlap, IoU > 0.5 (as FNC v2 reports). No pair can share an object, since each
+    object overlaps at most one other by more than half of their union.
+
+Distances ``<= max_distance`` count (METHOD.md; the preprint says "less than", which differs only on
+exact ties). Bool masks are accepted and split into 4-connected objects, as in
+:mod:`core.postprocess`; pass an integer label image to keep touching cells apart.
+"""
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from typing import Iterable, Sequence
+
+import numpy as np
+from scipy import ndimage as ndi
+from scipy.optimize import linear_sum_assignment
+from scipy.sparse import coo_matrix
+from scipy.sparse.csgraph import connected_components
+from scipy.spatial import cKDTree
+
+from core.postprocess import PostprocessParams, heatmap_to_labels
+
+__all__ = ["Match", "Scores", "ThresholdCurve", "match_objects", "score", "threshold_curve",
+           "METHODS", "DEFAULT_THRESHOLDS"]
+
+log = logging.getLogger(__name__)
+
+METHODS = ("hungarian", "greedy", "iou")
+#: METHOD.md's threshold grid: 0.05 to 0.95 in steps of 0.025 (37 values).
+DEFAULT_THRESHOLDS = np.round(np.arange(0.05, 0.95 + 1e-9, 0.025), 3)
+
+_CROSS = ndi.generate_binary_structure(2, 1)
+
+
+def _ratio(num: int, den: int) -> float:
+    # 0/0 is no error: nothing to find, or nothing claimed (METHOD.md section 7).
+    return 1.0 if den == 0 else num / den
+
+
+def _f1(precision: float, recall: float) -> float:
+    total = precision + recall
+    return 0.0 if total == 0 else 2.0 * precision * recall / total
+
+
+@dataclass(frozen=True)
+class Match:
+    """The matching of one image's true and predicted objects.
+
+    Attributes
+    ----------
+    tp, fp, fn : int
+        Matched pairs; predicted objects left unmatched; true objects left unmatched.
+    n_true, n_pred : int
+        Number of true and predicted objects (distinct positive ids).
+    iou : float
+        Foreground IoU of the two binary masks (1.0 when both are empty).
+    pairs : tuple of (int, int, float)
+        ``(true_id, pred_id, centroid distance)`` of every match, sorted by true id.
+    unmatched_true, unmatched_pred : tuple of int
+        Ids of the false negatives and of the false positives, ascending.
+    method : str
+        The matching method used.
+    """
+
+    tp: int
+    fp: int
+    fn: int
+    n_true: int
+    n_pred: int
+    iou: float
+    pairs: tuple = ()
+    unmatched_true: tuple = ()
+    unmatched_pred: tuple = ()
+    method: str = "hungarian"
+
+    @property
+    def precision(self) -> float:
+        """``tp / n_pred`` (1.0 when nothing was predicted)."""
+        return _ratio(self.tp, self.tp + self.fp)
+
+    @property
+    def recall(self) -> float:
+        """``tp / n_true`` (1.0 when there was nothing to find)."""
+        return _ratio(self.tp, self.tp + self.fn)
+
+    @property
+    def f1(self) -> float:
+        """Harmonic mean of precision and recall (0.0 when both are 0)."""
+        return _f1(self.precision, self.recall)
+
+
+@dataclass(frozen=True)
+class Scores:
+    """Scores pooled over images (counts summed before the ratios).
+
+    Attributes
+    ----------
+    f1, precision, recall : float
+        From the summed tp, fp, fn; 0/0 counts as 1 and F1 is 0 when precision + recall is 0.
+    tp, fp, fn : int
+        Summed over images.
+    mae, medae : float
+        Mean and median over images of ``|n_pred - n_true|``.
+    bias : float
+        Mean over images of ``n_pred - n_true`` (positive: over-counting).
+    mean_iou : float
+        Mean over images of the foreground IoU.
+    n_images : int
+        Number of images scored.
+    """
+
+    f1: float
+    precision: float
+    recall: float
+    tp: int
+    fp: int
+    fn: int
+    mae: float
+    medae: float
+    bias: float
+    mean_iou: float
+    n_images: int
+
+    def to_dict(self) -> dict:
+        """Plain dict, JSON-able (for ``metrics.json``)."""
+        return {k: getattr(self, k) for k in self.__dataclass_fields__}
+
+
+@dataclass(frozen=True)
+class ThresholdCurve:
+    """Pooled scores against the heatmap threshold.
+
+    Attributes
+    ----------
+    thresholds, f1, precision, recall : ndarray of float64
+        One value per threshold (read-only arrays).
+    best : float
+        Threshold of maximum F1; among tied maxima, the middle one (the lower of two middles), so a
+        flat top does not push the choice to its edge.
+    knee : float
+        Kneedle point of the F1 curve from ``best`` upwards (concave, decreasing); ``best`` itself
+        when that tail has fewer than 3 points or is flat.
+    """
+
+    thresholds: np.ndarray
+    f1: np.ndarray
+    precision: np.ndarray
+    recall: np.ndarray
+    best: float
+    knee: float
+    best_f1: float = field(default=float("nan"))
+
+
+def _check_labels(labels: np.ndarray, name: str) -> np.ndarray:
+    labels = np.asarray(labels)
+    if labels.ndim != 2:
+        raise ValueError(f"{name} must be a 2D label image, got shape {labels.shape}")
+    if labels.dtype == bool:
+        return ndi.label(labels, structure=_CROSS)[0]
+    if not np.issubdtype(labels.dtype, np.integer):
+        raise ValueError(f"{name} must be an integer label image (or a bool mask), "
+                         f"got dtype {labels.dtype}")
+    if labels.size and labels.min() < 0:
+        raise ValueError(f"{name} has negative values; labels must be 0 (background) or positive")
+    return labels
+
+
+def _centroids(labels: np.ndarray, foreground: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Distinct positive ids (ascending) and their centres of mass as (row, col) float64."""
+    # Work on foreground pixels only: cheap on large, sparsely populated images.
+    where = np.flatnonzero(foreground)
+    if where.size == 0:
+        return np.zeros(0, dtype=np.int64), np.zeros((0, 2))
+    values = labels.ravel()[where]
+    if values.max() <= 4 * where.size + 1024:
+        # Ids dense enough to index by: bincount avoids sorting every foreground pixel.
+        ids = np.flatnonzero(np.bincount(values))
+        lookup = np.zeros(int(ids[-1]) + 1, dtype=np.intp)
+        lookup[ids] = np.arange(ids.size)
+        index = lookup[values]
+    else:
+        ids, index = np.unique(values, return_inverse=True)
+    rows, cols = np.divmod(where, labels.shape[1])
+    counts = np.bincount(index, minlength=ids.size)
+    centre = np.stack([np.bincount(index, weights=rows, minlength=ids.size),
+                       np.bincount(index, weights=cols, minlength=ids.size)], axis=1)
+    return ids.astype(np.int64), centre / counts[:, None]
+
+
+def _candidates(true_xy, pred_xy, max_distance) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """All (true index, pred index, distance) with distance <= max_distance."""
+    if len(true_xy) == 0 or len(pred_xy) == 0:
+        empty = np.zeros(0, dtype=np.int64)
+        return empty, empty, np.zeros(0)
+    # The "ndarray" output keeps pairs at distance 0 (a sparse matrix could drop them).
+    near = cKDTree(true_xy).sparse_distance_matrix(cKDTree(pred_xy), max_distance,
+                                                    output_type="ndarray")
+    return near["i"].astype(np.int64), near["j"].astype(np.int64), near["v"].astype(float)
+
+
+def _match_greedy(ti, pj, dist) -> list[tuple[int, int]]:
+    """Paper's rule: true in index order, each takes its nearest free prediction."""
+    order = np.lexsort((pj, dist, ti))  # by true, then distance, then pred index
+    taken: set[int] = set()
+    done: set[int] = set()
+    out = []
+    for t, p in zip(ti[order].tolist(), pj[order].tolist()):
+        if t in done or p in taken:
+            continue
+        done.add(t)
+        taken.add(p)
+        out.append((t, p))
+    return out
+
+
+def _match_optimal(ti, pj, dist, n_true, n_pred) -> list[tuple[int, int]]:
+    """Most pairs, then least total distance, solved per connected group of candidates."""
+    if ti.size == 0:
+        return []
+    # Nodes 0..n_true-1 are true objects, the rest predictions. Separate groups of the candidate
+    # graph cannot compete for an object, so each is solved on its own (mostly isolated pairs).
+    nodes = n_true + n_pred
+    graph = coo_matrix((np.ones(ti.size), (ti, pj + n_true)), shape=(nodes, nodes))
+    _, group = connected_components(graph, directed=False)
+    edge_group = group[ti]
+    order = np.argsort(edge_group, kind="stable")
+    bounds = np.flatnonzero(np.diff(edge_group[order])) + 1
+    out = []
+    for edges in np.split(order, bounds):
+        if edges.size == 1:  # the common case: an isolated pair
+            out.append((int(ti[edges[0]]), int(pj[edges[0]])))
+            continue
+        out.extend(_assign_group(ti[edges], pj[edges], dist[edges]))
+    return out
+
+
+def _assign_group(ti, pj, dist) -> list[tuple[int, int]]:
+    """Optimal assignment inside one group of candidate edges."""
+    rows, r = np.unique(ti, return_inverse=True)
+    cols, c = np.unique(pj, return_inverse=True)
+    # A missing edge costs more than all possible real distances together, so the solver first
+    # maximises the number of real pairs, then minimises their summed distance.
+    big = (float(dist.max()) + 1.0) * (min(rows.size, cols.size) + 1)
+    cost = np.full((rows.size, cols.size), big)
+    cost[r, c] = dist
+    rr, cc = linear_sum_assignment(cost)
+    real = cost[rr, cc] < big
+    return list(zip(rows[rr[real]].tolist(), cols[cc[real]].tolist()))
+
+
+def _match_iou(true_labels, pred_labels, true_ids, pred_ids) -> list[tuple[int, int]]:
+    """Pairs with IoU > 0.5, as (true index, pred index)."""
+    if true_ids.size == 0 or pred_ids.size == 0:
+        return []
+    both = (true_labels > 0) & (pred_labels > 0)
+    t = np.searchsorted(true_ids, true_labels[both])
+    p = np.searchsorted(pred_ids, pred_labels[both])
+    key, inter = np.unique(t * pred_ids.size + p, return_counts=True)
+    t, p = np.divmod(key, pred_ids.size)
+    area_t = np.bincount(np.searchsorted(true_ids, true_labels[true_labels > 0]), minlength=true_ids.size)
+    area_p = np.bincount(np.searchsorted(pred_ids, pred_labels[pred_labels > 0]), minlength=pred_ids.size)
+    iou = inter / (area_t[t] + area_p[p] - inter)
+    good = iou > 0.5
+    return list(zip(t[good].tolist(), p[good].tolist()))
+
+
+def _foreground_iou(a: np.ndarray, b: np.ndarray) -> float:
+    union = np.count_nonzero(a | b)
+    return 1.0 if union == 0 else np.count_nonzero(a & b) / union
+
+
+def match_objects(true_labels: np.ndarray, pred_labels: np.ndarray, *,
+                  max_distance: float = 50.0, method: str = "hungarian") -> Match:
+    """Pair the true and predicted objects of one image.
+
+    Parameters
+    ----------
+    true_labels, pred_labels : (M, N) array of int or bool
+        Label images (0 = background, one object per positive id) of the same shape. A bool mask
+        is split into 4-connected objects first.
+    max_distance : float, optional
+        Largest centroid distance (px) of a pair; the paper uses 50, the average cell diameter.
+        Not used by ``method="iou"``.
+    method : {"hungarian", "greedy", "iou"}, optional
+        See the module docstring.
+
+    Returns
+    -------
+    Match
+        tp, fp, fn, n_true, n_pred, foreground iou, pairs and the unmatched ids.
+
+    Raises
+    ------
+    ValueError
+        Shapes differ, an input is not 2D, not integer/bool, has negative ids, or the method or
+        distance is invalid.
+
+    Examples
+    --------
+    >>> t = np.zeros((10, 30), int); t[2:5, 2:5] = 1; t[2:5, 20:23] = 2
+    >>> p = np.zeros((10, 30), int); p[3:6, 3:6] = 7
+    >>> m = match_objects(t, p, max_distance=5)
+    >>> m.tp, m.fp, m.fn, m.pairs[0][:2], m.unmatched_true
+    (1, 0, 1, (1, 7), (2,))
+    """
+    true_labels = _check_labels(true_labels, "true_labels")
+    pred_labels = _check_labels(pred_labels, "pred_labels")
+    if true_labels.shape != pred_labels.shape:
+        raise ValueError(f"true_labels and pred_labels differ in shape: "
+                         f"{true_labels.shape} vs {pred_labels.shape}")
+    if method not in METHODS:
+        raise ValueError(f"unknown matching method {method!r}; choose one of {METHODS}")
+    if not max_distance >= 0:
+        raise ValueError(f"max_distance must not be negative, got {max_distance!r}")
+    true_fg, pred_fg = true_labels > 0, pred_labels > 0
+    true_ids, true_xy = _centroids(true_labels, true_fg)
+    pred_ids, pred_xy = _centroids(pred_labels, pred_fg)
+    if method == "iou":
+        found = _match_iou(true_labels, pred_labels, true_ids, pred_ids)
+    else:
+        ti, pj, dist = _candidates(true_xy, pred_xy, float(max_distance))
+        if method == "greedy":
+            found = _match_greedy(ti, pj, dist)
+        else:
+            found = _match_optimal(ti, pj, dist, true_ids.size, pred_ids.size)
+    return _build_match(found, true_ids, pred_ids, true_xy, pred_xy,
+                        _foreground_iou(true_fg, pred_fg), method)
+
+
+def _build_match(found, true_ids, pred_ids, true_xy, pred_xy, iou, method) -> Match:
+    found = sorted(found)
+    t = np.array([a for a, _ in found], dtype=np.int64)
+    p = np.array([b for _, b in found], dtype=np.int64)
+    dist = np.hypot(*(true_xy[t] - pred_xy[p]).T) if found else np.zeros(0)
+    pairs = tuple(zip(true_ids[t].tolist(), pred_ids[p].tolist(), dist.tolist()))
+    free_true = np.setdiff1d(np.arange(true_ids.size), t)
+    free_pred = np.setdiff1d(np.arange(pred_ids.size), p)
+    return Match(tp=len(found), fp=int(free_pred.size), fn=int(free_true.size),
+                 n_true=int(true_ids.size), n_pred=int(pred_ids.size), iou=float(iou), pairs=pairs,
+                 unmatched_true=tuple(true_ids[free_true].tolist()),
+                 unmatched_pred=tuple(pred_ids[free_pred].tolist()), method=method)
+
+
+def score(matches: Iterable[Match]) -> Scores:
+    """Pool per-image matches into one set of scores (METHOD.md section 7).
+
+    Parameters
+    ----------
+    matches : iterable of Match
+        One per image.
+
+    Returns
+    -------
+    Scores
+
+    Examples
+    --------
+    >>> a = Match(tp=3, fp=1, fn=0, n_true=3, n_pred=4, iou=0.5)
+    >>> b = Match(tp=0, fp=0, fn=2, n_true=2, n_pred=0, iou=0.0)
+    >>> s = score([a, b])
+    >>> s.precision, s.recall, s.mae, s.bias
+    (0.75, 0.6, 1.5, -0.5)
+    """
+    matches = list(matches)
+    if not matches:
+        raise ValueError("score needs at least one matched image")
+    tp = sum(m.tp for m in matches)
+    fp = sum(m.fp for m in matches)
+    fn = sum(m.fn for m in matches)
+    diff = np.array([m.n_pred - m.n_true for m in matches], dtype=float)
+    precision, recall = _ratio(tp, tp + fp), _ratio(tp, tp + fn)
+    return Scores(f1=_f1(precision, recall), precision=precision, recall=recall, tp=tp, fp=fp,
+                  fn=fn, mae=float(np.mean(np.abs(diff))), medae=float(np.median(np.abs(diff))),
+                  bias=float(np.mean(diff)), mean_iou=float(np.mean([m.iou for m in matches])),
+                  n_images=len(matches))
+
+
+def _pick_best(f1: np.ndarray) -> int:
+    """Index of maximum F1; the middle of tied maxima (lower middle)."""
+    tied = np.flatnonzero(np.isclose(f1, f1.max(), rtol=0.0, atol=1e-12))
+    return int(tied[(tied.size - 1) // 2])
+
+
+def _kneedle(x: np.ndarray, y: np.ndarray) -> int:
+    """Index of the knee of a concave decreasing curve (Satopaa et al. 2011, offline form).
+
+    Both axes are scaled to [0, 1]; the knee is where the curve stands highest above the straight
+    line from its first to its last point.
+    """
+    if x.size < 3 or y.max() == y.min():
+        return 0
+    xn = (x - x[0]) / (x[-1] - x[0])
+    yn = (y - y.min()) / (y.max() - y.min())
+    # For a decreasing curve that chord is 1 - xn; the first maximum wins ties.
+    return int(np.argmax(yn - (1.0 - xn)))
+
+
+def threshold_curve(heatmaps: Sequence[np.ndarray], true_labels: Sequence[np.ndarray],
+                    params: PostprocessParams, thresholds: Sequence[float] | None = None, *,
+                    max_distance: float = 50.0, method: str = "hungarian") -> ThresholdCurve:
+    """Pooled F1, precision and recall against the heatmap threshold, with best and knee.
+
+    Parameters
+    ----------
+    heatmaps : sequence of (M, N) float arrays
+        Probability heatmaps, one per image.
+    true_labels : sequence of (M, N) int or bool arrays
+        Ground truth of the same images.
+    params : PostprocessParams
+        The chain that turns each thresholded heatmap into labels.
+    thresholds : sequence of float, optional
+        Ascending grid; default :data:`DEFAULT_THRESHOLDS` (0.05 to 0.95 by 0.025).
+    max_distance, method : optional
+        Passed to :func:`match_objects`.
+
+    Returns
+    -------
+    ThresholdCurve
+
+    Examples
+    --------
+    >>> truth = np.zeros((60, 60), int); truth[5:25, 5:25] = 1
+    >>> heat = np.where(truth > 0, 0.7, 0.1).astype(np.float32)
+    >>> c = threshold_curve([heat], [truth], PostprocessParams.paper(cell_diameter=20),
+    ...                     thresholds=[0.05, 0.3, 0.5, 0.8], max_distance=10)
+    >>> c.f1.tolist(), c.best
+    ([0.0, 1.0, 1.0, 0.0], 0.3)
+    """
+    heatmaps, true_labels = list(heatmaps), list(true_labels)
+    if len(heatmaps) != len(true_labels) or not heatmaps:
+        raise ValueError(f"need as many heatmaps as label images, at least one; got "
+                         f"{len(heatmaps)} and {len(true_labels)}")
+    grid = np.array(DEFAULT_THRESHOLDS if thresholds is None else thresholds, dtype=float)
+    if grid.ndim != 1 or grid.size == 0 or np.any(np.diff(grid) <= 0):
+        raise ValueError("thresholds must be a non-empty, strictly ascending sequence")
+    rows = []
+    for t in grid:
+        s = score(match_objects(truth, heatmap_to_labels(h, params, threshold=float(t)),
+                                max_distance=max_distance, method=method)
+                  for h, truth in zip(heatmaps, true_labels))
+        rows.append((s.f1, s.precision, s.recall))
+    f1, precision, recall = (np.array(col) for col in zip(*rows))
+    for arr in (grid, f1, precision, recall):
+        arr.setflags(write=False)
+    b = _pick_best(f1)
+    k = b + _kneedle(grid[b:], f1[b:])
+    log.info("threshold_curve: best %.3f (F1 %.3f), knee %.3f", grid[b], f1[b], grid[k])
+    return ThresholdCurve(thresholds=grid, f1=f1, precision=precision, recall=recall,
+                          best=float(grid[b]), knee=float(grid[k]), best_f1=float(f1[b]))
