@@ -1,0 +1,794 @@
+"""Annotation formats <-> label images: VIA-2 JSON, COCO (standard and the FNC v2 variant), RLE.
+
+Pure conversions: nothing here touches the database or the file store. The importer reads a
+JSON document into :class:`AnnotatedImage` records (a file name, the image shape when the file
+states it, and a list of :class:`Region` objects); :func:`regions_to_labels` paints them into an
+``int32`` label image once the image's shape is known. The exporter goes the other way with
+:func:`coco_document` and :func:`via_document`.
+
+Coordinate conventions (chosen so that a mask survives a round trip pixel for pixel when it has
+no holes):
+
+* Arrays are indexed (row, col). A pixel's centre sits at integer (row, col).
+* COCO measures in pixel *corners*: pixel (r, c) covers x in [c, c+1], y in [r, r+1]. Polygons are
+  written half a pixel outside the object's pixel centres (the 0.5 iso-line of the mask), so every
+  object pixel centre lies strictly inside and no background centre does.
+* VIA (and the FNC v2 files written with OpenCV) give integer points on the object's boundary
+  pixels. Such polygons are rasterised *inclusively*: the pixels on the outline count as inside.
+
+Polygons cannot describe holes, so a hole in an object is filled on export; the bar for "the same
+mask" after a round trip is therefore object count and per-object IoU, not equality.
+
+Examples
+--------
+>>> import numpy as np
+>>> labels = np.zeros((8, 8), np.int32); labels[1:4, 1:5] = 1; labels[6, 6] = 2
+>>> doc = coco_document([ExportImage("a.png", labels)])
+>>> [a["area"] for a in doc["annotations"]]
+[12, 1]
+>>> (images,) = read_coco(doc)
+>>> bool((regions_to_labels(images.regions, images.shape) > 0).sum() == 13)
+True
+"""
+from __future__ import annotations
+
+import json
+import logging
+import math
+from dataclasses import dataclass, field
+from typing import Any, Iterable, Mapping, Sequence
+
+import numpy as np
+from scipy import ndimage as ndi
+from skimage import draw, measure
+
+__all__ = [
+    "FormatError", "Region", "PolygonRegion", "EllipseRegion", "RectRegion", "MaskRegion",
+    "AnnotatedImage", "ExportImage", "parse_json", "detect_format", "read_annotations",
+    "read_via", "read_coco", "regions_to_labels", "object_outlines", "encode_rle",
+    "decode_rle", "decode_rle_string", "coco_document", "via_document",
+]
+
+log = logging.getLogger(__name__)
+
+VIA_SETTINGS = {
+    "ui": {"annotation_editor_height": 25, "annotation_editor_fontsize": 0.8,
+           "leftsidebar_width": 18, "image_grid": {}, "image": {"region_label": "__via_region_id__"}},
+    "core": {"buffer_size": 18, "filepath": {}, "default_filepath": ""},
+    "project": {"name": "celltally"},
+}
+
+
+class FormatError(ValueError):
+    """An annotation file that cannot be read; the message names the file and the problem."""
+
+
+# ---------------------------------------------------------------------------------------------
+# Regions: one annotated object each, painted once the image shape is known.
+
+
+class Region:
+    """One annotated object; :meth:`pixels` gives its (rows, cols) inside an image of ``shape``."""
+
+    def pixels(self, shape: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
+        raise NotImplementedError
+
+
+@dataclass(frozen=True)
+class PolygonRegion(Region):
+    """A closed polygon in pixel-centre coordinates.
+
+    Parameters
+    ----------
+    rows, cols : tuple of float
+        Vertices. Pixel (r, c) has its centre at (r, c).
+    inclusive : bool
+        Whether pixels the outline passes through belong to the object (VIA and FNC v2 polygons
+        run along the boundary pixels; COCO polygons written here run outside them).
+
+    Examples
+    --------
+    >>> rr, cc = PolygonRegion((1, 1, 3, 3), (1, 3, 3, 1)).pixels((5, 5))
+    >>> len(set(zip(rr.tolist(), cc.tolist())))  # the outline may repeat pixels
+    9
+    """
+
+    rows: tuple[float, ...]
+    cols: tuple[float, ...]
+    inclusive: bool = True
+
+    def pixels(self, shape):
+        r = np.asarray(self.rows, dtype=float)
+        c = np.asarray(self.cols, dtype=float)
+        if len(r) >= 3:
+            rr, cc = draw.polygon(r, c, shape=shape)
+        else:
+            rr = cc = np.zeros(0, dtype=np.intp)
+        if self.inclusive and len(r):
+            rr, cc = _add_outline(rr, cc, r, c, shape)
+        return rr, cc
+
+
+def _add_outline(rr, cc, r, c, shape):
+    """Add the pixels under a polygon's edges (rounded vertices) to (rr, cc), clipped to shape."""
+    ri, ci = np.rint(r).astype(int), np.rint(c).astype(int)
+    parts_r, parts_c = [rr], [cc]
+    for k in range(len(ri)):
+        lr, lc = draw.line(ri[k - 1], ci[k - 1], ri[k], ci[k])
+        parts_r.append(lr)
+        parts_c.append(lc)
+    rr, cc = np.concatenate(parts_r), np.concatenate(parts_c)
+    keep = (rr >= 0) & (rr < shape[0]) & (cc >= 0) & (cc < shape[1])
+    return rr[keep], cc[keep]
+
+
+@dataclass(frozen=True)
+class EllipseRegion(Region):
+    """An ellipse (VIA ``circle`` and ``ellipse``), pixel-centre coordinates.
+
+    ``rotation`` is VIA's ``theta``: radians, turning the column axis towards the row axis
+    (clockwise on screen, where rows grow downwards).
+
+    Examples
+    --------
+    >>> rr, cc = EllipseRegion(5, 5, 2, 2).pixels((11, 11))
+    >>> len(rr)
+    13
+    """
+
+    row: float
+    col: float
+    row_radius: float
+    col_radius: float
+    rotation: float = 0.0
+
+    def pixels(self, shape):
+        if self.row_radius <= 0 or self.col_radius <= 0:
+            return np.zeros(0, np.intp), np.zeros(0, np.intp)
+        # skimage keeps centres strictly inside; the small margin takes those on the outline too.
+        # skimage turns counter-clockwise on screen, VIA clockwise.
+        return draw.ellipse(self.row, self.col, self.row_radius + 0.01, self.col_radius + 0.01,
+                            shape=shape, rotation=-self.rotation)
+
+
+@dataclass(frozen=True)
+class RectRegion(Region):
+    """An axis-aligned box: ``height`` x ``width`` pixels from pixel (``row``, ``col``).
+
+    Examples
+    --------
+    >>> rr, cc = RectRegion(1, 2, 3, 4).pixels((10, 10))
+    >>> len(rr), int(rr.min()), int(cc.max())
+    (12, 1, 5)
+    """
+
+    row: float
+    col: float
+    height: float
+    width: float
+
+    def pixels(self, shape):
+        r0, c0 = max(int(round(self.row)), 0), max(int(round(self.col)), 0)
+        r1 = min(int(round(self.row + self.height)), shape[0])
+        c1 = min(int(round(self.col + self.width)), shape[1])
+        if r1 <= r0 or c1 <= c0:
+            return np.zeros(0, np.intp), np.zeros(0, np.intp)
+        grid_r, grid_c = np.mgrid[r0:r1, c0:c1]
+        return grid_r.ravel(), grid_c.ravel()
+
+
+@dataclass(frozen=True)
+class MaskRegion(Region):
+    """An object given as an RLE (COCO ``segmentation`` dict), decoded when painted."""
+
+    rle: Mapping[str, Any] = field(hash=False, compare=False)
+    name: str = "COCO file"
+
+    def pixels(self, shape):
+        mask = decode_rle(self.rle, name=self.name)
+        if mask.shape != tuple(shape):
+            raise FormatError(
+                f"{self.name}: an RLE mask is {mask.shape[0]}x{mask.shape[1]} but the image is "
+                f"{shape[0]}x{shape[1]}; check that the annotation belongs to this image.")
+        return np.nonzero(mask)
+
+
+@dataclass(frozen=True)
+class AnnotatedImage:
+    """The annotations one file holds for one image.
+
+    Attributes
+    ----------
+    file_name : str
+        As written in the file (may carry folders; match images by its stem).
+    regions : tuple of Region
+        One per object, in file order (later objects paint over earlier ones).
+    shape : (int, int) or None
+        (height, width) when the file states it (COCO); None for VIA.
+    attributes : dict
+        Extra per-image fields of the file (COCO image entry extras, VIA file attributes).
+    notes : tuple of str
+        Sentences about what was skipped or guessed while reading this image's entry.
+    """
+
+    file_name: str
+    regions: tuple[Region, ...]
+    shape: tuple[int, int] | None = None
+    attributes: Mapping[str, Any] = field(default_factory=dict, hash=False, compare=False)
+    notes: tuple[str, ...] = ()
+
+
+def regions_to_labels(regions: Sequence[Region], shape: tuple[int, int]) -> np.ndarray:
+    """Paint regions into an ``int32`` label image, object k (1-based) in file order.
+
+    Where two regions overlap, the later one wins. Parts outside the image are clipped.
+
+    Examples
+    --------
+    >>> lab = regions_to_labels([RectRegion(0, 0, 2, 2), RectRegion(1, 1, 2, 2)], (4, 4))
+    >>> lab.tolist()
+    [[1, 1, 0, 0], [1, 2, 2, 0], [0, 2, 2, 0], [0, 0, 0, 0]]
+    """
+    shape = (int(shape[0]), int(shape[1]))
+    labels = np.zeros(shape, dtype=np.int32)
+    for k, region in enumerate(regions, start=1):
+        rr, cc = region.pixels(shape)
+        labels[rr, cc] = k
+    return labels
+
+
+# ---------------------------------------------------------------------------------------------
+# Label images -> outlines
+
+
+def _as_labels(labels: np.ndarray) -> np.ndarray:
+    """An int label image: bool masks are split into 8-connected components."""
+    labels = np.asarray(labels)
+    if labels.ndim != 2:
+        raise ValueError(f"A label image must be 2-D (rows, cols); got shape {labels.shape}.")
+    if labels.dtype == bool:
+        return measure.label(labels, connectivity=2).astype(np.int32)
+    return labels.astype(np.int32, copy=False)
+
+
+def object_outlines(labels: np.ndarray, *, snap: bool = False) -> list[tuple[int, list[np.ndarray]]]:
+    """Outer outlines of every object of a label image, holes dropped.
+
+    Parameters
+    ----------
+    labels : (H, W) int or bool array
+        Objects are label ids (bool masks are split into 8-connected components).
+    snap : bool
+        False: vertices on the mask's 0.5 iso-line, half a pixel outside the object's pixel
+        centres (COCO style, rasterise non-inclusively). True: integer vertices on the object's
+        boundary pixels (VIA / OpenCV style, rasterise inclusively).
+
+    Returns
+    -------
+    list of (label, [contour, ...])
+        One entry per present label, in label order. Each contour is an (N, 2) array of
+        (row, col) vertices, not closed (last != first). An object in several 8-connected
+        pieces has several contours, largest first.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> lab = np.zeros((5, 5), int); lab[2, 2] = 7
+    >>> [(k, c.tolist()) for k, (c,) in object_outlines(lab)]
+    [(7, [[2.5, 2.0], [2.0, 1.5], [1.5, 2.0], [2.0, 2.5]])]
+    >>> [(k, c.tolist()) for k, (c,) in object_outlines(lab, snap=True)]
+    [(7, [[2, 2]])]
+    """
+    labels = _as_labels(labels)
+    out = []
+    for index, box in enumerate(ndi.find_objects(labels), start=1):
+        if box is None:
+            continue
+        crop = ndi.binary_fill_holes(np.pad(labels[box] == index, 1))
+        contours = measure.find_contours(crop.astype(np.uint8), 0.5, fully_connected="high")
+        contours = [c[:-1] for c in contours if len(c) > 2]
+        contours.sort(key=lambda c: -abs(_shoelace(c)))
+        if snap:
+            contours = [_snap_to_pixels(c, crop) for c in contours]
+        offset = np.array([box[0].start - 1, box[1].start - 1])
+        out.append((index, [c + offset for c in contours]))
+    return out
+
+
+def _shoelace(contour: np.ndarray) -> float:
+    """Signed area of a closed polygon given as an (N, 2) array of vertices."""
+    r, c = contour[:, 0], contour[:, 1]
+    return 0.5 * float(np.dot(r, np.roll(c, -1)) - np.dot(c, np.roll(r, -1)))
+
+
+def _snap_to_pixels(contour: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    """Move each half-pixel outline vertex onto the object pixel beside it.
+
+    Every vertex of a 0.5 iso-line of a 0/1 image lies midway between an object pixel and a
+    background pixel; taking the object one gives integer boundary-pixel centres, the outline
+    OpenCV draws and FNC v2 stores.
+    """
+    low = np.floor(contour).astype(int)
+    high = np.ceil(contour).astype(int)
+    snapped = np.where(mask[low[:, 0], low[:, 1]][:, None], low, high)
+    keep = np.ones(len(snapped), dtype=bool)
+    keep[1:] = np.any(snapped[1:] != snapped[:-1], axis=1)
+    snapped = snapped[keep]
+    while len(snapped) > 1 and np.array_equal(snapped[0], snapped[-1]):
+        snapped = snapped[:-1]
+    return snapped
+
+
+# ---------------------------------------------------------------------------------------------
+# COCO run-length encoding (column-major, starting with a run of zeros)
+
+
+def encode_rle(mask: np.ndarray) -> dict[str, Any]:
+    """Uncompressed COCO RLE of a 2-D mask.
+
+    Runs are counted down the columns (column-major, as COCO does) and alternate background,
+    object, background, ...; the first run is background and may be 0.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> encode_rle(np.array([[0, 1], [1, 1]], bool))
+    {'size': [2, 2], 'counts': [1, 3]}
+    >>> encode_rle(np.array([[1, 0]], bool))
+    {'size': [1, 2], 'counts': [0, 1, 1]}
+    """
+    mask = np.asarray(mask)
+    if mask.ndim != 2:
+        raise ValueError(f"RLE needs a 2-D mask; got shape {mask.shape}.")
+    flat = mask.astype(bool).ravel(order="F")
+    change = np.flatnonzero(flat[1:] != flat[:-1]) + 1
+    bounds = np.concatenate([[0], change, [flat.size]])
+    counts = np.diff(bounds).tolist()
+    if flat.size and flat[0]:
+        counts = [0] + counts
+    return {"size": [int(mask.shape[0]), int(mask.shape[1])], "counts": [int(n) for n in counts]}
+
+
+def decode_rle(rle: Mapping[str, Any], *, name: str = "COCO file") -> np.ndarray:
+    """Decode a COCO RLE (``counts`` a list, or COCO's compressed string) to a bool mask.
+
+    Examples
+    --------
+    >>> decode_rle({"size": [2, 2], "counts": [1, 3]}).astype(int).tolist()
+    [[0, 1], [1, 1]]
+    >>> decode_rle({"size": [1, 2], "counts": "011"}).astype(int).tolist()
+    [[1, 0]]
+    """
+    try:
+        h, w = (int(v) for v in rle["size"])
+        counts = rle["counts"]
+    except (KeyError, TypeError, ValueError) as exc:
+        raise FormatError(f"{name}: an RLE segmentation needs 'size' [height, width] and "
+                          f"'counts'; this one has {sorted(rle) if isinstance(rle, Mapping) else rle!r}.") from exc
+    if isinstance(counts, (str, bytes)):
+        counts = decode_rle_string(counts, name=name)
+    counts = np.asarray(counts, dtype=np.int64)
+    if counts.ndim != 1 or (counts < 0).any() or int(counts.sum()) != h * w:
+        raise FormatError(f"{name}: RLE counts add up to {int(counts.sum())} pixels but its size "
+                          f"is {h}x{w} = {h * w}; the annotation is damaged.")
+    values = (np.arange(len(counts)) % 2).astype(bool)
+    return np.repeat(values, counts).reshape((h, w), order="F")
+
+
+def decode_rle_string(text: str | bytes, *, name: str = "COCO file") -> list[int]:
+    """Counts of COCO's compressed RLE string.
+
+    Each count is split into 5-bit groups, least significant first, each stored as a character
+    ``48 + group`` with bit 0x20 meaning "more groups follow" and bit 0x10 of the last group the
+    sign; from the third count on, a count is stored as its difference to the count two before.
+
+    Examples
+    --------
+    >>> decode_rle_string("1232")
+    [1, 2, 3, 4]
+    >>> decode_rle_string("151M")
+    [1, 5, 1, 2]
+    """
+    data = text.encode("ascii") if isinstance(text, str) else bytes(text)
+    counts: list[int] = []
+    pos = 0
+    while pos < len(data):
+        value, shift, more = 0, 0, True
+        while more:
+            if pos >= len(data):
+                raise FormatError(f"{name}: a compressed RLE string ends in the middle of a "
+                                  f"number; the annotation is damaged.")
+            group = data[pos] - 48
+            value |= (group & 0x1F) << shift
+            more = bool(group & 0x20)
+            pos += 1
+            shift += 5
+            if not more and group & 0x10:
+                value -= 1 << shift
+        if len(counts) > 2:
+            value += counts[-2]
+        counts.append(value)
+    return counts
+
+
+# ---------------------------------------------------------------------------------------------
+# Reading
+
+
+def parse_json(data: bytes | str | Mapping[str, Any], *, name: str = "annotation file") -> Any:
+    """Parse JSON bytes or text (a dict passes through), with a sentence when it is not JSON.
+
+    Examples
+    --------
+    >>> parse_json(b'{"a": 1}')
+    {'a': 1}
+    >>> parse_json("[", name="x.json")
+    Traceback (most recent call last):
+    ...
+    db.formats.FormatError: x.json is not valid JSON (line 1, column 2: Expecting value); export it again from the annotation tool.
+    """
+    if isinstance(data, Mapping):
+        return data
+    if isinstance(data, (bytes, bytearray)):
+        data = bytes(data).decode("utf-8-sig", errors="replace")
+    try:
+        return json.loads(data)
+    except json.JSONDecodeError as exc:
+        raise FormatError(f"{name} is not valid JSON (line {exc.lineno}, column {exc.colno}: "
+                          f"{exc.msg}); export it again from the annotation tool.") from None
+
+
+def _via_metadata(doc: Any) -> Mapping[str, Any] | None:
+    """The per-image part of a VIA document: a project's ``_via_img_metadata``, or the bare
+    dictionary VIA's "export annotations as JSON" (and FNC v2) writes."""
+    if not isinstance(doc, Mapping):
+        return None
+    meta = doc.get("_via_img_metadata")
+    if isinstance(meta, Mapping):
+        return meta
+    entries = [v for v in doc.values() if isinstance(v, Mapping)]
+    if entries and len(entries) == len(doc) and all("filename" in v and "regions" in v
+                                                    for v in entries):
+        return doc
+    return None
+
+
+def detect_format(doc: Any) -> str | None:
+    """``"via"``, ``"coco"`` or None for a parsed JSON document.
+
+    Examples
+    --------
+    >>> detect_format({"_via_img_metadata": {}}), detect_format({"images": []}), detect_format([])
+    ('via', 'coco', None)
+    """
+    if _via_metadata(doc) is not None:
+        return "via"
+    if isinstance(doc, Mapping) and isinstance(doc.get("images"), list):
+        return "coco"
+    return None
+
+
+def read_annotations(data: bytes | str | Mapping[str, Any], *,
+                     name: str = "annotation file") -> tuple[str, list[AnnotatedImage]]:
+    """Read a VIA or COCO document, whichever it is: ``(format, images)``.
+
+    Raises
+    ------
+    FormatError
+        When the document is neither, with a sentence saying what was expected.
+    """
+    doc = parse_json(data, name=name)
+    kind = detect_format(doc)
+    if kind == "via":
+        return kind, read_via(doc, name=name)
+    if kind == "coco":
+        return kind, read_coco(doc, name=name)
+    raise FormatError(f"{name} is neither a VIA-2 file (no '_via_img_metadata') nor a COCO file "
+                      f"(no 'images' list); export VIA-2 JSON or COCO instances JSON instead.")
+
+
+def read_via(data: bytes | str | Mapping[str, Any], *,
+             name: str = "VIA file") -> list[AnnotatedImage]:
+    """Read VIA-2 annotations (a project file or an exported annotation JSON).
+
+    Polygons and polylines become inclusive :class:`PolygonRegion` objects, ``circle`` and
+    ``ellipse`` :class:`EllipseRegion`, ``rect`` :class:`RectRegion`; points and unknown shapes
+    are skipped with a note. VIA 1's ``regions`` dictionary is accepted as well as a list.
+
+    Examples
+    --------
+    >>> doc = {"_via_img_metadata": {"a.png1": {"filename": "a.png", "size": 1, "regions": [
+    ...     {"shape_attributes": {"name": "rect", "x": 1, "y": 2, "width": 3, "height": 2}},
+    ...     {"shape_attributes": {"name": "point", "cx": 1, "cy": 1}}]}}}
+    >>> (img,) = read_via(doc)
+    >>> img.file_name, img.regions, img.notes[0][:30]
+    ('a.png', (RectRegion(row=2.0, col=1.0, height=2.0, width=3.0),), 'a.png: region 2 is a point, wh')
+    """
+    meta = _via_metadata(parse_json(data, name=name))
+    if meta is None:
+        raise FormatError(f"{name} is not a VIA-2 file: it has no '_via_img_metadata' entries "
+                          f"with 'filename' and 'regions'; export it from VIA as JSON.")
+    images = []
+    for key, entry in meta.items():
+        if not isinstance(entry, Mapping):
+            continue
+        file_name = str(entry.get("filename") or key)
+        raw = entry.get("regions") or []
+        raw = list(raw.values()) if isinstance(raw, Mapping) else list(raw)
+        regions, notes = [], []
+        for k, region in enumerate(raw, start=1):
+            made, note = _via_region(region, f"{file_name}: region {k}")
+            if made is not None:
+                regions.append(made)
+            if note:
+                notes.append(note)
+        attrs = entry.get("file_attributes") if isinstance(entry.get("file_attributes"), Mapping) else {}
+        images.append(AnnotatedImage(file_name, tuple(regions), None, dict(attrs), tuple(notes)))
+    return images
+
+
+def _via_region(region: Any, where: str) -> tuple[Region | None, str | None]:
+    """One VIA region -> (Region or None, a note when it was skipped)."""
+    shape = region.get("shape_attributes") if isinstance(region, Mapping) else None
+    if not isinstance(shape, Mapping):
+        return None, f"{where} has no 'shape_attributes' and was skipped."
+    kind = str(shape.get("name", "")).lower()
+    try:
+        if kind in ("polygon", "polyline"):
+            xs, ys = shape["all_points_x"], shape["all_points_y"]
+            if len(xs) != len(ys) or len(xs) == 0:
+                return None, f"{where} has {len(xs)} x and {len(ys)} y points and was skipped."
+            return PolygonRegion(tuple(map(float, ys)), tuple(map(float, xs)), True), None
+        if kind == "circle":
+            r = float(shape["r"])
+            return EllipseRegion(float(shape["cy"]), float(shape["cx"]), r, r), None
+        if kind == "ellipse":
+            return EllipseRegion(float(shape["cy"]), float(shape["cx"]), float(shape["ry"]),
+                                 float(shape["rx"]), float(shape.get("theta", 0.0))), None
+        if kind == "rect":
+            return RectRegion(float(shape["y"]), float(shape["x"]), float(shape["height"]),
+                              float(shape["width"])), None
+    except (KeyError, TypeError, ValueError) as exc:
+        return None, f"{where} is a {kind} without a usable {exc} value and was skipped."
+    what = f"a {kind}" if kind else "a shape without a name"
+    return None, (f"{where} is {what}, which has no area to make a mask from, and was skipped; "
+                  f"draw cells as polygons, circles, ellipses or rectangles.")
+
+
+def read_coco(data: bytes | str | Mapping[str, Any], *,
+              name: str = "COCO file") -> list[AnnotatedImage]:
+    """Read COCO instance annotations, standard or as FNC v2 writes them.
+
+    Standard COCO has one annotation per object whose ``segmentation`` is a list of flat
+    ``[x1, y1, x2, y2, ...]`` polygons (the parts of that object, in pixel-corner coordinates) or
+    an RLE dict. FNC v2 writes one annotation per *image* whose ``segmentation`` lists one
+    ``[[x, y], ...]`` outline per object, integer boundary-pixel points, and no ``categories``;
+    each of those outlines becomes its own object. Image ids may be numbers or strings.
+
+    Examples
+    --------
+    >>> fnc = {"images": [{"id": "a", "file_name": "a.png", "height": 6, "width": 6}],
+    ...        "annotations": [{"image_id": "a", "segmentation": [
+    ...            [[1, 1], [3, 1], [3, 3], [1, 3]], [[5, 5], [5, 5], [5, 5]]]}]}
+    >>> (img,) = read_coco(fnc)
+    >>> regions_to_labels(img.regions, img.shape)[:, :].max(), img.shape
+    (np.int32(2), (6, 6))
+    """
+    doc = parse_json(data, name=name)
+    if not isinstance(doc, Mapping) or not isinstance(doc.get("images"), list):
+        raise FormatError(f"{name} is not a COCO file: it has no 'images' list; export COCO "
+                          f"instances JSON from the annotation tool.")
+    entries: dict[str, dict[str, Any]] = {}
+    for k, image in enumerate(doc["images"], start=1):
+        if not isinstance(image, Mapping) or "file_name" not in image:
+            raise FormatError(f"{name}: image entry {k} has no 'file_name'; every COCO image "
+                              f"needs 'id' and 'file_name'.")
+        key = str(image.get("id", image["file_name"]))
+        entries[key] = {"image": image, "regions": [], "notes": []}
+    for k, ann in enumerate(doc.get("annotations") or [], start=1):
+        target = entries.get(str(ann.get("image_id"))) if isinstance(ann, Mapping) else None
+        if target is None:
+            log.warning("%s: annotation %d names no listed image and was skipped.", name, k)
+            continue
+        regions, note = _coco_segmentation(ann, f"{name}: annotation {k}")
+        target["regions"].extend(regions)
+        if note:
+            target["notes"].append(note)
+    return [_coco_image(e, name) for e in entries.values()]
+
+
+def _coco_image(entry: Mapping[str, Any], name: str) -> AnnotatedImage:
+    """Build one :class:`AnnotatedImage` from a collected COCO image entry."""
+    image = entry["image"]
+    shape = None
+    try:
+        if image.get("height") is not None and image.get("width") is not None:
+            shape = (int(image["height"]), int(image["width"]))
+    except (TypeError, ValueError):
+        raise FormatError(f"{name}: image {image['file_name']!r} has height "
+                          f"{image.get('height')!r} and width {image.get('width')!r}; "
+                          f"both must be whole numbers.") from None
+    skip = {"id", "file_name", "height", "width"}
+    attrs = {k: v for k, v in image.items() if k not in skip}
+    return AnnotatedImage(str(image["file_name"]), tuple(entry["regions"]), shape, attrs,
+                          tuple(entry["notes"]))
+
+
+def _depth(value: Any) -> int:
+    """Nesting depth of the first elements of nested lists: 3 for [[[x, y], ...]]."""
+    depth = 0
+    while isinstance(value, (list, tuple)) and value:
+        depth += 1
+        value = value[0]
+    return depth
+
+
+def _coco_segmentation(ann: Mapping[str, Any], where: str) -> tuple[list[Region], str | None]:
+    """Regions of one COCO annotation and a note when something was skipped or guessed."""
+    seg = ann.get("segmentation")
+    if isinstance(seg, Mapping):
+        return [MaskRegion(seg, where)], None
+    depth = _depth(seg)
+    try:
+        if depth == 3:  # FNC v2: one [[x, y], ...] outline per object
+            polys = [np.asarray(p, dtype=float).reshape(-1, 2) for p in seg if len(p)]
+            return [PolygonRegion(tuple(p[:, 1]), tuple(p[:, 0]), True) for p in polys], None
+        if depth in (1, 2):  # standard: flat polygons, all parts of one object
+            parts = [seg] if depth == 1 else [p for p in seg if len(p) >= 6]
+            return [_coco_polygon_parts(parts)] if parts else [], None
+    except (TypeError, ValueError):
+        return [], f"{where} has a segmentation that is not a list of numbers and was skipped."
+    box = ann.get("bbox")
+    if isinstance(box, (list, tuple)) and len(box) == 4 and not isinstance(box[0], (list, tuple)):
+        x, y, w, h = (float(v) for v in box)
+        return [RectRegion(y, x, h, w)], (f"{where} has no segmentation, only a box; the box "
+                                          f"was used as the object's outline.")
+    return [], f"{where} has neither a segmentation nor a box and was skipped."
+
+
+@dataclass(frozen=True)
+class _MultiPolygonRegion(Region):
+    """Several polygon parts of one COCO object."""
+
+    parts: tuple[PolygonRegion, ...]
+
+    def pixels(self, shape):
+        found = [p.pixels(shape) for p in self.parts]
+        return (np.concatenate([f[0] for f in found]), np.concatenate([f[1] for f in found]))
+
+
+def _coco_polygon_parts(parts: Sequence[Sequence[float]]) -> Region:
+    """Flat pixel-corner COCO polygons -> one region in pixel-centre coordinates."""
+    regions = []
+    for part in parts:
+        xy = np.asarray(part, dtype=float)
+        if xy.size % 2:
+            raise ValueError("odd number of coordinates")
+        xy = xy.reshape(-1, 2) - 0.5  # pixel corners -> pixel centres
+        regions.append(PolygonRegion(tuple(xy[:, 1]), tuple(xy[:, 0]), False))
+    return regions[0] if len(regions) == 1 else _MultiPolygonRegion(tuple(regions))
+
+
+# ---------------------------------------------------------------------------------------------
+# Writing
+
+
+@dataclass(frozen=True)
+class ExportImage:
+    """One image to write: its file name, its label image and extra fields.
+
+    Attributes
+    ----------
+    file_name : str
+        Name the annotation refers to (the image's original name).
+    labels : (H, W) int or bool array
+        Objects as label ids (bool masks are split into 8-connected components).
+    size : int
+        File size in bytes, for VIA's image key; -1 when unknown (VIA's own convention).
+    attributes : dict
+        Extra fields: added to the COCO image entry, and as VIA file attributes.
+    """
+
+    file_name: str
+    labels: np.ndarray = field(repr=False, compare=False)
+    size: int = -1
+    attributes: Mapping[str, Any] = field(default_factory=dict, compare=False)
+
+
+def _bbox_area(labels: np.ndarray) -> dict[int, tuple[list[int], int]]:
+    """Per label: COCO bbox [x, y, width, height] in pixels and area in pixels."""
+    areas = np.bincount(labels.ravel())
+    out = {}
+    for index, box in enumerate(ndi.find_objects(labels), start=1):
+        if box is not None:
+            rows, cols = box
+            out[index] = ([cols.start, rows.start, cols.stop - cols.start,
+                           rows.stop - rows.start], int(areas[index]))
+    return out
+
+
+def coco_document(images: Iterable[ExportImage], *, category: str = "cell", rle: bool = False,
+                  description: str = "CellTally export") -> dict[str, Any]:
+    """A standard COCO instances document: one annotation per object.
+
+    Parameters
+    ----------
+    images : iterable of ExportImage
+    category : str
+        Name of the single category (id 1).
+    rle : bool
+        Write each object as an uncompressed RLE instead of polygons. Objects whose outline
+        would have fewer than 3 points are written as RLE either way.
+    description : str
+        Goes into the ``info`` block.
+
+    Returns
+    -------
+    dict
+        ``info``, ``images`` (ids from 1, with ``height``, ``width`` and the extra attributes),
+        ``annotations`` (ids from 1; ``segmentation``, ``bbox`` [x, y, w, h], ``area`` in pixels,
+        ``iscrowd`` 0, ``category_id`` 1) and ``categories``.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> lab = np.zeros((4, 4), int); lab[1:3, 1:3] = 1
+    >>> ann = coco_document([ExportImage("a.png", lab)], rle=True)["annotations"][0]
+    >>> ann["segmentation"], ann["bbox"], ann["area"]
+    ({'size': [4, 4], 'counts': [5, 2, 2, 2, 5]}, [1, 1, 2, 2], 4)
+    """
+    doc: dict[str, Any] = {"info": {"description": description, "version": "1.0"},
+                           "licenses": [], "images": [], "annotations": [],
+                           "categories": [{"id": 1, "name": category, "supercategory": category}]}
+    for image_id, item in enumerate(images, start=1):
+        labels = _as_labels(item.labels)
+        entry = {"id": image_id, "file_name": item.file_name,
+                 "height": int(labels.shape[0]), "width": int(labels.shape[1])}
+        entry.update({k: v for k, v in item.attributes.items() if k not in entry})
+        doc["images"].append(entry)
+        boxes = _bbox_area(labels)
+        for index, outlines in object_outlines(labels):
+            bbox, area = boxes[index]
+            if rle or not outlines:
+                segmentation: Any = encode_rle(labels == index)
+            else:
+                segmentation = [[round(float(v), 2) for v in (c[:, ::-1] + 0.5).ravel()]
+                                for c in outlines]
+            doc["annotations"].append({
+                "id": len(doc["annotations"]) + 1, "image_id": image_id, "category_id": 1,
+                "segmentation": segmentation, "bbox": bbox, "area": area, "iscrowd": 0})
+    return doc
+
+
+def via_document(images: Iterable[ExportImage], *, project: str = "celltally") -> dict[str, Any]:
+    """A VIA-2 project: one polygon region per object on its boundary pixels.
+
+    Objects in several pieces keep their largest piece (a VIA region is one polygon). File
+    attributes carry ``attributes`` as strings.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> lab = np.zeros((5, 5), int); lab[1:3, 1:4] = 1
+    >>> doc = via_document([ExportImage("a.png", lab, size=10)])
+    >>> doc["_via_image_id_list"], doc["_via_img_metadata"]["a.png10"]["regions"][0]["shape_attributes"]
+    (['a.png10'], {'name': 'polygon', 'all_points_x': [3, 2, 1, 1, 2, 3], 'all_points_y': [2, 2, 2, 1, 1, 1]})
+    """
+    meta: dict[str, Any] = {}
+    for item in images:
+        regions = []
+        for _index, outlines in object_outlines(item.labels, snap=True):
+            rows, cols = outlines[0][:, 0], outlines[0][:, 1]
+            regions.append({"shape_attributes": {"name": "polygon",
+                                                 "all_points_x": [int(v) for v in cols],
+                                                 "all_points_y": [int(v) for v in rows]},
+                            "region_attributes": {}})
+        key = f"{item.file_name}{int(item.size)}"
+        meta[key] = {"filename": item.file_name, "size": int(item.size), "regions": regions,
+                     "file_attributes": {k: "" if v is None else str(v)
+                                         for k, v in item.attributes.items()}}
+    settings = json.loads(json.dumps(VIA_SETTINGS))
+    settings["project"]["name"] = project
+    return {"_via_settings": settings, "_via_img_metadata": meta,
+            "_via_attributes": {"region": {}, "file": {}}, "_via_data_format_version": "2.0.10",
+            "_via_image_id_list": list(meta)}
