@@ -1,0 +1,489 @@
+"""Read-only views the workbench pages need and the rest of ``db`` does not provide.
+
+Every function takes a ``session`` and never commits (CONVENTIONS 5); the science (agreement,
+density, doubt, matching) lives in ``core`` and is only called from here. Tables come back as
+pandas DataFrames with plain columns, so a page can show them as they are.
+
+- :func:`runs_overview`: every run of a project with its scores (for the dashboard);
+- :func:`run_results`: a run's per-image results on its test images;
+- :func:`training_data`: how many train/test images and approved masks a new run would use;
+- :func:`image_counts` and :func:`group_summary`: counts per image and per animal/region/condition,
+  with density per mm² when the project has a pixel size;
+- :func:`operator_agreement`: Bland-Altman agreement of blind double reviews, before and after
+  adjudication;
+- :func:`adjudication_queue`: the experts' open items, most useful first, with operators' votes;
+- :func:`model_doubt_candidates`: objects the promoted model is least sure of;
+- :func:`image_history`: every mask version, vote and adjudication of one image, oldest first.
+"""
+from __future__ import annotations
+
+import logging
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from sqlalchemy import func, select
+
+from core.agreement import Agreement, bland_altman, doubt, summarize_groups
+from db.models import (AdjudicationDecision, AdjudicationItem, Approval, Image,
+                       ImageResult, MaskVersion, ModelRun, ObjectDecision, ObjectOutcome, Project,
+                       ReviewAssignment, User)
+
+__all__ = [
+    "PAPER_SCORES", "SCORE_KEYS", "runs_overview", "run_results", "training_data", "image_counts",
+    "group_summary", "OperatorAgreement", "operator_agreement", "adjudication_queue",
+    "model_doubt_candidates", "image_history", "queue_rank",
+]
+
+log = logging.getLogger(__name__)
+
+#: The preprint's test scores (METHOD.md section 7), shown beside every run's.
+PAPER_SCORES = {"f1": 0.87, "mae": 0.85, "medae": 1.0, "mean_iou": 0.74}
+
+#: Score columns of :func:`runs_overview`, in display order.
+SCORE_KEYS = ("f1", "precision", "recall", "mae", "medae", "bias", "mean_iou", "n_images")
+
+# Other spellings a metrics.json may use for the same score.
+_ALIASES = {"medae": ("median_ae", "median_abs_error"), "mae": ("mean_abs_error",),
+            "mean_iou": ("iou", "miou"), "n_images": ("images", "n")}
+
+#: Queue order of the reasons an object needs an expert (lower first; see :func:`queue_rank`).
+QUEUE_RANKS = {"unsure": 0, "disagree": 1, "sent": 2, "doubt": 3}
+
+# The model's doubt over this counts as "least sure" (core.agreement.doubt is in [0, 1]).
+MIN_DOUBT = 0.5
+
+
+def _metric(metrics: dict, key: str) -> float:
+    """One score from a run's metrics, whatever spelling it was stored under; NaN when absent."""
+    lower = {str(k).lower(): v for k, v in (metrics or {}).items()}
+    for name in (key, *_ALIASES.get(key, ())):
+        value = lower.get(name)
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+    return math.nan
+
+
+def runs_overview(session, project_id: int) -> pd.DataFrame:
+    """Every run of a project, oldest first, with its test scores.
+
+    Returns
+    -------
+    DataFrame
+        Columns ``run_id, name, created_at, promoted, threshold, run_dir`` and :data:`SCORE_KEYS`
+        (NaN where the run's metrics lack a score).
+    """
+    runs = session.scalars(select(ModelRun).where(ModelRun.project_id == project_id)
+                           .order_by(ModelRun.created_at, ModelRun.id)).all()
+    rows = []
+    for r in runs:
+        row = {"run_id": r.id, "name": r.name or f"run {r.id}", "created_at": r.created_at,
+               "promoted": bool(r.promoted), "threshold": r.threshold, "run_dir": r.run_dir}
+        row.update({k: _metric(r.metrics, k) for k in SCORE_KEYS})
+        rows.append(row)
+    cols = ["run_id", "name", "created_at", "promoted", "threshold", "run_dir", *SCORE_KEYS]
+    return pd.DataFrame(rows, columns=cols)
+
+
+def run_results(session, run_id: int) -> pd.DataFrame:
+    """A run's results on its test images, one row per image, in image order.
+
+    Returns
+    -------
+    DataFrame
+        Columns ``image_id, name, animal, region, condition, width, height, n_true, n_pred, tp,
+        fp, fn, iou, error, abs_error, heatmap_path, image_path, version_id`` where ``error`` is
+        ``n_pred - n_true``.
+    """
+    q = (select(ImageResult, Image).join(Image, Image.id == ImageResult.image_id)
+         .where(ImageResult.run_id == run_id).order_by(Image.id))
+    rows = []
+    for res, img in session.execute(q).all():
+        rows.append({
+            "image_id": img.id, "name": img.original_name or f"image {img.id}",
+            "animal": img.animal, "region": img.region, "condition": img.condition,
+            "width": img.width, "height": img.height,
+            "n_true": res.n_true, "n_pred": res.n_pred, "tp": res.tp, "fp": res.fp, "fn": res.fn,
+            "iou": res.iou, "error": res.n_pred - res.n_true, "abs_error": abs(res.n_pred - res.n_true),
+            "heatmap_path": res.heatmap_path, "image_path": img.path, "version_id": res.version_id,
+        })
+    cols = ["image_id", "name", "animal", "region", "condition", "width", "height", "n_true",
+            "n_pred", "tp", "fp", "fn", "iou", "error", "abs_error", "heatmap_path", "image_path",
+            "version_id"]
+    return pd.DataFrame(rows, columns=cols)
+
+
+def _ground_truth_versions(session, image_ids) -> dict[int, int]:
+    """image id -> its latest approved mask version (only images that have one)."""
+    ids = list(image_ids)
+    if not ids:
+        return {}
+    latest = (select(Approval.image_id, func.max(Approval.id).label("aid"))
+              .where(Approval.image_id.in_(ids)).group_by(Approval.image_id).subquery())
+    q = select(Approval.image_id, Approval.version_id).join(latest, Approval.id == latest.c.aid)
+    return {image_id: version_id for image_id, version_id in session.execute(q).all()}
+
+
+def training_data(session, project_id: int) -> dict[str, int]:
+    """What a run queued now would learn from and be scored on.
+
+    Returns
+    -------
+    dict
+        ``train_images, test_images, unassigned_images`` (archived images left out) and
+        ``train_approved, test_approved``: those with an approved mask, the only ones a run uses.
+    """
+    q = (select(Image.id, Image.split).where(Image.project_id == project_id,
+                                             Image.archived.is_(False)))
+    split_of = dict(session.execute(q).all())
+    approved = _ground_truth_versions(session, split_of)
+    out = {f"{s}_images": 0 for s in ("train", "test", "unassigned")}
+    out.update(train_approved=0, test_approved=0)
+    for image_id, split in split_of.items():
+        out[f"{split}_images"] = out.get(f"{split}_images", 0) + 1
+        if image_id in approved and split in ("train", "test"):
+            out[f"{split}_approved"] += 1
+    return out
+
+
+def image_counts(session, project_id: int, *, run_id: int | None = None) -> pd.DataFrame:
+    """Cell counts per image of a project, with the metadata groups are made from.
+
+    ``count`` is the ground truth (latest approved version) where there is one, else the current
+    mask; ``n_pred`` is the run's count where ``run_id`` is given and scored the image.
+
+    Returns
+    -------
+    DataFrame
+        Columns ``image_id, name, animal, region, condition, split, review_status, area_px,
+        count, approved, n_pred``.
+    """
+    images = session.scalars(select(Image).where(Image.project_id == project_id,
+                                                 Image.archived.is_(False))
+                             .order_by(Image.id)).all()
+    gt = _ground_truth_versions(session, [i.id for i in images])
+    wanted = set(gt.values()) | {i.head_version_id for i in images if i.head_version_id}
+    counts = dict(session.execute(select(MaskVersion.id, MaskVersion.object_count)
+                                  .where(MaskVersion.id.in_(wanted))).all()) if wanted else {}
+    pred = {}
+    if run_id is not None:
+        pred = dict(session.execute(select(ImageResult.image_id, ImageResult.n_pred)
+                                    .where(ImageResult.run_id == run_id)).all())
+    rows = []
+    for img in images:
+        version = gt.get(img.id, img.head_version_id)
+        rows.append({
+            "image_id": img.id, "name": img.original_name or f"image {img.id}",
+            "animal": img.animal, "region": img.region, "condition": img.condition,
+            "split": img.split, "review_status": img.review_status,
+            "area_px": img.width * img.height,
+            "count": counts.get(version, np.nan) if version else np.nan,
+            "approved": img.id in gt, "n_pred": pred.get(img.id, np.nan),
+        })
+    cols = ["image_id", "name", "animal", "region", "condition", "split", "review_status",
+            "area_px", "count", "approved", "n_pred"]
+    return pd.DataFrame(rows, columns=cols)
+
+
+def group_summary(session, project_id: int, by: str, *, run_id: int | None = None,
+                  counts: pd.DataFrame | None = None) -> pd.DataFrame:
+    """Counts per ``by`` group (``animal``, ``region`` or ``condition``) with density per mm².
+
+    With ``run_id`` the run's predicted counts are summarised (the images it scored); without,
+    the ground-truth or current-mask counts of all images. ``counts`` reuses an
+    :func:`image_counts` table already loaded.
+
+    Returns
+    -------
+    DataFrame
+        See :func:`core.agreement.summarize_groups`; density is NaN when the project has no
+        pixel size.
+    """
+    if by not in ("animal", "region", "condition", "split"):
+        raise ValueError(f"Group by animal, region or condition, not {by!r}.")
+    project = session.get(Project, project_id)
+    if project is None:
+        raise ValueError(f"Project {project_id} does not exist.")
+    t = counts if counts is not None else image_counts(session, project_id, run_id=run_id)
+    column = "count"
+    if run_id is not None:
+        t, column = t[t["n_pred"].notna()], "n_pred"
+    t = t[t[column].notna()]
+    return summarize_groups(t, by, count=column, pixel_size_um=project.pixel_size_um)
+
+
+@dataclass(frozen=True)
+class OperatorAgreement:
+    """Agreement between two operators who reviewed the same images blind.
+
+    Attributes
+    ----------
+    table : DataFrame
+        One row per double-reviewed image: ``image_id, name, operator_a, operator_b, count_a,
+        count_b, count_a_after, count_b_after, decided`` (``decided`` = adjudicated objects).
+    before, after : Agreement or None
+        Bland-Altman of ``count_a - count_b`` before and after the experts' decisions replaced
+        both operators' calls on the adjudicated objects; None with no such image.
+    """
+
+    table: pd.DataFrame
+    before: Agreement | None
+    after: Agreement | None
+
+
+def _mask_reader(storage):
+    """A reader of stored masks that reads each file once."""
+    cache: dict[str, np.ndarray] = {}
+
+    def read(path: str) -> np.ndarray:
+        if path not in cache:
+            cache[path] = storage.read_mask(path)
+        return cache[path]
+    return read
+
+
+def _present(mask: np.ndarray, row: float, col: float) -> bool:
+    r = int(np.clip(round(row), 0, mask.shape[0] - 1))
+    c = int(np.clip(round(col), 0, mask.shape[1] - 1))
+    return bool(mask[r, c])
+
+
+def operator_agreement(session, storage, project_id: int) -> OperatorAgreement:
+    """Bland-Altman agreement of blind double reviews, before and after adjudication.
+
+    An image counts when two blind review assignments on it are done with a saved version. The
+    first assignment is operator A. After adjudication, every decided object on the image is
+    taken as the expert said in both operators' counts: an object the expert kept and an
+    operator's mask lacks adds one to that operator's count, one the expert dropped and the mask
+    holds removes one. Objects are matched by their centre pixel.
+
+    Parameters
+    ----------
+    storage : db.storage.Storage
+        Reads the operators' mask files (only for images with decisions).
+    """
+    q = (select(ReviewAssignment, MaskVersion, User.name)
+         .join(Image, Image.id == ReviewAssignment.image_id)
+         .join(MaskVersion, MaskVersion.id == ReviewAssignment.version_id)
+         .join(User, User.id == ReviewAssignment.user_id)
+         .where(Image.project_id == project_id, ReviewAssignment.blind.is_(True),
+                ReviewAssignment.done.is_(True), ReviewAssignment.version_id.is_not(None))
+         .order_by(ReviewAssignment.image_id, ReviewAssignment.id))
+    by_image: dict[int, list] = {}
+    for assignment, version, user_name in session.execute(q).all():
+        by_image.setdefault(assignment.image_id, []).append((version, user_name))
+    pairs = {k: v[:2] for k, v in by_image.items() if len(v) >= 2}
+    cols = ["image_id", "name", "operator_a", "operator_b", "count_a", "count_b",
+            "count_a_after", "count_b_after", "decided"]
+    if not pairs:
+        return OperatorAgreement(pd.DataFrame(columns=cols), None, None)
+    names = dict(session.execute(select(Image.id, Image.original_name)
+                                 .where(Image.id.in_(list(pairs)))).all())
+    dq = (select(AdjudicationItem, AdjudicationDecision)
+          .join(AdjudicationDecision, AdjudicationDecision.item_id == AdjudicationItem.id)
+          .where(AdjudicationItem.image_id.in_(list(pairs)),
+                 AdjudicationDecision.verdict.in_(("keep", "drop"))))
+    decisions: dict[int, list] = {}
+    for item, decision in session.execute(dq).all():
+        decisions.setdefault(item.image_id, []).append((item, decision.verdict))
+    read = _mask_reader(storage)
+    rows = []
+    for image_id, ((va, ua), (vb, ub)) in sorted(pairs.items()):
+        after = [va.object_count, vb.object_count]
+        for item, verdict in decisions.get(image_id, []):
+            for i, version in enumerate((va, vb)):
+                try:
+                    present = _present(read(version.path), item.centroid_row, item.centroid_col)
+                except (OSError, ValueError) as exc:  # a missing file must not hide the rest
+                    log.warning("mask version %s unreadable: %s", version.id, exc)
+                    continue
+                if verdict == "keep" and not present:
+                    after[i] += 1
+                elif verdict == "drop" and present:
+                    after[i] -= 1
+        rows.append({"image_id": image_id, "name": names.get(image_id) or f"image {image_id}",
+                     "operator_a": ua, "operator_b": ub, "count_a": va.object_count,
+                     "count_b": vb.object_count, "count_a_after": max(after[0], 0),
+                     "count_b_after": max(after[1], 0),
+                     "decided": len(decisions.get(image_id, []))})
+    table = pd.DataFrame(rows, columns=cols)
+    return OperatorAgreement(table, bland_altman(table["count_a"], table["count_b"]),
+                             bland_altman(table["count_a_after"], table["count_b_after"]))
+
+
+def queue_rank(kind: str, reason: str) -> int:
+    """Where an adjudication item goes in the queue: 0 flagged unsure, 1 operators disagreed,
+    2 sent from the prediction browser (an FP or FN), 3 the model is unsure.
+
+    >>> [queue_rank("mask_object", r) for r in ("unsure", "disagreement", "model_doubt")]
+    [0, 1, 3]
+    >>> queue_rank("run_fp", "sent")
+    2
+    """
+    reason = (reason or "").lower()
+    if "unsure" in reason or "flag" in reason:
+        return QUEUE_RANKS["unsure"]
+    if "disagree" in reason or "disput" in reason or "conflict" in reason:
+        return QUEUE_RANKS["disagree"]
+    if "doubt" in reason or "uncertain" in reason or reason.startswith("model"):
+        return QUEUE_RANKS["doubt"]
+    return QUEUE_RANKS["sent"]
+
+
+def _votes(session, items) -> dict[int, list[dict]]:
+    """item id -> the operators' verdicts on its cell (same version and label, or same cell)."""
+    if not items:
+        return {}
+    image_ids = {i.image_id for i in items}
+    q = (select(ObjectDecision, User.name).outerjoin(User, User.id == ObjectDecision.user_id)
+         .where(ObjectDecision.image_id.in_(image_ids)).order_by(ObjectDecision.id))
+    per_image: dict[int, list] = {}
+    for d, user_name in session.execute(q).all():
+        per_image.setdefault(d.image_id, []).append((d, user_name))
+    out = {}
+    for item in items:
+        decisions = per_image.get(item.image_id, [])
+        keys = {d.cell_key for d, _ in decisions
+                if item.version_id is not None and d.version_id == item.version_id
+                and d.label == item.label}
+        # Without a shared cell key, a vote on an object whose centre is within a few pixels
+        # of the item's centre is a vote on the same cell.
+        near = {d.id for d, _ in decisions
+                if math.hypot(d.centroid_row - item.centroid_row,
+                              d.centroid_col - item.centroid_col) <= 10.0}
+        out[item.id] = [{"user": name or "?", "verdict": d.verdict, "reason": d.reason or "",
+                         "at": d.created_at}
+                        for d, name in decisions if d.cell_key in keys or d.id in near]
+    return out
+
+
+def adjudication_queue(session, project_id: int, *, limit: int | None = None) -> pd.DataFrame:
+    """The experts' open items, most useful first.
+
+    Order: flagged unsure, then operators disagreed, then FP/FN sent from Predictions, then the
+    model's doubts (:func:`queue_rank`); within each, higher ``priority`` first, then oldest.
+
+    Returns
+    -------
+    DataFrame
+        Columns ``item_id, image_id, name, kind, reason, rank, priority, probability, label,
+        version_id, run_id, centroid_row, centroid_col, bbox, note, created_at, votes`` where
+        ``votes`` is a list of ``{"user", "verdict", "reason", "at"}``.
+    """
+    q = (select(AdjudicationItem, Image.original_name)
+         .join(Image, Image.id == AdjudicationItem.image_id)
+         .where(AdjudicationItem.project_id == project_id, AdjudicationItem.status == "open"))
+    got = session.execute(q).all()
+    items = [i for i, _ in got]
+    votes = _votes(session, items)
+    rows = [{
+        "item_id": i.id, "image_id": i.image_id, "name": name or f"image {i.image_id}",
+        "kind": i.kind, "reason": i.reason, "rank": queue_rank(i.kind, i.reason),
+        "priority": float(i.priority or 0.0), "probability": i.probability, "label": i.label,
+        "version_id": i.version_id, "run_id": i.run_id, "centroid_row": i.centroid_row,
+        "centroid_col": i.centroid_col, "bbox": list(i.bbox or []), "note": i.note or "",
+        "created_at": i.created_at, "votes": votes.get(i.id, []),
+    } for i, name in got]
+    cols = ["item_id", "image_id", "name", "kind", "reason", "rank", "priority", "probability",
+            "label", "version_id", "run_id", "centroid_row", "centroid_col", "bbox", "note",
+            "created_at", "votes"]
+    table = pd.DataFrame(rows, columns=cols)
+    if table.empty:
+        return table
+    table = table.sort_values(["rank", "priority", "created_at", "item_id"],
+                              ascending=[True, False, True, True], kind="stable")
+    table = table.reset_index(drop=True)
+    return table.head(limit) if limit else table
+
+
+def model_doubt_candidates(session, project_id: int, *, limit: int = 20,
+                           min_doubt: float = MIN_DOUBT) -> pd.DataFrame:
+    """Objects the promoted model is least sure of, on the test images it was scored on.
+
+    Predicted objects (TP and FP outcomes) whose mean probability is near the run's threshold or
+    whose area is far from the run's median object area (:func:`core.agreement.doubt`), least
+    sure first. Objects already queued (same image, centre within 10 px) are left out.
+
+    Returns
+    -------
+    DataFrame
+        Columns ``run_id, image_id, name, outcome, probability, area, doubt, centroid_row,
+        centroid_col, bbox``; empty without a promoted run.
+    """
+    cols = ["run_id", "image_id", "name", "outcome", "probability", "area", "doubt",
+            "centroid_row", "centroid_col", "bbox"]
+    run = session.scalars(select(ModelRun).where(ModelRun.project_id == project_id,
+                                                 ModelRun.promoted.is_(True))
+                          .order_by(ModelRun.id.desc())).first()
+    if run is None:
+        return pd.DataFrame(columns=cols)
+    q = (select(ObjectOutcome, ImageResult.image_id, Image.original_name)
+         .join(ImageResult, ImageResult.id == ObjectOutcome.result_id)
+         .join(Image, Image.id == ImageResult.image_id)
+         .where(ImageResult.run_id == run.id, ObjectOutcome.outcome.in_(("TP", "FP"))))
+    got = session.execute(q).all()
+    if not got:
+        return pd.DataFrame(columns=cols)
+    t = pd.DataFrame([{
+        "run_id": run.id, "image_id": image_id, "name": name or f"image {image_id}",
+        "outcome": o.outcome, "probability": o.probability,
+        "area": float(o.area) if o.area else np.nan, "centroid_row": o.centroid_row,
+        "centroid_col": o.centroid_col, "bbox": list(o.bbox or []),
+    } for o, image_id, name in got])
+    typical = float(np.nanmedian(t["area"])) if t["area"].notna().any() else 1.0
+    threshold = run.threshold if run.threshold and 0 < run.threshold < 1 else 0.5
+    t["doubt"] = doubt(t["probability"].astype(float).to_numpy(),
+                       t["area"].fillna(typical).to_numpy(), threshold=threshold,
+                       typical_area=max(typical, 1.0))
+    t = t[t["doubt"] >= min_doubt]
+    queued = session.execute(select(AdjudicationItem.image_id, AdjudicationItem.centroid_row,
+                                    AdjudicationItem.centroid_col)
+                             .where(AdjudicationItem.project_id == project_id)).all()
+    if queued and not t.empty:
+        def already(row) -> bool:
+            return any(i == row.image_id and math.hypot(r - row.centroid_row,
+                                                        c - row.centroid_col) <= 10.0
+                       for i, r, c in queued)
+        t = t[[not already(row) for row in t.itertuples()]]
+    t = t.sort_values(["doubt", "image_id"], ascending=[False, True], kind="stable")
+    return t[cols].head(limit).reset_index(drop=True)
+
+
+def image_history(session, image_id: int) -> pd.DataFrame:
+    """Everything that happened to an image's masks, oldest first.
+
+    Returns
+    -------
+    DataFrame
+        Columns ``at, who, what, detail, version_id``: mask versions (with source and count),
+        approvals, operators' votes and experts' adjudications (with verdict and reason).
+    """
+    rows: list[dict[str, Any]] = []
+    users = dict(session.execute(select(User.id, User.name)).all())
+    for v in session.scalars(select(MaskVersion).where(MaskVersion.image_id == image_id)):
+        rows.append({"at": v.created_at, "who": users.get(v.author_id, ""),
+                     "what": f"version ({v.source})",
+                     "detail": f"{v.object_count} cells" + (f"; {v.note}" if v.note else "")
+                     + ("; saved over a newer version" if v.conflict else ""),
+                     "version_id": v.id})
+    for a in session.scalars(select(Approval).where(Approval.image_id == image_id)):
+        rows.append({"at": a.created_at, "who": users.get(a.approver_id, ""), "what": "approved",
+                     "detail": "", "version_id": a.version_id})
+    for d in session.scalars(select(ObjectDecision).where(ObjectDecision.image_id == image_id)):
+        rows.append({"at": d.created_at, "who": users.get(d.user_id, ""),
+                     "what": f"vote: {d.verdict}",
+                     "detail": f"object {d.label} at ({d.centroid_row:.0f}, {d.centroid_col:.0f})"
+                     + (f": {d.reason}" if d.reason else ""), "version_id": d.version_id})
+    q = (select(AdjudicationDecision, AdjudicationItem)
+         .join(AdjudicationItem, AdjudicationItem.id == AdjudicationDecision.item_id)
+         .where(AdjudicationItem.image_id == image_id))
+    for d, item in session.execute(q).all():
+        rows.append({"at": d.created_at, "who": users.get(d.expert_id, ""),
+                     "what": f"adjudicated: {d.verdict}",
+                     "detail": f"{item.reason} object at ({item.centroid_row:.0f}, "
+                               f"{item.centroid_col:.0f}): {d.reason}",
+                     "version_id": d.version_id})
+    table = pd.DataFrame(rows, columns=["at", "who", "what", "detail", "version_id"])
+    return table.sort_values("at", kind="stable").reset_index(drop=True)
