@@ -1,0 +1,44 @@
+"""CellTally: the router. It registers the pages a signed-in user's role may open; nothing else.
+
+Each page checks the role again itself (``pages.ui.require``): the navigation only hides what a
+role cannot use. The database is migrated once per server process (``pages.ui.engine``), and in
+demo mode the demo project is built on the first start.
+"""
+from pathlib import Path
+
+import streamlit as st
+
+from pages import ui
+
+HERE = Path(__file__).resolve().parent
+ALL, EDIT = ui.ROLES, ui.EDITORS
+
+# (file, title, icon, roles, section). Part-2 pages are listed once their file exists.
+PAGES = [
+    ("pages/review.py", "Review", ":material/fact_check:", EDIT, "Label"),
+    ("pages/correct.py", "Correct", ":material/draw:", EDIT, "Label"),
+    ("pages/import_images.py", "Import", ":material/upload:", EDIT, "Label"),
+    ("pages/adjudicate.py", "Adjudicate", ":material/gavel:", ("expert", "admin"), "Label"),
+    ("pages/train.py", "Train", ":material/model_training:", EDIT, "Model"),
+    ("pages/predictions.py", "Predictions", ":material/visibility:", ALL, "Model"),
+    ("pages/dashboard.py", "Dashboard", ":material/monitoring:", ALL, "Model"),
+    ("pages/count.py", "Count", ":material/calculate:", EDIT, "Model"),
+    ("pages/export.py", "Export", ":material/download:", ALL, "Model"),
+    ("pages/account.py", "Account", ":material/person:", ALL, "Account"),
+    ("pages/admin.py", "Admin", ":material/admin_panel_settings:", ("admin",), "Account"),
+]
+
+st.set_page_config(page_title="CellTally", page_icon=":material/biotech:", layout="wide")
+ui.engine()
+who = ui.current_user()
+ui.sidebar(who)
+
+if who is None:
+    nav = st.navigation([st.Page("pages/signin.py", title="Sign in", icon=":material/login:")])
+else:
+    sections: dict[str, list] = {}
+    for path, title, icon, roles, section in PAGES:
+        if who.role in roles and (HERE / path).is_file():
+            sections.setdefault(section, []).append(st.Page(path, title=title, icon=icon))
+    nav = st.navigation(sections)
+nav.run()

@@ -1,0 +1,197 @@
+"""The one small UI helper module: cached resources, the sign-in guard, the sidebar.
+
+Every page imports this. It keeps what Streamlit should hold once per server process
+(settings, the migrated engine, the file store, loaded models) in ``st.cache_resource``, and
+nothing else is cached anywhere in the app. Keep it small and stable: other pages depend on it.
+
+- :func:`settings`, :func:`engine`, :func:`storage`, :func:`session`: the backend handles;
+- :func:`model_run`: a run directory loaded once (keras is imported only then);
+- :func:`require`: the server-side role check at the top of every page;
+- :func:`project_id`, :func:`sidebar`: the chosen project and its state.
+"""
+from __future__ import annotations
+
+import logging
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+import streamlit as st
+
+from db.settings import Settings
+
+log = logging.getLogger(__name__)
+
+ROLES = ("operator", "expert", "viewer", "admin")
+EDITORS = ("operator", "expert", "admin")  # who may change masks and import
+
+
+@dataclass(frozen=True)
+class Who:
+    """The signed-in user, as read from the database on this rerun."""
+
+    id: int
+    name: str
+    role: str
+
+
+@st.cache_resource(show_spinner=False)
+def settings() -> Settings:
+    """The installation's settings, read from the environment once."""
+    return Settings.from_env()
+
+
+@st.cache_resource(show_spinner="Preparing the database...")
+def engine():
+    """The engine, after migrating the database (and, in demo mode, seeding the demo project).
+
+    Runs once per server process: ``db upgrade`` is safe on an up-to-date database.
+    """
+    from db.engine import make_engine, upgrade
+
+    s = settings()
+    eng = make_engine(s)
+    upgrade(eng)
+    if s.demo:
+        from training.seed_demo import seed_demo
+
+        seed_demo(s, engine=eng)
+    return eng
+
+
+@st.cache_resource(show_spinner=False)
+def storage():
+    """The content-addressed file store under the data dir."""
+    from db.storage import Storage
+
+    return Storage.from_settings(settings())
+
+
+@st.cache_resource(show_spinner="Loading the model...", max_entries=4)
+def model_run(run_dir: str):
+    """A run directory with its model loaded (keras is imported here, on first use only)."""
+    from core.run import load_run
+
+    return load_run(run_dir)
+
+
+@contextmanager
+def session():
+    """One transaction: commits when the block ends, rolls back if it raises."""
+    from training.seed_demo import transaction
+
+    with transaction(engine()) as s:
+        yield s
+
+
+def current_user() -> Who | None:
+    """The signed-in user (re-read from the database), or None."""
+    name = st.session_state.get("user")
+    if name is None:
+        return None
+    from db.users import get_user
+
+    with session() as s:
+        user = get_user(s, name)
+        if user is None or user.disabled:
+            st.session_state.pop("user", None)
+            return None
+        return Who(user.id, user.name, user.role)
+
+
+def require(*roles: str) -> Who:
+    """Stop the page unless a signed-in user has one of ``roles`` (any role when none given).
+
+    The refusal happens here, on the server, for every rerun: hiding a page in the
+    navigation is only a convenience.
+    """
+    who = current_user()
+    if who is None:
+        st.error("Sign in first: this page needs an account.")
+        st.stop()
+    allowed = roles or ROLES
+    if who.role not in allowed:
+        st.error(f"{who.name} is signed in as {who.role}; this page needs the "
+                 f"{' or '.join(allowed)} role. Ask an admin if you need access.")
+        st.stop()
+    return who
+
+
+def sign_out() -> None:
+    for key in ("user", "project_id"):
+        st.session_state.pop(key, None)
+
+
+def projects() -> list[tuple[int, str]]:
+    """(id, name) of every project."""
+    from db.models import Project
+
+    with session() as s:
+        return [(p.id, p.name) for p in s.query(Project).order_by(Project.id)]
+
+
+def project_id() -> int | None:
+    """The project chosen in the sidebar (the first one until something else is chosen)."""
+    pid = st.session_state.get("project_id")
+    if pid is None:
+        first = projects()
+        pid = first[0][0] if first else None
+        st.session_state["project_id"] = pid
+    return pid
+
+
+def project_state(pid: int) -> dict:
+    """What the sidebar shows about a project."""
+    from db import insights
+
+    with session() as s:
+        counts = insights.image_counts(s, pid)
+        queue = insights.adjudication_queue(s, pid)
+        runs = insights.runs_overview(s, pid)
+    promoted = runs[runs["promoted"]].tail(1)
+    return {
+        "images": len(counts),
+        "reviewed": float(counts["approved"].mean()) if len(counts) else 0.0,
+        "pending": len(queue),
+        "model": None if promoted.empty else promoted.iloc[0].to_dict(),
+    }
+
+
+def sidebar(who: Who | None) -> None:
+    """The signed-in user, the project picker and the project's state."""
+    with st.sidebar:
+        if settings().demo:
+            st.caption("Demo mode: a separate demo database under data/demo/.")
+        if who is None:
+            return
+        st.markdown(f"**{who.name}** · {who.role}")
+        if st.button("Sign out", key="ui_sign_out"):
+            sign_out()
+            st.rerun()
+        options = projects()
+        if not options:
+            st.info("No project yet." + (" Create one on the Admin page." if who.role == "admin"
+                                          else " Ask an admin to create one."))
+            return
+        ids = [p for p, _ in options]
+        names = dict(options)
+        current = project_id()
+        pid = st.selectbox("Project", ids, index=ids.index(current) if current in ids else 0,
+                           format_func=names.get, key="ui_project")
+        st.session_state["project_id"] = pid
+        state = project_state(pid)
+        a, b = st.columns(2)
+        a.metric("Images", state["images"])
+        b.metric("Reviewed", f"{state['reviewed']:.0%}")
+        st.metric("Cells pending adjudication", state["pending"])
+        m = state["model"]
+        if m is None:
+            st.caption("No promoted model yet.")
+        else:
+            st.caption(f"Model **{m['name']}**: F1 {_fmt(m.get('f1'))}, MAE {_fmt(m.get('mae'))}")
+
+
+def _fmt(value) -> str:
+    try:
+        return "n/a" if value != value else f"{float(value):.2f}"  # NaN check without numpy
+    except (TypeError, ValueError):
+        return "n/a"
