@@ -17,9 +17,11 @@ pandas DataFrames with plain columns, so a page can show them as they are.
 """
 from __future__ import annotations
 
+import json
 import logging
 import math
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -34,7 +36,8 @@ from db.models import (AdjudicationDecision, AdjudicationItem, Approval, Image,
 __all__ = [
     "PAPER_SCORES", "SCORE_KEYS", "runs_overview", "run_results", "training_data", "image_counts",
     "group_summary", "OperatorAgreement", "operator_agreement", "adjudication_queue",
-    "model_doubt_candidates", "image_history", "queue_rank",
+    "model_doubt_candidates", "image_history", "queue_rank", "ImageOutcome", "image_outcome",
+    "recount", "recount_scores", "threshold_curve_for_run", "run_postprocess",
 ]
 
 log = logging.getLogger(__name__)
@@ -487,3 +490,224 @@ def image_history(session, image_id: int) -> pd.DataFrame:
                      "version_id": d.version_id})
     table = pd.DataFrame(rows, columns=["at", "who", "what", "detail", "version_id"])
     return table.sort_values("at", kind="stable").reset_index(drop=True)
+
+
+# --- Counts at another threshold, from the stored heatmaps ----------------------------------
+
+@dataclass(frozen=True)
+class ImageOutcome:
+    """One test image of a run, matched at some threshold.
+
+    Attributes
+    ----------
+    image_id : int
+    threshold : float
+    heatmap : ndarray of float32, (H, W)
+        The stored probability map.
+    true_labels, pred_labels : ndarray of int32, (H, W)
+        Ground truth objects and the objects predicted at ``threshold``.
+    match : core.metrics.Match
+        TP pairs and the unmatched ids (FN among the true, FP among the predicted).
+    """
+
+    image_id: int
+    threshold: float
+    heatmap: np.ndarray
+    true_labels: np.ndarray
+    pred_labels: np.ndarray
+    match: Any
+
+
+def run_postprocess(run: ModelRun):
+    """The post-processing params a run counts with (from its config, else its run directory)."""
+    from core.postprocess import PostprocessParams
+
+    params = (run.config or {}).get("postprocess")
+    if isinstance(params, dict):
+        try:
+            return PostprocessParams.from_dict(params)
+        except (TypeError, KeyError, ValueError):
+            log.warning("run %s: postprocess params in the database are invalid", run.id)
+    from core.run import load_run
+    return load_run(run.run_dir, with_model=False).postprocess
+
+
+def _get_run(session, run_id: int) -> ModelRun:
+    run = session.get(ModelRun, run_id)
+    if run is None:
+        raise ValueError(f"Run {run_id} does not exist; pick another run.")
+    return run
+
+
+def _truth_labels(session, storage, result: ImageResult, shape) -> np.ndarray:
+    """The ground truth the run was scored against, as labelled objects."""
+    from skimage.measure import label as cc_label
+
+    version_id = result.version_id or _ground_truth_versions(session, [result.image_id]).get(
+        result.image_id)
+    if version_id is None:
+        return np.zeros(shape, np.int32)
+    version = session.get(MaskVersion, version_id)
+    mask = storage.read_mask(version.path)
+    # 8-connected components, as db.masks counts objects.
+    return cc_label(mask, connectivity=2).astype(np.int32)
+
+
+def image_outcome(session, storage, run_id: int, image_id: int,
+                  threshold: float | None = None) -> ImageOutcome:
+    """Match one test image of a run at ``threshold`` (the run's own by default).
+
+    Raises
+    ------
+    ValueError
+        When the run did not score the image or its heatmap file cannot be read; the message
+        names the image and says what to do.
+    """
+    from core.metrics import match_objects
+    from core.postprocess import heatmap_to_labels
+
+    run = _get_run(session, run_id)
+    result = session.scalars(select(ImageResult).where(ImageResult.run_id == run_id,
+                                                       ImageResult.image_id == image_id)).first()
+    if result is None:
+        raise ValueError(f"Run {run_id} was not scored on image {image_id}; pick one of its "
+                         "test images.")
+    if not result.heatmap_path:
+        raise ValueError(f"Run {run_id} kept no heatmap for image {image_id}; evaluate the run "
+                         "again to store heatmaps.")
+    try:
+        heat = storage.read_heatmap(result.heatmap_path)
+    except (OSError, ValueError) as exc:
+        raise ValueError(f"The heatmap of image {image_id} ({result.heatmap_path}) cannot be "
+                         f"read: {exc}. Evaluate the run again.") from exc
+    t = float(threshold if threshold is not None else (run.threshold or 0.5))
+    if not 0.0 < t < 1.0:
+        raise ValueError(f"The threshold must be between 0 and 1, got {t}.")
+    params = run_postprocess(run)
+    pred = heatmap_to_labels(heat, params, threshold=t)
+    truth = _truth_labels(session, storage, result, heat.shape)
+    max_distance = float((run.config or {}).get("match_distance", 50.0))
+    return ImageOutcome(image_id, t, heat, truth, pred,
+                        match_objects(truth, pred, max_distance=max_distance))
+
+
+def recount(session, storage, run_id: int, threshold: float, *, image_ids=None,
+            progress=None) -> pd.DataFrame:
+    """Counts, TP, FP and FN of a run's test images at another threshold.
+
+    Parameters
+    ----------
+    threshold : float
+        In (0, 1).
+    image_ids : iterable of int, optional
+        Only these images (default: all the run scored).
+    progress : callable(done, total), optional
+
+    Returns
+    -------
+    DataFrame
+        Columns ``image_id, n_true, n_pred, tp, fp, fn, iou, error, abs_error, problem``;
+        an image whose files cannot be read keeps NaN counts and says why in ``problem``.
+    """
+    ids = image_ids
+    if ids is None:
+        ids = session.scalars(select(ImageResult.image_id).where(ImageResult.run_id == run_id)
+                              .order_by(ImageResult.image_id)).all()
+    ids = list(ids)
+    rows = []
+    for n, image_id in enumerate(ids):
+        try:
+            o = image_outcome(session, storage, run_id, image_id, threshold)
+            m = o.match
+            rows.append({"image_id": image_id, "n_true": m.n_true, "n_pred": m.n_pred,
+                         "tp": m.tp, "fp": m.fp, "fn": m.fn, "iou": m.iou,
+                         "error": m.n_pred - m.n_true, "abs_error": abs(m.n_pred - m.n_true),
+                         "problem": ""})
+        except ValueError as exc:
+            rows.append({"image_id": image_id, "problem": str(exc)})
+        if progress is not None:
+            progress(n + 1, len(ids))
+    cols = ["image_id", "n_true", "n_pred", "tp", "fp", "fn", "iou", "error", "abs_error",
+            "problem"]
+    return pd.DataFrame(rows, columns=cols)
+
+
+def recount_scores(table: pd.DataFrame) -> dict[str, float]:
+    """Pooled scores of a :func:`recount` table (the images it could read)."""
+    from core.metrics import Match, score
+
+    ok = table[table["problem"].fillna("") == ""]
+    s = score(Match(tp=int(r.tp), fp=int(r.fp), fn=int(r.fn), n_true=int(r.n_true),
+                    n_pred=int(r.n_pred), iou=float(r.iou)) for r in ok.itertuples())
+    return s.to_dict()
+
+
+CURVE_FILE = "threshold_curve_test.json"
+
+
+def threshold_curve_for_run(session, storage, run_id: int, *, compute: bool = False):
+    """F1, precision and recall against threshold for a run, with its best, knee and chosen.
+
+    The curve of the run's own tuning (``metrics["threshold_curve"]``, from the training
+    images) is used when the run stored one. Otherwise the curve over its test heatmaps is read
+    from ``threshold_curve_test.json`` in the run directory; with ``compute=True`` it is
+    computed (seconds per image) and kept there for the next time.
+
+    Returns
+    -------
+    dict or None
+        ``thresholds, f1, precision, recall`` (lists), ``best, knee, chosen`` (floats or None) and
+        ``source`` ("training images" or "test images"); None when nothing is stored and
+        ``compute`` is False.
+    """
+    run = _get_run(session, run_id)
+    marks = _run_thresholds(run)
+    stored = (run.metrics or {}).get("threshold_curve")
+    if isinstance(stored, dict) and stored.get("thresholds") and stored.get("f1"):
+        return {**_curve_lists(stored), **marks, "source": "training images"}
+    cache = Path(run.run_dir) / CURVE_FILE
+    if cache.is_file():
+        try:
+            got = json.loads(cache.read_text())
+            return {**_curve_lists(got), **marks, "knee": marks["knee"] or got.get("knee"),
+                    "source": "test images"}
+        except (OSError, ValueError, KeyError):
+            log.warning("ignoring unreadable %s", cache)
+    if not compute:
+        return None
+    from core.metrics import threshold_curve
+
+    results = session.scalars(select(ImageResult).where(ImageResult.run_id == run_id,
+                                                        ImageResult.heatmap_path.is_not(None))
+                              .order_by(ImageResult.image_id)).all()
+    if not results:
+        raise ValueError(f"Run {run_id} kept no heatmaps; evaluate it again to draw its curve.")
+    heats = [storage.read_heatmap(r.heatmap_path) for r in results]
+    truths = [_truth_labels(session, storage, r, h.shape) for r, h in zip(results, heats)]
+    c = threshold_curve(heats, truths, run_postprocess(run))
+    got = {"thresholds": c.thresholds.tolist(), "f1": c.f1.tolist(),
+           "precision": c.precision.tolist(), "recall": c.recall.tolist(),
+           "best": c.best, "knee": c.knee}
+    try:
+        cache.write_text(json.dumps(got))
+    except OSError as exc:
+        log.warning("cannot keep the curve in %s: %s", cache, exc)
+    return {**_curve_lists(got), **marks, "knee": marks["knee"] or c.knee,
+            "best": marks["best"] or c.best, "source": "test images"}
+
+
+def _curve_lists(d: dict) -> dict:
+    return {k: [float(v) for v in d[k]] for k in ("thresholds", "f1", "precision", "recall")
+            if k in d}
+
+
+def _run_thresholds(run: ModelRun) -> dict:
+    """best, knee and chosen of a run: its thresholds.json where readable, else the database."""
+    marks = {"best": None, "knee": None, "chosen": run.threshold}
+    try:
+        t = json.loads((Path(run.run_dir) / "thresholds.json").read_text())
+        marks.update({k: t.get(k) for k in ("best", "knee")})
+        marks["chosen"] = run.threshold if run.threshold is not None else t.get("chosen")
+    except (OSError, ValueError):
+        pass
+    return marks

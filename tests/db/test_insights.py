@@ -5,6 +5,7 @@ import math
 import numpy as np
 import pytest
 from skimage.draw import disk
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from db import insights
@@ -255,3 +256,74 @@ def test_image_history_lists_versions_approvals_votes_and_decisions(world):
     assert list(h["what"])[-2:] == ["vote: unsure", "adjudicated: drop"]
     assert h.iloc[-1]["who"] == "eve" and "debris" in h.iloc[-1]["detail"]
     assert "version (auto)" in set(h["what"]) and "approved" in set(h["what"])
+
+
+@pytest.fixture
+def scored(world, tmp_path):
+    """A run scored on one 80x80 image: three clear cells and one faint blob (p = 0.4)."""
+    from core.postprocess import PostprocessParams
+
+    engine, storage, ids = world
+    truth = _mask((80, 80), [(15, 15), (15, 60), (60, 15)], radius=6)
+    heat = np.where(truth, 0.8, 0.05).astype(np.float32)
+    heat[disk((60, 60), 6)] = 0.4
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    with Session(engine) as s, s.begin():
+        img = Image(project_id=ids["project"], sha256="f" * 64, path="/x.png", original_name="s.png",
+                    width=80, height=80, split="test")
+        s.add(img)
+        s.flush()
+        stored = storage.put_mask(truth)
+        v = MaskVersion(image_id=img.id, source="manual", path=str(stored.path),
+                        sha256=stored.sha256, object_count=3)
+        s.add(v)
+        s.flush()
+        run = ModelRun(project_id=ids["project"], name="scored", run_dir=str(run_dir),
+                       threshold=0.5, config={"postprocess":
+                                              PostprocessParams.paper(cell_diameter=10).to_dict()})
+        s.add(run)
+        s.flush()
+        s.add(ImageResult(run_id=run.id, image_id=img.id, version_id=v.id, tp=3, fp=0, fn=0,
+                          n_true=3, n_pred=3, iou=1.0,
+                          heatmap_path=str(storage.put_heatmap(heat).path)))
+        ids = {**ids, "scored_run": run.id, "scored_image": img.id}
+    return engine, storage, ids
+
+
+def test_recount_moves_with_the_threshold(scored):
+    engine, storage, ids = scored
+    run, img = ids["scored_run"], ids["scored_image"]
+    with Session(engine) as s:
+        high = insights.recount(s, storage, run, 0.5)
+        low = insights.recount(s, storage, run, 0.3)
+        o = insights.image_outcome(s, storage, run, img, 0.3)
+    assert high.iloc[0][["n_true", "n_pred", "tp", "fp", "fn"]].tolist() == [3, 3, 3, 0, 0]
+    assert low.iloc[0][["n_pred", "tp", "fp"]].tolist() == [4, 3, 1]
+    assert o.match.unmatched_pred and o.pred_labels.max() == 4 and o.true_labels.max() == 3
+    assert insights.recount_scores(low)["precision"] == pytest.approx(0.75)
+
+
+def test_recount_names_an_unreadable_heatmap(scored):
+    engine, storage, ids = scored
+    with Session(engine) as s, s.begin():
+        res = s.scalars(select(ImageResult)
+                        .where(ImageResult.run_id == ids["scored_run"])).one()
+        res.heatmap_path = "/gone/heat.png"
+    with Session(engine) as s:
+        t = insights.recount(s, storage, ids["scored_run"], 0.5)
+        assert "cannot be read" in t.iloc[0]["problem"] and np.isnan(t.iloc[0]["n_pred"])
+        with pytest.raises(ValueError, match="not scored"):
+            insights.image_outcome(s, storage, ids["scored_run"], ids["images"][0])
+
+
+def test_threshold_curve_computed_once_then_read_back(scored):
+    engine, storage, ids = scored
+    run = ids["scored_run"]
+    with Session(engine) as s:
+        assert insights.threshold_curve_for_run(s, storage, run) is None
+        c = insights.threshold_curve_for_run(s, storage, run, compute=True)
+        again = insights.threshold_curve_for_run(s, storage, run)
+    assert c["source"] == "test images" and c["chosen"] == 0.5
+    assert len(c["thresholds"]) == 37 and max(c["f1"]) == 1.0
+    assert again["f1"] == c["f1"]
