@@ -57,7 +57,7 @@ def read_image(source, *, name=None):
     rgb : ndarray of uint8, shape (rows, cols, 3)
         Grayscale is replicated to three channels and alpha is dropped. Input deeper than
         8 bits (16-bit, 32-bit, float) is rescaled linearly so that its maximum maps to
-        255 (nearest integer; negative values become 0).
+        255 (nearest integer, halves up; negative values become 0).
 
     Raises
     ------
@@ -419,8 +419,9 @@ def _to_rgb8(raw):
     if raw.dtype != np.uint8:
         values = np.clip(np.nan_to_num(raw.astype(np.float64)), 0, None)
         top = values.max()
-        scale = 255.0 / top if top > 0 else 0.0
-        raw = np.rint(values * scale).astype(np.uint8)
+        # Multiply before dividing so exact halves stay exact (200 * 255 / 400 = 127.5).
+        scaled = values * 255.0 / top if top > 0 else values
+        raw = np.floor(scaled + 0.5).astype(np.uint8)
     if raw.ndim == 2:
         raw = np.repeat(raw[..., None], 3, axis=-1)
     return np.ascontiguousarray(raw)
