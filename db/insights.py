@@ -36,7 +36,7 @@ from db.models import (AdjudicationDecision, AdjudicationItem, Approval, Image,
 __all__ = [
     "PAPER_SCORES", "SCORE_KEYS", "runs_overview", "run_results", "training_data", "image_counts",
     "group_summary", "OperatorAgreement", "operator_agreement", "adjudication_queue",
-    "model_doubt_candidates", "image_history", "queue_rank", "ImageOutcome", "image_outcome",
+    "model_doubt_candidates", "queue_model_doubts", "image_history", "queue_rank", "ImageOutcome", "image_outcome",
     "recount", "recount_scores", "threshold_curve_for_run", "run_postprocess",
 ]
 
@@ -320,9 +320,9 @@ def queue_rank(kind: str, reason: str) -> int:
     """Where an adjudication item goes in the queue: 0 flagged unsure, 1 operators disagreed,
     2 sent from the prediction browser (an FP or FN), 3 the model is unsure.
 
-    >>> [queue_rank("mask_object", r) for r in ("unsure", "disagreement", "model_doubt")]
-    [0, 1, 3]
-    >>> queue_rank("run_fp", "sent")
+    >>> [queue_rank("mask_object", r) for r in ("unsure", "disagreement", "uncertain", "size")]
+    [0, 1, 3, 3]
+    >>> queue_rank("run_fp", "prediction_fp")
     2
     """
     reason = (reason or "").lower()
@@ -330,7 +330,8 @@ def queue_rank(kind: str, reason: str) -> int:
         return QUEUE_RANKS["unsure"]
     if "disagree" in reason or "disput" in reason or "conflict" in reason:
         return QUEUE_RANKS["disagree"]
-    if "doubt" in reason or "uncertain" in reason or reason.startswith("model"):
+    if ("doubt" in reason or "uncertain" in reason or reason == "size"
+            or reason.startswith("model")):
         return QUEUE_RANKS["doubt"]
     return QUEUE_RANKS["sent"]
 
@@ -351,6 +352,8 @@ def _votes(session, items) -> dict[int, list[dict]]:
         keys = {d.cell_key for d, _ in decisions
                 if item.version_id is not None and d.version_id == item.version_id
                 and d.label == item.label}
+        if (item.geometry or {}).get("cell_key") is not None:
+            keys.add(item.geometry["cell_key"])
         # Without a shared cell key, a vote on an object whose centre is within a few pixels
         # of the item's centre is a vote on the same cell.
         near = {d.id for d, _ in decisions
@@ -412,17 +415,18 @@ def model_doubt_candidates(session, project_id: int, *, limit: int = 20,
     Returns
     -------
     DataFrame
-        Columns ``run_id, image_id, name, outcome, probability, area, doubt, centroid_row,
-        centroid_col, bbox``; empty without a promoted run.
+        Columns ``run_id, image_id, name, outcome_id, outcome, probability, area, doubt, why,
+        centroid_row, centroid_col, bbox, version_id``; ``why`` is ``uncertain`` (probability
+        near the threshold) or ``size``. Empty without a promoted run.
     """
-    cols = ["run_id", "image_id", "name", "outcome", "probability", "area", "doubt",
-            "centroid_row", "centroid_col", "bbox"]
+    cols = ["run_id", "image_id", "name", "outcome_id", "outcome", "probability", "area",
+            "doubt", "why", "centroid_row", "centroid_col", "bbox", "version_id"]
     run = session.scalars(select(ModelRun).where(ModelRun.project_id == project_id,
                                                  ModelRun.promoted.is_(True))
                           .order_by(ModelRun.id.desc())).first()
     if run is None:
         return pd.DataFrame(columns=cols)
-    q = (select(ObjectOutcome, ImageResult.image_id, Image.original_name)
+    q = (select(ObjectOutcome, ImageResult.image_id, ImageResult.version_id, Image.original_name)
          .join(ImageResult, ImageResult.id == ObjectOutcome.result_id)
          .join(Image, Image.id == ImageResult.image_id)
          .where(ImageResult.run_id == run.id, ObjectOutcome.outcome.in_(("TP", "FP"))))
@@ -431,15 +435,20 @@ def model_doubt_candidates(session, project_id: int, *, limit: int = 20,
         return pd.DataFrame(columns=cols)
     t = pd.DataFrame([{
         "run_id": run.id, "image_id": image_id, "name": name or f"image {image_id}",
-        "outcome": o.outcome, "probability": o.probability,
+        "outcome_id": o.id, "outcome": o.outcome, "probability": o.probability,
+        "version_id": version_id,
         "area": float(o.area) if o.area else np.nan, "centroid_row": o.centroid_row,
         "centroid_col": o.centroid_col, "bbox": list(o.bbox or []),
-    } for o, image_id, name in got])
+    } for o, image_id, version_id, name in got])
     typical = float(np.nanmedian(t["area"])) if t["area"].notna().any() else 1.0
     threshold = run.threshold if run.threshold and 0 < run.threshold < 1 else 0.5
-    t["doubt"] = doubt(t["probability"].astype(float).to_numpy(),
-                       t["area"].fillna(typical).to_numpy(), threshold=threshold,
-                       typical_area=max(typical, 1.0))
+    probs = t["probability"].astype(float).to_numpy()
+    areas = t["area"].fillna(typical).to_numpy()
+    kw = dict(threshold=threshold, typical_area=max(typical, 1.0))
+    by_prob = doubt(probs, np.full(len(t), max(typical, 1.0)), **kw)
+    by_size = doubt(np.full(len(t), np.nan), areas, **kw)
+    t["doubt"] = np.maximum(by_prob, by_size)
+    t["why"] = np.where(by_prob >= by_size, "uncertain", "size")
     t = t[t["doubt"] >= min_doubt]
     queued = session.execute(select(AdjudicationItem.image_id, AdjudicationItem.centroid_row,
                                     AdjudicationItem.centroid_col)
@@ -452,6 +461,43 @@ def model_doubt_candidates(session, project_id: int, *, limit: int = 20,
         t = t[[not already(row) for row in t.itertuples()]]
     t = t.sort_values(["doubt", "image_id"], ascending=[False, True], kind="stable")
     return t[cols].head(limit).reset_index(drop=True)
+
+
+def queue_model_doubts(session, storage, project_id: int, *, user_id: int | None,
+                       limit: int = 20, min_doubt: float = MIN_DOUBT) -> int:
+    """Put the promoted model's least sure objects in the experts' queue; returns how many.
+
+    A doubtful prediction that matched a true cell (TP) is queued as that object of the ground
+    truth it was scored against (reason ``uncertain``, or ``size`` when its size is what is
+    odd); a doubtful FP goes in as the run's FP. Writes rows: the caller commits.
+    """
+    from db import masks
+
+    cands = model_doubt_candidates(session, project_id, limit=limit, min_doubt=min_doubt)
+    n = 0
+    for c in cands.itertuples():
+        if c.outcome == "FP":
+            masks.queue_run_object(session, int(c.outcome_id), user_id=user_id,
+                                   note=f"model doubt {c.doubt:.2f}")
+            n += 1
+            continue
+        version_id = c.version_id
+        if version_id is None or (isinstance(version_id, float) and math.isnan(version_id)):
+            version_id = _ground_truth_versions(session, [int(c.image_id)]).get(int(c.image_id))
+        if version_id is None:
+            continue
+        version = session.get(MaskVersion, int(version_id))
+        labels = masks.label_objects(storage.read_mask(version.path))
+        r = int(np.clip(round(c.centroid_row), 0, labels.shape[0] - 1))
+        col = int(np.clip(round(c.centroid_col), 0, labels.shape[1] - 1))
+        label = int(labels[r, col])
+        if label == 0:
+            continue
+        masks.queue_mask_object(session, storage, int(c.image_id), version.id, label,
+                                reason=c.why, user_id=user_id,
+                                probability=c.probability, note=f"model doubt {c.doubt:.2f}")
+        n += 1
+    return n
 
 
 def image_history(session, image_id: int) -> pd.DataFrame:

@@ -82,8 +82,8 @@ def world(tmp_path):
         s.add_all([
             ObjectOutcome(result_id=res2.id, outcome="TP", centroid_row=10, centroid_col=10,
                           bbox=[7, 7, 14, 14], area=100, probability=0.97),
-            ObjectOutcome(result_id=res2.id, outcome="TP", centroid_row=10, centroid_col=30,
-                          bbox=[7, 27, 14, 34], area=100, probability=0.52),
+            ObjectOutcome(result_id=res2.id, outcome="TP", centroid_row=10, centroid_col=26,
+                          bbox=[7, 23, 14, 30], area=100, probability=0.52),
             ObjectOutcome(result_id=res2.id, outcome="FP", centroid_row=30, centroid_col=30,
                           bbox=[20, 20, 40, 40], area=900, probability=0.95),
             ObjectOutcome(result_id=res3.id, outcome="TP", centroid_row=5, centroid_col=5,
@@ -327,3 +327,19 @@ def test_threshold_curve_computed_once_then_read_back(scored):
     assert c["source"] == "test images" and c["chosen"] == 0.5
     assert len(c["thresholds"]) == 37 and max(c["f1"]) == 1.0
     assert again["f1"] == c["f1"]
+
+
+def test_queue_model_doubts_puts_them_in_the_experts_queue(world):
+    engine, storage, ids = world
+    with Session(engine) as s:
+        c = insights.model_doubt_candidates(s, ids["project"])
+    assert dict(zip(c["probability"], c["why"])) == {0.52: "uncertain", 0.95: "size"}
+    with Session(engine) as s, s.begin():
+        n = insights.queue_model_doubts(s, storage, ids["project"], user_id=ids["users"]["eve"])
+    with Session(engine) as s:
+        q = insights.adjudication_queue(s, ids["project"])
+        assert insights.model_doubt_candidates(s, ids["project"]).empty
+    # The borderline TP lies on the ground truth (image 2 has cells at (10, 10+8k)); the FP is
+    # queued as the run's FP.
+    assert n == 2 and sorted(q["reason"]) == ["prediction_fp", "uncertain"]
+    assert list(q["rank"]) == [2, 3]
