@@ -1,0 +1,167 @@
+"""Dashboard: how good the counts are, per run and over time, per group, and between operators.
+
+Everyone may read it; nothing here changes data (the threshold curve, when first drawn from the
+test heatmaps, is kept in the run directory so the next visit is instant).
+"""
+import math
+
+import pandas as pd
+import plotly.express as px
+import plotly.graph_objects as go
+import streamlit as st
+
+from db import insights
+from pages import ui
+
+who = ui.require()
+pid = ui.project_id()
+st.title("Dashboard")
+if pid is None:
+    st.info("There is no project yet. An admin creates one on the Admin page.")
+    st.stop()
+
+with ui.session() as s:
+    runs = insights.runs_overview(s, pid)
+
+
+def fmt(value, digits=2) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "n/a"
+    return f"{value:.{digits}f}"
+
+
+# ---------------------------------------------------------------- scores per run
+st.subheader("Scores per run")
+if runs.empty:
+    st.info("No trained run yet. Queue one on the Train page; its scores appear here.")
+else:
+    default = runs.index[runs["promoted"]].max() if runs["promoted"].any() else runs.index[-1]
+    labels = {int(r.run_id): f"{r.name}{' (promoted)' if r.promoted else ''}"
+              for r in runs.itertuples()}
+    run_id = st.selectbox("Run", list(labels), index=list(labels).index(int(runs.loc[default,
+                                                                                     "run_id"])),
+                          format_func=labels.get, key="dash_run")
+    row = runs[runs["run_id"] == run_id].iloc[0]
+    cols = st.columns(7)
+    paper = insights.PAPER_SCORES
+    for col, key, title, digits in zip(cols, ("f1", "precision", "recall", "mae", "medae", "bias",
+                                              "mean_iou"),
+                                       ("F1", "Precision", "Recall", "MAE", "MedAE", "Bias",
+                                        "Mean IoU"), (2, 2, 2, 2, 1, 2, 2)):
+        ref = paper.get(key)
+        col.metric(title, fmt(row[key], digits),
+                   help=f"Paper (preprint, 60 test images): {ref}" if ref is not None else None)
+    st.caption("Paper (preprint): F1 0.87, MAE 0.85, MedAE 1, mean IoU 0.74 on 60 test images. "
+               f"This run: {fmt(row['n_images'], 0)} test images, chosen threshold "
+               f"{fmt(row['threshold'], 3)}.")
+    table = runs[["name", "created_at", "promoted", "threshold", *insights.SCORE_KEYS]].copy()
+    table = pd.concat([table, pd.DataFrame([{"name": "paper (preprint)", "promoted": False,
+                                             **paper, "n_images": 60}])], ignore_index=True)
+    st.dataframe(table, hide_index=True, width="stretch")
+
+    with ui.session() as s:
+        results = insights.run_results(s, run_id)
+        curve = insights.threshold_curve_for_run(s, ui.storage(), run_id)
+
+    # ------------------------------------------------------------ F1 against threshold
+    st.subheader("F1 against threshold")
+    if curve is None:
+        st.caption("This run stored no threshold curve. Drawing it from its test heatmaps takes "
+                   "a few seconds per image, once.")
+        if st.button("Draw the curve", key="dash_curve"):
+            try:
+                with st.spinner("Sweeping the threshold over the test heatmaps..."), \
+                        ui.session() as s:
+                    curve = insights.threshold_curve_for_run(s, ui.storage(), run_id,
+                                                             compute=True)
+            except ValueError as exc:
+                st.error(str(exc))
+    if curve is not None:
+        fig = go.Figure()
+        for key, dash in (("f1", "solid"), ("precision", "dot"), ("recall", "dash")):
+            if key in curve:
+                fig.add_trace(go.Scatter(x=curve["thresholds"], y=curve[key], name=key,
+                                         mode="lines", line={"dash": dash}))
+        for mark, colour in (("chosen", "green"), ("knee", "orange"), ("best", "grey")):
+            if curve.get(mark) is not None:
+                fig.add_vline(x=curve[mark], line_color=colour, line_dash="dash",
+                              annotation_text=f"{mark} {curve[mark]:.3f}")
+        fig.update_layout(xaxis_title="threshold", yaxis_title="score", height=360,
+                          title=f"Scores against threshold ({curve['source']})")
+        st.plotly_chart(fig, key="dash_fig_curve")
+
+    # ------------------------------------------------------------ per-image errors
+    if results.empty:
+        st.info("This run has no per-image results; evaluate it to see its errors.")
+    else:
+        left, right = st.columns(2)
+        hist = px.histogram(results, x="abs_error", marginal="box", nbins=20,
+                            title="Absolute count error per image",
+                            labels={"abs_error": "|predicted - true|"})
+        hist.update_layout(height=380)
+        left.plotly_chart(hist, key="dash_fig_errors")
+        top = float(max(results["n_true"].max(), results["n_pred"].max(), 1))
+        scatter = px.scatter(results, x="n_true", y="n_pred", hover_name="name",
+                             title="Predicted against true count",
+                             labels={"n_true": "true count", "n_pred": "predicted count"})
+        scatter.add_trace(go.Scatter(x=[0, top], y=[0, top], mode="lines", name="y = x",
+                                     line={"dash": "dash", "color": "grey"}))
+        scatter.update_layout(height=380)
+        right.plotly_chart(scatter, key="dash_fig_counts")
+
+    # ------------------------------------------------------------ across runs
+    if len(runs) > 1:
+        over = runs.melt(id_vars=["created_at", "name"], value_vars=["f1", "mae", "mean_iou"],
+                         var_name="score", value_name="value").dropna(subset=["value"])
+        trend = px.line(over, x="created_at", y="value", color="score", markers=True,
+                        hover_name="name", title="Scores across runs")
+        trend.update_layout(height=340, xaxis_title="trained", yaxis_title="")
+        st.plotly_chart(trend, key="dash_fig_runs")
+
+# ---------------------------------------------------------------- group summaries
+st.subheader("Groups")
+by = st.radio("Group by", ["animal", "region", "condition"], horizontal=True, key="dash_by")
+source = "ground truth"
+if not runs.empty:
+    source = st.radio("Counts", ["ground truth", "selected run"], horizontal=True,
+                      key="dash_source")
+try:
+    with ui.session() as s:
+        groups = insights.group_summary(
+            s, pid, by, run_id=run_id if source == "selected run" and not runs.empty else None)
+except ValueError as exc:
+    st.error(str(exc))
+    groups = pd.DataFrame()
+if groups.empty:
+    st.caption("No counted images to group yet.")
+else:
+    st.dataframe(groups, hide_index=True, width="stretch")
+    if groups["density_per_mm2"].isna().all():
+        st.caption("Density per mm² needs the project's pixel size (an admin sets it).")
+
+# ---------------------------------------------------------------- operator agreement
+st.subheader("Agreement between operators")
+with ui.session() as s:
+    agreement = insights.operator_agreement(s, ui.storage(), pid)
+if agreement.before is None:
+    st.caption("No image has been reviewed blind by two operators yet. An admin assigns images "
+               "for double review on the Import page.")
+else:
+    a, b = st.columns(2)
+    for col, title, ag in ((a, "Before adjudication", agreement.before),
+                           (b, "After adjudication", agreement.after)):
+        col.markdown(f"**{title}** ({ag.n} images)")
+        col.metric("Mean difference (A - B)", fmt(ag.bias))
+        col.caption(f"Limits of agreement: {fmt(ag.lower)} to {fmt(ag.upper)} cells")
+    ba = go.Figure()
+    for name, ag in (("before", agreement.before), ("after", agreement.after)):
+        ba.add_trace(go.Scatter(x=list(ag.means), y=list(ag.differences), mode="markers",
+                                name=name))
+    ag = agreement.before
+    for y, text in ((ag.bias, "mean"), (ag.lower, "-1.96 sd"), (ag.upper, "+1.96 sd")):
+        if not math.isnan(y):
+            ba.add_hline(y=y, line_dash="dot", annotation_text=text)
+    ba.update_layout(title="Bland-Altman", xaxis_title="mean count of A and B",
+                     yaxis_title="A - B", height=360)
+    st.plotly_chart(ba, key="dash_fig_agreement")
+    st.dataframe(agreement.table, hide_index=True, width="stretch")

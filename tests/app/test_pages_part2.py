@@ -1,0 +1,123 @@
+"""AppTest for every page of the workbench's second half (adjudicate, train, predictions, dashboard,
+count, export): each role, and one scripted interaction per page.
+
+The shared database (tests/app/conftest.py) gets one more run here, ``part2-run``: scored on the
+demo test images from heatmaps drawn from their ground truth plus one faint extra blob per image,
+so that lowering the threshold adds exactly one FP per image. No keras is needed for it.
+"""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from skimage.draw import disk
+
+ROLES = ("admin", "expert", "operator", "viewer")
+PAGES = ("pages/adjudicate.py", "pages/train.py", "pages/predictions.py", "pages/dashboard.py",
+         "pages/count.py", "pages/export.py")
+ALLOWED = {
+    "pages/adjudicate.py": ("expert", "admin"),
+    "pages/train.py": ("operator", "expert", "admin"),
+    "pages/predictions.py": ROLES,
+    "pages/dashboard.py": ROLES,
+    "pages/count.py": ("operator", "expert", "admin"),
+    "pages/export.py": ROLES,
+}
+FAINT = 0.35  # the extra blob's probability: counted below it, not above
+
+
+def _errors(at):
+    return [e.value for e in at.error]
+
+
+@pytest.fixture(scope="session")
+def part2_run(app_db, tmp_path_factory):
+    """A scored run on the demo test images, built once (id of the ModelRun)."""
+    from sqlalchemy import select
+
+    from core.postprocess import PostprocessParams
+    from db import masks
+    from db.models import Image, ImageResult, ModelRun, ObjectOutcome
+
+    run_dir = tmp_path_factory.mktemp("part2-run")
+    params = PostprocessParams.paper(cell_diameter=20)
+    (run_dir / "thresholds.json").write_text(json.dumps({"best": 0.5, "knee": 0.6,
+                                                         "chosen": 0.5}))
+    with app_db.session() as s:
+        tests = s.scalars(select(Image).where(Image.project_id == app_db.project_id,
+                                              Image.split == "test").order_by(Image.id)).all()
+        assert tests, "the shared database has no test images"
+        curve = {"thresholds": [0.3, 0.5, 0.7], "f1": [0.8, 0.9, 0.85],
+                 "precision": [0.7, 0.9, 0.95], "recall": [0.95, 0.9, 0.78]}
+        run = ModelRun(project_id=app_db.project_id, name="part2-run", run_dir=str(run_dir),
+                       threshold=0.5, config={"postprocess": params.to_dict()},
+                       metrics={"f1": 0.9, "precision": 0.9, "recall": 0.9, "mae": 0.5,
+                                "medae": 0.5, "bias": 0.0, "mean_iou": 0.8,
+                                "n_images": len(tests), "threshold_curve": curve})
+        s.add(run)
+        s.flush()
+        for img in tests:
+            truth_version = masks.ground_truth(s, img.id)
+            truth = app_db.storage.read_mask(truth_version.path)
+            heat = np.where(truth, 0.9, 0.02).astype(np.float32)
+            # A faint blob away from every cell: an FP only when the threshold drops below it.
+            rr, cc = disk((20, 20), 10, shape=truth.shape)
+            heat[rr, cc] = np.where(truth[rr, cc], 0.9, FAINT)
+            n = masks.count_objects(truth)
+            res = ImageResult(run_id=run.id, image_id=img.id, version_id=truth_version.id,
+                              tp=n, fp=0, fn=0, n_true=n, n_pred=n, iou=1.0,
+                              heatmap_path=str(app_db.storage.put_heatmap(heat).path))
+            s.add(res)
+            s.flush()
+            for info in masks.object_info(masks.label_objects(truth))[:3]:
+                s.add(ObjectOutcome(result_id=res.id, outcome="TP", centroid_row=info.centroid[0],
+                                    centroid_col=info.centroid[1], bbox=list(info.bbox),
+                                    area=info.area, probability=0.9))
+            s.add(ObjectOutcome(result_id=res.id, outcome="FN", centroid_row=20.0,
+                                centroid_col=20.0, bbox=[10, 10, 31, 31], area=300,
+                                probability=FAINT))
+        return run.id
+
+
+# ---------------------------------------------------------------- roles
+
+@pytest.mark.parametrize("page", PAGES)
+@pytest.mark.parametrize("role", ROLES)
+def test_every_page_with_every_role(app_as, part2_run, page, role):
+    at = app_as(role, page)
+    assert not at.exception, at.exception
+    refused = [e for e in _errors(at) if "this page needs the" in e]
+    if role in ALLOWED[page]:
+        assert not refused, refused
+    else:
+        assert refused
+
+
+def test_signed_out_is_refused_everywhere(app_as):
+    from streamlit.testing.v1 import AppTest
+
+    from tests.app.conftest import ROOT  # noqa: F401  (same root the helper uses)
+
+    for page in PAGES:
+        at = AppTest.from_file(str(ROOT / page), default_timeout=60).run()
+        assert not at.exception
+        assert any("Sign in first" in e for e in _errors(at))
+
+
+# ---------------------------------------------------------------- dashboard
+
+def test_dashboard_shows_scores_and_charts(app_as, part2_run):
+    at = app_as("viewer", "pages/dashboard.py")
+    assert not at.exception
+    at.selectbox(key="dash_run").set_value(part2_run).run()
+    assert not at.exception
+    charts = at.get("plotly_chart")
+    # F1 against threshold, error histogram + box, predicted vs true (+ runs over time if > 1)
+    assert len(charts) >= 3
+    specs = [json.loads(c.proto.spec) for c in charts]
+    titles = " | ".join(str(sp.get("layout", {}).get("title", {}).get("text", "")) for sp in specs)
+    assert "threshold" in titles and "Absolute count error" in titles
+    assert "Predicted against true" in titles
+    assert [m.value for m in at.metric][:1] == ["0.90"]
+    assert any("Paper (preprint)" in c.value for c in at.caption)
