@@ -10,7 +10,7 @@ against 1.4 GB for ``predict_on_batch`` (the compiled predict step frees activat
 
 Why tiles are exact: every tile starts at a multiple of 8 (so the three 2x2 poolings see the same
 grid as a single pass) and only the part of a tile at least ``overlap`` pixels away from its cut
-edges is kept. With ``overlap`` at or above the network's receptive-field radius (about 110 px for
+edges is kept. With ``overlap`` at or above the network's receptive-field radius (measured 94 px for
 c-ResUnet; the default is 128) the stitched heatmap equals the single-pass one up to float
 rounding.
 """
@@ -85,9 +85,18 @@ def _tile_windows(length: int, tile: int, overlap: int) -> list[tuple[int, int, 
     return out
 
 
-def _predict_tiled(model, x: np.ndarray, tile: int, overlap: int) -> np.ndarray:
-    """Predict a padded float32 (H, W, 3) image tile by tile; return the (H, W) heatmap."""
-    h, w = x.shape[:2]
+def _to_float(rgb: np.ndarray) -> np.ndarray:
+    """uint8 -> float32 in [0, 1] directly (no float64 intermediate)."""
+    return rgb.astype(np.float32) / np.float32(255.0)
+
+
+def _predict_tiled(model, rgb: np.ndarray, tile: int, overlap: int) -> np.ndarray:
+    """Predict a padded uint8 (H, W, 3) image tile by tile; return the (H, W) heatmap.
+
+    Tiles are converted to float one at a time, so a 100-megapixel image never needs its
+    1.2 GB float32 copy.
+    """
+    h, w = rgb.shape[:2]
     rows, cols = _tile_windows(h, tile, overlap), _tile_windows(w, tile, overlap)
     log.debug("tiling a %dx%d image into %d tiles of %d px", h, w, len(rows) * len(cols), tile)
     th, tw = min(tile, h), min(tile, w)
@@ -95,7 +104,7 @@ def _predict_tiled(model, x: np.ndarray, tile: int, overlap: int) -> np.ndarray:
     # Every window has the same shape, so the compiled predict step is traced once.
     for r0, kr0, kr1 in rows:
         for c0, kc0, kc1 in cols:
-            window = x[None, r0:r0 + th, c0:c0 + tw]
+            window = _to_float(rgb[None, r0:r0 + th, c0:c0 + tw])
             prob = np.asarray(model.predict_on_batch(window))[0, ..., 0]
             out[kr0:kr1, kc0:kc1] = prob[kr0 - r0:kr1 - r0, kc0 - c0:kc1 - c0]
     return out
@@ -119,7 +128,7 @@ def predict_heatmap(model, rgb_uint8, *, tile: int | None = None,
         tiles any image with a side longer than it.
     overlap : int
         Pixels dropped at each cut tile edge (a multiple of 8). Keep it at or above the receptive
-        field radius (about 110 px) for results equal to a single pass.
+        field radius (about 100 px) for results equal to a single pass.
 
     Returns
     -------
@@ -140,12 +149,11 @@ def predict_heatmap(model, rgb_uint8, *, tile: int | None = None,
                              or tile <= 2 * overlap):
         raise ValueError(f"tile ({tile}) and overlap ({overlap}) must be multiples of 8 with "
                          "tile > 2 * overlap, e.g. tile=1536, overlap=128")
-    # float32 straight from uint8: one conversion, no float64 intermediate.
-    x = _pad_to_multiple(rgb.astype(np.float32) / np.float32(255.0))
+    padded = _pad_to_multiple(rgb)  # padding uint8 is exact and 4x cheaper than float32
     if tile is None and h * w > SINGLE_PASS_PIXELS:
         tile = DEFAULT_TILE
-    if tile is None or (x.shape[0] <= tile and x.shape[1] <= tile):
-        prob = np.asarray(model.predict_on_batch(x[None]))[0, ..., 0]
+    if tile is None or (padded.shape[0] <= tile and padded.shape[1] <= tile):
+        prob = np.asarray(model.predict_on_batch(_to_float(padded[None])))[0, ..., 0]
     else:
-        prob = _predict_tiled(model, x, tile, overlap)
+        prob = _predict_tiled(model, padded, tile, overlap)
     return np.ascontiguousarray(prob[:h, :w], dtype=np.float32)

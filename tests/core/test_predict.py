@@ -39,7 +39,7 @@ def test_shape_dtype_and_crop_for_odd_sizes(rng, shape):
 
 
 def test_padding_is_reflection():
-    x = np.arange(5 * 6 * 3, dtype=np.float32).reshape(5, 6, 3)
+    x = np.arange(5 * 6 * 3, dtype=np.uint8).reshape(5, 6, 3)
     padded = predict._pad_to_multiple(x)
     assert padded.shape == (8, 8, 3)
     np.testing.assert_array_equal(padded[5, :6], x[3])  # row 5 mirrors row 3
