@@ -1,0 +1,222 @@
+"""The job queue that worker processes serve.
+
+A job is queued, claimed by exactly one worker, reports progress and a heartbeat, and ends done,
+failed or cancelled. :func:`claim_next_job` is atomic across processes and hosts: on PostgreSQL it
+takes a row with ``SELECT ... FOR UPDATE SKIP LOCKED``; elsewhere a conditional
+``UPDATE ... WHERE id = :id AND status = 'queued'`` wins only when it changes exactly one row.
+Jobs whose heartbeat stopped are found by :func:`requeue_stale` and queued again up to a limit.
+"""
+from __future__ import annotations
+
+import datetime as dt
+import logging
+from typing import Any, Callable, Iterable
+
+from sqlalchemy import Engine, select, update
+from sqlalchemy.orm import Session
+
+from db.models import JOB_KINDS, Job, utcnow
+
+__all__ = ["queue_job", "claim_next_job", "heartbeat", "report_progress", "is_cancel_requested",
+           "request_cancel", "finish_job", "fail_job", "requeue_stale", "get_job", "list_jobs",
+           "JobCancelled", "LOG_TAIL_CHARS"]
+
+log = logging.getLogger(__name__)
+
+LOG_TAIL_CHARS = 20_000
+Clock = Callable[[], dt.datetime]
+
+
+class JobCancelled(Exception):
+    """Raised by a worker's progress callback when the job's cancel flag is set."""
+
+
+def _check_kinds(kinds: Iterable[str]) -> list[str]:
+    kinds = list(kinds)
+    bad = [k for k in kinds if k not in JOB_KINDS]
+    if bad:
+        raise ValueError(f"Unknown job kind {bad[0]!r}; use one of {', '.join(JOB_KINDS)}.")
+    return kinds
+
+
+def queue_job(session: Session, kind: str, *, project_id: int | None = None,
+              config: dict[str, Any] | None = None, created_by: int | None = None,
+              message: str = "Waiting for a worker.") -> Job:
+    """Queue a job of ``kind`` (train, evaluate or count) with a JSON ``config``."""
+    _check_kinds([kind])
+    job = Job(kind=kind, project_id=project_id, config=dict(config or {}), created_by=created_by,
+              status="queued", progress=0.0, message=message, attempts=0)
+    session.add(job)
+    session.flush()
+    return job
+
+
+def get_job(session: Session, job_id: int) -> Job:
+    """A job by id; ValueError when there is none."""
+    job = session.get(Job, job_id)
+    if job is None:
+        raise ValueError(f"There is no job {job_id}.")
+    return job
+
+
+def list_jobs(session: Session, *, project_id: int | None = None, status: str | None = None,
+              kinds: Iterable[str] | None = None, limit: int = 100) -> list[Job]:
+    """Jobs, newest first, optionally of one project, status or kinds."""
+    query = select(Job)
+    if project_id is not None:
+        query = query.where(Job.project_id == project_id)
+    if status is not None:
+        query = query.where(Job.status == status)
+    if kinds is not None:
+        query = query.where(Job.kind.in_(_check_kinds(kinds)))
+    return list(session.scalars(query.order_by(Job.id.desc()).limit(limit)))
+
+
+def _candidates(kinds: list[str] | None, limit: int):
+    query = select(Job.id).where(Job.status == "queued").order_by(Job.id).limit(limit)
+    return query if kinds is None else query.where(Job.kind.in_(kinds))
+
+
+def _claim_values(host: str, pid: int, now: dt.datetime) -> dict[str, Any]:
+    return dict(status="running", worker_host=host, worker_pid=pid, heartbeat_at=now,
+                started_at=now, attempts=Job.attempts + 1, message="Started.", error=None)
+
+
+def claim_next_job(bind: Engine | Session, *, host: str, pid: int,
+                   kinds: Iterable[str] | None = None, clock: Clock = utcnow) -> int | None:
+    """Atomically take the oldest queued job; return its id, or None when the queue is empty.
+
+    Parameters
+    ----------
+    bind : Engine or Session
+        Given an engine, the claim runs and commits in its own short transaction (what a worker
+        wants). Given a session, it runs in the caller's transaction, which must commit soon:
+        the claimed row stays locked until then on PostgreSQL.
+    host, pid : str, int
+        Recorded on the job, to find the worker again.
+    kinds : iterable of str, optional
+        Only claim jobs of these kinds.
+    """
+    kinds = None if kinds is None else _check_kinds(kinds)
+    if isinstance(bind, Session):
+        return _claim(bind, host, pid, kinds, clock)
+    with Session(bind) as session, session.begin():
+        return _claim(session, host, pid, kinds, clock)
+
+
+def _claim(session: Session, host: str, pid: int, kinds: list[str] | None, clock: Clock) -> int | None:
+    if session.get_bind().dialect.name == "postgresql":
+        job_id = session.scalar(_candidates(kinds, 1).with_for_update(skip_locked=True))
+        if job_id is None:
+            return None
+        session.execute(update(Job).where(Job.id == job_id).values(**_claim_values(host, pid, clock()))
+                        .execution_options(synchronize_session=False))
+        log.info("Worker %s:%s claimed job %s.", host, pid, job_id)
+        return job_id
+    for job_id in session.scalars(_candidates(kinds, 20)).all():
+        won = session.execute(
+            update(Job).where(Job.id == job_id, Job.status == "queued")
+            .values(**_claim_values(host, pid, clock())).execution_options(synchronize_session=False))
+        if won.rowcount == 1:
+            log.info("Worker %s:%s claimed job %s.", host, pid, job_id)
+            return job_id
+    return None
+
+
+def heartbeat(session: Session, job_id: int, *, clock: Clock = utcnow) -> bool:
+    """Stamp a running job as alive; returns whether its cancel flag is set."""
+    job = get_job(session, job_id)
+    job.heartbeat_at = clock()
+    session.flush()
+    return job.cancel_requested
+
+
+def report_progress(session: Session, job_id: int, progress: float, message: str = "", *,
+                    log_tail: str | None = None, clock: Clock = utcnow) -> bool:
+    """Record progress (0..1) and a message; also a heartbeat. Returns the cancel flag."""
+    job = get_job(session, job_id)
+    job.progress = float(min(max(progress, 0.0), 1.0))
+    if message:
+        job.message = message
+    if log_tail is not None:
+        job.log_tail = log_tail[-LOG_TAIL_CHARS:]
+    job.heartbeat_at = clock()
+    session.flush()
+    return job.cancel_requested
+
+
+def is_cancel_requested(session: Session, job_id: int) -> bool:
+    """Whether someone asked the job to stop (read fresh from the database)."""
+    return bool(session.scalar(select(Job.cancel_requested).where(Job.id == job_id)))
+
+
+def request_cancel(session: Session, job_id: int, *, user_id: int | None = None) -> Job:
+    """Ask a job to stop: a queued job is cancelled at once, a running one at its next check."""
+    job = get_job(session, job_id)
+    if job.status in ("done", "failed", "cancelled"):
+        return job
+    job.cancel_requested = True
+    if job.status == "queued":
+        _end(job, "cancelled", "Cancelled before it started.")
+    session.flush()
+    return job
+
+
+def _end(job: Job, status: str, message: str) -> None:
+    job.status = status
+    job.message = message
+    job.finished_at = utcnow()
+
+
+def finish_job(session: Session, job_id: int, *, result: dict[str, Any] | None = None,
+               message: str = "Done.", cancelled: bool = False) -> Job:
+    """End a job as done (with a JSON ``result``) or, with ``cancelled``, as cancelled."""
+    job = get_job(session, job_id)
+    _end(job, "cancelled" if cancelled else "done", message)
+    if not cancelled:
+        job.progress = 1.0
+    if result is not None:
+        job.result = dict(result)
+    session.flush()
+    return job
+
+
+def fail_job(session: Session, job_id: int, error: str, log_tail: str = "") -> Job:
+    """End a job as failed, keeping the error and the tail of its log."""
+    job = get_job(session, job_id)
+    _end(job, "failed", f"Failed: {error.splitlines()[0] if error else 'unknown error'}")
+    job.error = error
+    if log_tail:
+        job.log_tail = log_tail[-LOG_TAIL_CHARS:]
+    session.flush()
+    return job
+
+
+def requeue_stale(session: Session, *, older_than_s: float, max_attempts: int,
+                  clock: Clock = utcnow) -> dict[str, list[int]]:
+    """Find running jobs whose heartbeat is older than ``older_than_s``; requeue or fail them.
+
+    A job that has been attempted fewer than ``max_attempts`` times goes back to the queue
+    (a training job resumes from its checkpoint); the others fail. Both keep a note in their
+    error and log tail. Returns ``{"requeued": [...], "failed": [...]}``.
+    """
+    cutoff = clock() - dt.timedelta(seconds=older_than_s)
+    stale = list(session.scalars(select(Job).where(
+        Job.status == "running", Job.heartbeat_at < cutoff).with_for_update()))
+    out: dict[str, list[int]] = {"requeued": [], "failed": []}
+    for job in stale:
+        note = (f"Worker {job.worker_host}:{job.worker_pid} stopped sending heartbeats "
+                f"(last {job.heartbeat_at:%Y-%m-%d %H:%M:%S} UTC).")
+        job.log_tail = ((job.log_tail or "") + "\n" + note)[-LOG_TAIL_CHARS:]
+        job.error = note
+        if job.attempts < max_attempts:
+            job.status, job.message = "queued", f"Requeued after attempt {job.attempts}: {note}"
+            job.worker_host = job.worker_pid = None
+            out["requeued"].append(job.id)
+        else:
+            _end(job, "failed", f"Gave up after {job.attempts} attempts: {note}")
+            out["failed"].append(job.id)
+    session.flush()
+    if stale:
+        log.warning("Stale jobs: %s", out)
+    return out

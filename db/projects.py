@@ -1,0 +1,284 @@
+"""Projects, import batches, image registration, metadata and splits.
+
+An image is stored once per project by the hash of its pixels: registering the same picture
+again returns the existing row and says so. Splits are assigned by an admin (a seeded random
+share, or by hand); once a run has been scored on a test image its split is locked, and moving a
+locked image needs an admin, a reason, and leaves an audit record.
+"""
+from __future__ import annotations
+
+import logging
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from sqlalchemy import func, select, update
+from sqlalchemy.orm import Session
+
+from core import io as core_io
+from db import audit
+from db.models import SPLITS, STAINS, Image, ImportBatch, Project, User, utcnow
+from db.storage import Storage, pixel_hash
+from db.users import require_role
+
+__all__ = ["create_project", "get_project", "list_projects", "parse_fnc_name", "Registered",
+           "register_image", "create_batch", "finish_batch", "archive_batch", "restore_batch",
+           "list_batches", "update_metadata", "assign_random_splits", "set_split", "lock_splits",
+           "METADATA_FIELDS"]
+
+log = logging.getLogger(__name__)
+
+METADATA_FIELDS = ("stain", "animal", "region", "condition", "hard", "hand_segmented", "unlabelled")
+_STAIN_LETTER = {"y": "yellow", "r": "red", "g": "green"}
+# FNC names look like 'Mar19bS1C4R3_DMR_200x_y.png': animal, slice/col/row, brain region,
+# magnification and a stain letter (v2); some v1 names lack the stain letter.
+_FNC = re.compile(r"^(?P<animal>[A-Z][a-z]{2}\d{1,2}[a-z]?)S\d+C\d+R\d+_(?P<region>[A-Za-z]+)"
+                  r"(?:_\d+x)?(?:_(?P<stain>[yrg]))?(?:_\w+)?$")
+
+
+def create_project(session: Session, name: str, *, stain: str, pixel_size_um: float | None = None,
+                   actor_id: int | None = None) -> Project:
+    """Create a project for one stain (yellow, red or green)."""
+    name = (name or "").strip()
+    if not name:
+        raise ValueError("A project needs a name.")
+    if stain not in STAINS:
+        raise ValueError(f"Unknown stain {stain!r}; use one of {', '.join(STAINS)}.")
+    if pixel_size_um is not None and not pixel_size_um > 0:
+        raise ValueError(f"The pixel size must be positive (µm per pixel); got {pixel_size_um}.")
+    if session.scalar(select(Project.id).where(Project.name == name)) is not None:
+        raise ValueError(f"A project called {name!r} already exists; pick another name.")
+    project = Project(name=name, stain=stain, pixel_size_um=pixel_size_um)
+    session.add(project)
+    session.flush()
+    audit.record(session, user_id=actor_id, action="project.create", entity="projects",
+                 entity_id=project.id, detail={"name": name, "stain": stain})
+    return project
+
+
+def get_project(session: Session, name_or_id: str | int) -> Project:
+    """A project by id or name; ValueError naming the known projects when there is none."""
+    if isinstance(name_or_id, int):
+        project = session.get(Project, name_or_id)
+    else:
+        project = session.scalar(select(Project).where(Project.name == name_or_id))
+    if project is None:
+        known = ", ".join(p.name for p in list_projects(session)) or "none yet"
+        raise ValueError(f"There is no project {name_or_id!r} (projects: {known}).")
+    return project
+
+
+def list_projects(session: Session) -> list[Project]:
+    """Every project, by name."""
+    return list(session.scalars(select(Project).order_by(Project.name)))
+
+
+def parse_fnc_name(name: str) -> dict[str, str]:
+    """Metadata from an FNC-like file name; an empty dict when the name does not fit.
+
+    >>> parse_fnc_name("Mar19bS1C4R3_DMR_200x_y.png")
+    {'animal': 'Mar19b', 'region': 'DMR', 'stain': 'yellow'}
+    >>> parse_fnc_name("scan 7.tif")
+    {}
+    """
+    match = _FNC.match(Path(name).stem)
+    if match is None:
+        return {}
+    out = {"animal": match["animal"], "region": match["region"]}
+    if match["stain"]:
+        out["stain"] = _STAIN_LETTER[match["stain"]]
+    return out
+
+
+@dataclass(frozen=True)
+class Registered:
+    """What :func:`register_image` did.
+
+    Attributes
+    ----------
+    image : Image
+    created : bool
+        False when the same pixels were already in the project (nothing changed).
+    message : str
+        A sentence for the import report.
+    """
+
+    image: Image
+    created: bool
+    message: str
+
+
+def register_image(session: Session, storage: Storage, project_id: int, source: Any, *,
+                   name: str | None = None, batch_id: int | None = None, split: str = "unassigned",
+                   metadata: dict[str, Any] | None = None) -> Registered:
+    """Store an image once and add it to a project.
+
+    Parameters
+    ----------
+    source : ndarray, path, bytes or file object
+        An RGB uint8 array already read, or anything ``core.io.read_image`` reads.
+    name : str, optional
+        The original file name (metadata is parsed from it where it looks like FNC's).
+    split : {'train', 'test', 'unassigned'}
+    metadata : dict, optional
+        Values for :data:`METADATA_FIELDS`; they override what the name gives.
+
+    Raises
+    ------
+    core.io.ImageError
+        The file is not a readable image (corrupt, truncated, unknown format).
+    """
+    if split not in SPLITS:
+        raise ValueError(f"Unknown split {split!r}; use one of {', '.join(SPLITS)}.")
+    project = get_project(session, project_id)
+    if name is None and isinstance(source, (str, Path)):
+        name = Path(source).name
+    rgb = source if isinstance(source, np.ndarray) else core_io.read_image(source, name=name)
+    sha = pixel_hash(np.asarray(rgb))
+    found = session.scalar(select(Image).where(Image.project_id == project.id, Image.sha256 == sha))
+    if found is not None:
+        return Registered(found, False, f"{name or 'The image'} is already in the project as image "
+                          f"{found.id} ({found.original_name}); nothing was changed.")
+    stored = storage.put_image(rgb)
+    fields = {"stain": project.stain, **parse_fnc_name(name or ""), **(metadata or {})}
+    unknown = set(fields) - set(METADATA_FIELDS)
+    if unknown:
+        raise ValueError(f"Unknown metadata {sorted(unknown)}; use {', '.join(METADATA_FIELDS)}.")
+    image = Image(project_id=project.id, batch_id=batch_id, sha256=sha, path=str(stored.path),
+                  original_name=name or "", width=int(rgb.shape[1]), height=int(rgb.shape[0]),
+                  split=split, review_status="to_review", **fields)
+    session.add(image)
+    session.flush()
+    return Registered(image, True, f"{name or 'image'} imported as image {image.id}.")
+
+
+def create_batch(session: Session, project_id: int, *, user_id: int | None, source: str) -> ImportBatch:
+    """Open an import batch (one per import; the importer fills its report)."""
+    get_project(session, project_id)
+    batch = ImportBatch(project_id=project_id, user_id=user_id, source=source, report={})
+    session.add(batch)
+    session.flush()
+    return batch
+
+
+def finish_batch(session: Session, batch: ImportBatch, report: dict[str, Any]) -> ImportBatch:
+    """Store an import batch's report (imported, skipped and why) and audit the import."""
+    batch.report = dict(report)
+    session.flush()
+    audit.record(session, user_id=batch.user_id, action="import", entity="import_batches",
+                 entity_id=batch.id, detail={"source": batch.source,
+                                             "imported": len(report.get("imported", []))})
+    return batch
+
+
+def list_batches(session: Session, project_id: int) -> list[ImportBatch]:
+    """A project's import batches, newest first."""
+    return list(session.scalars(select(ImportBatch).where(ImportBatch.project_id == project_id)
+                                .order_by(ImportBatch.id.desc())))
+
+
+def _set_archived(session: Session, batch_id: int, archived: bool, actor_id: int | None) -> int:
+    batch = session.get(ImportBatch, batch_id)
+    if batch is None:
+        raise ValueError(f"There is no import batch {batch_id}.")
+    batch.archived = archived
+    batch.archived_at = utcnow() if archived else None
+    n = session.execute(update(Image).where(Image.batch_id == batch_id).values(archived=archived)
+                        .execution_options(synchronize_session=False)).rowcount
+    session.expire_all()
+    audit.record(session, user_id=actor_id, action="batch.archive" if archived else "batch.restore",
+                 entity="import_batches", entity_id=batch_id, detail={"images": n})
+    return n
+
+
+def archive_batch(session: Session, batch_id: int, *, actor_id: int | None = None) -> int:
+    """Hide a batch's images from every list (nothing is deleted); returns how many."""
+    return _set_archived(session, batch_id, True, actor_id)
+
+
+def restore_batch(session: Session, batch_id: int, *, actor_id: int | None = None) -> int:
+    """Show an archived batch's images again; returns how many."""
+    return _set_archived(session, batch_id, False, actor_id)
+
+
+def update_metadata(session: Session, image_id: int, *, actor_id: int | None = None,
+                    **fields: Any) -> Image:
+    """Edit an image's metadata or flags (see :data:`METADATA_FIELDS`); audited."""
+    unknown = set(fields) - set(METADATA_FIELDS)
+    if unknown:
+        raise ValueError(f"Cannot edit {sorted(unknown)}; editable: {', '.join(METADATA_FIELDS)}.")
+    image = session.get(Image, image_id)
+    if image is None:
+        raise ValueError(f"There is no image with id {image_id}.")
+    old = {k: getattr(image, k) for k in fields}
+    for key, value in fields.items():
+        setattr(image, key, value)
+    session.flush()
+    audit.record(session, user_id=actor_id, action="image.metadata", entity="images",
+                 entity_id=image_id, detail={"from": old, "to": fields})
+    return image
+
+
+def assign_random_splits(session: Session, project_id: int, *, test_share: float, seed: int,
+                         actor: User, only_unassigned: bool = True) -> dict[str, int]:
+    """Assign a seeded random share of a project's unlocked images to test, the rest to train.
+
+    Returns the number of images now in each split. Admins only.
+    """
+    require_role(actor, "admin")
+    if not 0.0 <= test_share <= 1.0:
+        raise ValueError(f"The test share is a fraction between 0 and 1; got {test_share}.")
+    query = select(Image.id).where(Image.project_id == project_id, Image.split_locked.is_(False),
+                                   Image.archived.is_(False))
+    if only_unassigned:
+        query = query.where(Image.split == "unassigned")
+    ids = np.array(sorted(session.scalars(query)), dtype=np.int64)
+    order = np.random.default_rng(seed).permutation(ids.size)
+    n_test = int(round(test_share * ids.size))
+    test_ids, train_ids = ids[order[:n_test]].tolist(), ids[order[n_test:]].tolist()
+    for split, chosen in (("test", test_ids), ("train", train_ids)):
+        if chosen:
+            session.execute(update(Image).where(Image.id.in_(chosen)).values(split=split)
+                            .execution_options(synchronize_session=False))
+    session.expire_all()
+    audit.record(session, user_id=actor.id, action="split.random", entity="projects",
+                 entity_id=project_id, detail={"test_share": test_share, "seed": seed,
+                                               "test": len(test_ids), "train": len(train_ids)})
+    return {"test": len(test_ids), "train": len(train_ids)}
+
+
+def set_split(session: Session, image_ids: list[int], split: str, *, actor: User,
+              reason: str = "") -> int:
+    """Move images to a split by hand (admins only); returns how many moved.
+
+    Locked images (a run was scored on them) move only with a reason, which is logged.
+    """
+    require_role(actor, "admin")
+    if split not in SPLITS:
+        raise ValueError(f"Unknown split {split!r}; use one of {', '.join(SPLITS)}.")
+    images = list(session.scalars(select(Image).where(Image.id.in_(list(image_ids)))))
+    locked = [im for im in images if im.split_locked and im.split != split]
+    if locked and not reason.strip():
+        names = ", ".join(im.original_name or str(im.id) for im in locked[:5])
+        raise ValueError(f"{len(locked)} image(s) are locked because a run was scored on them "
+                         f"({names}); give a reason to move them anyway.")
+    moved = 0
+    for image in images:
+        if image.split == split:
+            continue
+        audit.record(session, user_id=actor.id, action="split.move", entity="images",
+                     entity_id=image.id, detail={"from": image.split, "to": split,
+                                                 "locked": image.split_locked, "reason": reason})
+        image.split = split
+        moved += 1
+    session.flush()
+    return moved
+
+
+def lock_splits(session: Session, image_ids: list[int]) -> None:
+    """Lock the split of images a run was scored on."""
+    if image_ids:
+        session.execute(update(Image).where(Image.id.in_(list(image_ids))).values(split_locked=True)
+                        .execution_options(synchronize_session=False))

@@ -1,0 +1,283 @@
+"""Model runs, their manifests, per-image evaluation results and per-object outcomes.
+
+A run directory (``core.run``) is the model; the database keeps what the pages query: the
+config, chosen threshold, metrics, manifest pairs, and for every scored test image its TP/FP/FN
+counts, IoU, heatmap path and each object's outcome. Scoring a run on a test image locks that
+image's split.
+"""
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+from typing import Any, Iterable, Mapping, NamedTuple
+
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from db import audit
+from db.models import (RUN_ITEM_ROLES, SPLITS, Approval, Image, ImageResult, MaskVersion,
+                       ModelRun, ObjectOutcome, RunItem, User)
+from db.masks import ground_truth
+from db.projects import get_project, lock_splits
+from db.users import require_role
+
+__all__ = ["TrainingItem", "training_items", "register_run", "get_run", "list_runs",
+           "promote_run", "promoted_run", "set_threshold", "save_image_result", "image_results",
+           "object_outcomes", "run_scores", "RUN_FILES"]
+
+log = logging.getLogger(__name__)
+
+RUN_FILES = ("config.json", "thresholds.json", "metrics.json", "manifest.json")
+
+
+class TrainingItem(NamedTuple):
+    """One image whose ground truth exists, as training and scoring need it."""
+
+    image_id: int
+    image_path: str
+    mask_version_id: int
+    mask_path: str
+    hard: bool
+    hand_segmented: bool
+
+
+def training_items(session: Session, project_id: int, split: str) -> list[TrainingItem]:
+    """The images of a split that have ground truth (their latest approved version).
+
+    Archived images are left out. The order is by image id, so a seeded split of the list is
+    reproducible.
+    """
+    if split not in SPLITS:
+        raise ValueError(f"Unknown split {split!r}; use one of {', '.join(SPLITS)}.")
+    latest = (select(Approval.image_id, func.max(Approval.id).label("approval_id"))
+              .group_by(Approval.image_id).subquery())
+    query = (select(Image.id, Image.path, MaskVersion.id, MaskVersion.path, Image.hard,
+                    Image.hand_segmented)
+             .join(latest, latest.c.image_id == Image.id)
+             .join(Approval, Approval.id == latest.c.approval_id)
+             .join(MaskVersion, MaskVersion.id == Approval.version_id)
+             .where(Image.project_id == project_id, Image.split == split,
+                    Image.archived.is_(False))
+             .order_by(Image.id))
+    return [TrainingItem(*row) for row in session.execute(query).all()]
+
+
+def _read_json(path: Path) -> dict[str, Any]:
+    try:
+        return json.loads(path.read_text())
+    except FileNotFoundError:
+        return {}
+    except json.JSONDecodeError as err:
+        raise ValueError(f"{path} is not valid JSON ({err}); the run directory is damaged.") from None
+
+
+def _manifest_pairs(manifest: Mapping[str, Any]) -> Iterable[tuple[str, int, int | None]]:
+    """(role, image id, version id) from a manifest of pairs or of dicts."""
+    for role in RUN_ITEM_ROLES:
+        for entry in manifest.get(role, []) or []:
+            if isinstance(entry, Mapping):
+                yield role, int(entry["image_id"]), entry.get("mask_version_id", entry.get("version_id"))
+            else:
+                yield role, int(entry[0]), (int(entry[1]) if len(entry) > 1 and entry[1] is not None
+                                            else None)
+
+
+def register_run(session: Session, project_id: int, run_dir: str | Path, *,
+                 job_id: int | None = None, name: str | None = None) -> ModelRun:
+    """Record a finished run directory: its config, thresholds, metrics and manifest.
+
+    The JSON files are read from ``run_dir`` (missing ones are empty); the manifest's
+    (image, mask version) pairs also go into ``run_items``. A manifest is a dict with lists
+    ``train``, ``validation`` and ``test`` of ``[image_id, mask_version_id]`` pairs or of
+    dicts with those keys.
+    """
+    run_dir = Path(run_dir).resolve()
+    if not run_dir.is_dir():
+        raise ValueError(f"{run_dir} is not a run directory.")
+    get_project(session, project_id)
+    thresholds = _read_json(run_dir / "thresholds.json")
+    manifest = _read_json(run_dir / "manifest.json")
+    run = ModelRun(project_id=project_id, job_id=job_id, name=name or run_dir.name,
+                   run_dir=str(run_dir), config=_read_json(run_dir / "config.json"),
+                   threshold=thresholds.get("chosen"), metrics=_read_json(run_dir / "metrics.json"),
+                   manifest=manifest, promoted=False)
+    session.add(run)
+    session.flush()
+    session.add_all(RunItem(run_id=run.id, image_id=i, version_id=v, role=r)
+                    for r, i, v in _manifest_pairs(manifest))
+    session.flush()
+    return run
+
+
+def get_run(session: Session, run_id: int) -> ModelRun:
+    """A run by id; ValueError when there is none."""
+    run = session.get(ModelRun, run_id)
+    if run is None:
+        raise ValueError(f"There is no model run {run_id}.")
+    return run
+
+
+def list_runs(session: Session, project_id: int) -> list[ModelRun]:
+    """A project's runs, newest first."""
+    return list(session.scalars(select(ModelRun).where(ModelRun.project_id == project_id)
+                                .order_by(ModelRun.created_at.desc(), ModelRun.id.desc())))
+
+
+def promoted_run(session: Session, project_id: int) -> ModelRun | None:
+    """The project's promoted model, or None."""
+    return session.scalar(select(ModelRun).where(ModelRun.project_id == project_id,
+                                                 ModelRun.promoted.is_(True)))
+
+
+def promote_run(session: Session, run_id: int, *, actor: User) -> ModelRun:
+    """Make a run the project's model (admins only); the previous one is demoted."""
+    require_role(actor, "admin")
+    run = get_run(session, run_id)
+    previous = promoted_run(session, run.project_id)
+    if previous is not None and previous.id != run.id:
+        previous.promoted = False
+        session.flush()
+    run.promoted = True
+    session.flush()
+    audit.record(session, user_id=actor.id, action="run.promote", entity="model_runs",
+                 entity_id=run.id, detail={"previous": previous.id if previous else None})
+    return run
+
+
+def set_threshold(session: Session, run_id: int, threshold: float, *, actor: User) -> ModelRun:
+    """Keep a new chosen threshold for a run, in the database and its ``thresholds.json``."""
+    require_role(actor, "operator", "expert", "admin")
+    if not 0.0 < threshold < 1.0:
+        raise ValueError(f"A threshold is a probability between 0 and 1; got {threshold}.")
+    run = get_run(session, run_id)
+    old, run.threshold = run.threshold, float(threshold)
+    path = Path(run.run_dir) / "thresholds.json"
+    if path.exists():
+        data = _read_json(path)
+        data["chosen"] = float(threshold)
+        path.write_text(json.dumps(data, indent=2))
+    session.flush()
+    audit.record(session, user_id=actor.id, action="run.threshold", entity="model_runs",
+                 entity_id=run.id, detail={"from": old, "to": float(threshold)})
+    return run
+
+
+def _field(obj: Any, *names: str, default: Any = None) -> Any:
+    for name in names:
+        if isinstance(obj, Mapping) and name in obj:
+            return obj[name]
+        if not isinstance(obj, Mapping) and hasattr(obj, name):
+            return getattr(obj, name)
+    return default
+
+
+def _outcome(result_id: int, obj: Any) -> ObjectOutcome:
+    kind = _field(obj, "outcome", "kind")
+    if kind not in ("TP", "FP", "FN"):
+        raise ValueError(f"An object outcome is TP, FP or FN; got {kind!r}.")
+    centroid = _field(obj, "centroid")
+    return ObjectOutcome(result_id=result_id, outcome=kind, centroid_row=float(centroid[0]),
+                         centroid_col=float(centroid[1]),
+                         bbox=[int(v) for v in _field(obj, "bbox")],
+                         area=_field(obj, "area"), iou=_field(obj, "iou"),
+                         probability=_field(obj, "probability"))
+
+
+def save_image_result(session: Session, run_id: int, image_id: int, scores: Any, *,
+                      objects: Iterable[Any] = (), heatmap_path: str | Path | None = None,
+                      version_id: int | None = None) -> ImageResult:
+    """Store how a run did on one image, with its objects; locks the image's split.
+
+    Parameters
+    ----------
+    scores : mapping or object
+        With ``tp``, ``fp``, ``fn``, ``n_true``, ``n_pred`` and ``iou`` (or ``mean_iou``),
+        e.g. a ``core.metrics.Scores``.
+    objects : iterable of mapping or object
+        Each with ``outcome`` ('TP', 'FP' or 'FN'), ``centroid`` (row, col), ``bbox``
+        (min_row, min_col, max_row, max_col) and optionally ``area``, ``iou``, ``probability``.
+    heatmap_path : path, optional
+        The stored uint8 heatmap (``Storage.put_heatmap``).
+    version_id : int, optional
+        The ground-truth version scored against (default: the image's ground truth now).
+    """
+    run = get_run(session, run_id)
+    if version_id is None:
+        truth = ground_truth(session, image_id)
+        version_id = truth.id if truth is not None else None
+    result = ImageResult(
+        run_id=run.id, image_id=image_id, version_id=version_id,
+        tp=int(_field(scores, "tp")), fp=int(_field(scores, "fp")), fn=int(_field(scores, "fn")),
+        n_true=int(_field(scores, "n_true")), n_pred=int(_field(scores, "n_pred")),
+        iou=_field(scores, "iou", "mean_iou"),
+        heatmap_path=None if heatmap_path is None else str(heatmap_path))
+    session.add(result)
+    session.flush()
+    session.add_all(_outcome(result.id, obj) for obj in objects)
+    lock_splits(session, [image_id])
+    session.flush()
+    return result
+
+
+def image_results(session: Session, run_id: int, *, sort: str = "errors", only_errors: bool = False,
+                  limit: int | None = None, offset: int = 0) -> list[dict[str, Any]]:
+    """Per-image results of a run, for the Predictions page.
+
+    ``sort`` is ``errors`` (FP + FN, most first), ``count_error`` (|predicted - true|, most
+    first), ``fp``, ``fn`` or ``name``. ``only_errors`` keeps images with any FP or FN.
+    """
+    errors = ImageResult.fp + ImageResult.fn
+    count_error = func.abs(ImageResult.n_pred - ImageResult.n_true)
+    orders = {"errors": [errors.desc()], "count_error": [count_error.desc()],
+              "fp": [ImageResult.fp.desc()], "fn": [ImageResult.fn.desc()], "name": []}
+    if sort not in orders:
+        raise ValueError(f"Unknown sort {sort!r}; use one of {', '.join(orders)}.")
+    query = (select(ImageResult, Image.original_name, Image.path)
+             .join(Image, Image.id == ImageResult.image_id).where(ImageResult.run_id == run_id)
+             .order_by(*orders[sort], Image.original_name, Image.id).offset(offset))
+    if only_errors:
+        query = query.where(errors > 0)
+    if limit is not None:
+        query = query.limit(limit)
+    return [{"result_id": r.id, "image_id": r.image_id, "name": name, "image_path": path,
+             "version_id": r.version_id, "tp": r.tp, "fp": r.fp, "fn": r.fn, "n_true": r.n_true,
+             "n_pred": r.n_pred, "iou": r.iou, "heatmap_path": r.heatmap_path,
+             "count_error": r.n_pred - r.n_true}
+            for r, name, path in session.execute(query).all()]
+
+
+def object_outcomes(session: Session, result_id: int, *, outcome: str | None = None) -> list[ObjectOutcome]:
+    """The objects of one image result (optionally only TP, FP or FN)."""
+    query = select(ObjectOutcome).where(ObjectOutcome.result_id == result_id)
+    if outcome is not None:
+        query = query.where(ObjectOutcome.outcome == outcome)
+    return list(session.scalars(query.order_by(ObjectOutcome.id)))
+
+
+def run_scores(session: Session, project_id: int) -> list[dict[str, Any]]:
+    """One row per run of a project, oldest first: stored metrics plus totals from the results.
+
+    Keys: run_id, name, created_at, promoted, threshold, n_images, tp, fp, fn, precision,
+    recall, f1, mean_iou, and every key of the run's ``metrics.json`` (which wins).
+    """
+    totals = (select(ImageResult.run_id, func.count(ImageResult.id).label("n"),
+                     func.sum(ImageResult.tp).label("tp"), func.sum(ImageResult.fp).label("fp"),
+                     func.sum(ImageResult.fn).label("fn"), func.avg(ImageResult.iou).label("iou"))
+              .group_by(ImageResult.run_id).subquery())
+    query = (select(ModelRun, totals).outerjoin(totals, totals.c.run_id == ModelRun.id)
+             .where(ModelRun.project_id == project_id).order_by(ModelRun.created_at, ModelRun.id))
+    rows = []
+    for row in session.execute(query).mappings():
+        run = row["ModelRun"]
+        tp, fp, fn = int(row["tp"] or 0), int(row["fp"] or 0), int(row["fn"] or 0)
+        precision = tp / (tp + fp) if tp + fp else None
+        recall = tp / (tp + fn) if tp + fn else None
+        f1 = 2 * tp / (2 * tp + fp + fn) if tp + fp + fn else None
+        rows.append({"run_id": run.id, "name": run.name, "created_at": run.created_at,
+                     "promoted": run.promoted, "threshold": run.threshold,
+                     "n_images": int(row["n"] or 0), "tp": tp, "fp": fp, "fn": fn,
+                     "precision": precision, "recall": recall, "f1": f1,
+                     "mean_iou": None if row["iou"] is None else float(row["iou"]),
+                     **(run.metrics or {})})
+    return rows
