@@ -37,7 +37,7 @@ __all__ = [
     "PAPER_SCORES", "SCORE_KEYS", "runs_overview", "run_results", "training_data", "image_counts",
     "group_summary", "OperatorAgreement", "operator_agreement", "adjudication_queue",
     "model_doubt_candidates", "queue_model_doubts", "image_history", "queue_rank", "ImageOutcome", "image_outcome",
-    "recount", "recount_scores", "threshold_curve_for_run", "run_postprocess",
+    "recount", "recount_scores", "threshold_curve_for_run", "run_postprocess", "item_crop",
 ]
 
 log = logging.getLogger(__name__)
@@ -757,3 +757,101 @@ def _run_thresholds(run: ModelRun) -> dict:
     except (OSError, ValueError):
         pass
     return marks
+
+
+# --- What an expert looks at ------------------------------------------------------------------
+
+#: Outline colours of the adjudication crop: the item's object, and the other cells around it.
+ITEM_COLOUR = (255, 255, 0)
+CONTEXT_COLOUR = (0, 200, 255)
+
+
+def _outline(rgb: np.ndarray, mask: np.ndarray, colour) -> None:
+    """Paint the inner boundary of ``mask`` onto ``rgb`` in place."""
+    from skimage.segmentation import find_boundaries
+
+    rgb[find_boundaries(mask, mode="inner")] = colour
+
+
+def item_crop(session, storage, item_id: int, *, margin: int = 40, zoom: int = 4) -> np.ndarray:
+    """A magnified crop around an adjudication item: its object outlined in yellow, the other
+    cells of the current mask in cyan, so the expert sees the object in context.
+
+    Parameters
+    ----------
+    margin : int
+        Pixels of context around the object's box.
+    zoom : int
+        Nearest-neighbour magnification (pixels stay square and sharp).
+
+    Returns
+    -------
+    ndarray of uint8, (h * zoom, w * zoom, 3)
+
+    Raises
+    ------
+    ValueError
+        When the item, its image or its mask cannot be read; the message names the file.
+    """
+    from db import masks
+
+    item = session.get(AdjudicationItem, item_id)
+    if item is None:
+        raise ValueError(f"Adjudication item {item_id} does not exist; reload the queue.")
+    image = session.get(Image, item.image_id)
+    try:
+        rgb = storage.read_image(image.path)
+    except (OSError, ValueError) as exc:
+        raise ValueError(f"The image {image.original_name or image.path} cannot be read: {exc}. "
+                         "Import it again.") from exc
+    r0, c0, r1, c1 = (int(v) for v in (item.bbox or [item.centroid_row, item.centroid_col,
+                                                      item.centroid_row + 1,
+                                                      item.centroid_col + 1]))
+    h, w = rgb.shape[:2]
+    top, left = max(r0 - margin, 0), max(c0 - margin, 0)
+    bottom, right = min(r1 + margin, h), min(c1 + margin, w)
+    crop = rgb[top:bottom, left:right].copy()
+    head = masks.head_version(session, image.id)
+    context = (storage.read_mask(head.path)[top:bottom, left:right] if head is not None
+               else np.zeros(crop.shape[:2], bool))
+    obj = _item_object(session, storage, item, (h, w))[top:bottom, left:right]
+    crop = np.repeat(np.repeat(crop, zoom, axis=0), zoom, axis=1)
+    big = lambda m: np.repeat(np.repeat(m, zoom, axis=0), zoom, axis=1)  # noqa: E731
+    _outline(crop, big(context & ~obj), CONTEXT_COLOUR)
+    _outline(crop, big(obj), ITEM_COLOUR)
+    if not obj.any():  # nothing to outline (e.g. an FN already erased): mark the box instead
+        rr0, cc0 = (r0 - top) * zoom, (c0 - left) * zoom
+        rr1, cc1 = (r1 - top) * zoom - 1, (c1 - left) * zoom - 1
+        crop[[rr0, rr1], cc0:cc1 + 1] = ITEM_COLOUR
+        crop[rr0:rr1 + 1, [cc0, cc1]] = ITEM_COLOUR
+    return crop
+
+
+def _item_object(session, storage, item: AdjudicationItem, shape) -> np.ndarray:
+    """The pixels of the object an item is about (bool, image shape); empty when unknown."""
+    from db import masks
+
+    r0, c0, r1, c1 = (int(v) for v in (item.bbox or [0, 0, 0, 0]))
+
+    def in_box(binary: np.ndarray) -> np.ndarray:
+        labels = masks.label_objects(binary)
+        inside = labels[r0:r1, c0:c1]
+        ids, counts = np.unique(inside[inside > 0], return_counts=True)
+        return labels == ids[np.argmax(counts)] if ids.size else np.zeros(shape, bool)
+
+    try:
+        if item.kind == "mask_object" and item.version_id is not None and item.label:
+            labels = masks.label_objects(storage.read_mask(
+                session.get(MaskVersion, item.version_id).path))
+            return labels == item.label
+        if item.kind == "run_fp" and item.run_id is not None:
+            result = session.scalars(select(ImageResult).where(
+                ImageResult.run_id == item.run_id, ImageResult.image_id == item.image_id)).first()
+            run = session.get(ModelRun, item.run_id)
+            if result is not None and result.heatmap_path:
+                return in_box(storage.read_heatmap(result.heatmap_path) > (run.threshold or 0.5))
+        if item.version_id is not None:
+            return in_box(storage.read_mask(session.get(MaskVersion, item.version_id).path))
+    except (OSError, ValueError) as exc:
+        log.warning("item %s: object not drawable: %s", item.id, exc)
+    return np.zeros(shape, bool)

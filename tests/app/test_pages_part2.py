@@ -8,11 +8,13 @@ so that lowering the threshold adds exactly one FP per image. No keras is needed
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
 from skimage.draw import disk
 
+ROOT = Path(__file__).resolve().parents[2]
 ROLES = ("admin", "expert", "operator", "viewer")
 PAGES = ("pages/adjudicate.py", "pages/train.py", "pages/predictions.py", "pages/dashboard.py",
          "pages/count.py", "pages/export.py")
@@ -82,22 +84,32 @@ def part2_run(app_db, tmp_path_factory):
 
 # ---------------------------------------------------------------- roles
 
+def _page_alone(app_db, role, page):
+    """The page's own script, signed in as ``role``, without the router (which would not even
+    list a page the role may not open): the page must refuse by itself."""
+    from streamlit.testing.v1 import AppTest
+
+    at = AppTest.from_file(str(ROOT / page), default_timeout=60)
+    at.session_state["user"] = role
+    at.session_state["project_id"] = app_db.project_id
+    return at.run()
+
+
 @pytest.mark.parametrize("page", PAGES)
 @pytest.mark.parametrize("role", ROLES)
-def test_every_page_with_every_role(app_as, part2_run, page, role):
-    at = app_as(role, page)
-    assert not at.exception, at.exception
-    refused = [e for e in _errors(at) if "this page needs the" in e]
+def test_every_page_with_every_role(app_as, app_db, part2_run, page, role):
     if role in ALLOWED[page]:
-        assert not refused, refused
+        at = app_as(role, page)
+        assert not at.exception, at.exception
+        assert not [e for e in _errors(at) if "this page needs the" in e]
     else:
-        assert refused
+        at = _page_alone(app_db, role, page)
+        assert not at.exception, at.exception
+        assert [e for e in _errors(at) if "this page needs the" in e]
 
 
 def test_signed_out_is_refused_everywhere(app_as):
     from streamlit.testing.v1 import AppTest
-
-    from tests.app.conftest import ROOT  # noqa: F401  (same root the helper uses)
 
     for page in PAGES:
         at = AppTest.from_file(str(ROOT / page), default_timeout=60).run()
@@ -121,3 +133,47 @@ def test_dashboard_shows_scores_and_charts(app_as, part2_run):
     assert "Predicted against true" in titles
     assert [m.value for m in at.metric][:1] == ["0.90"]
     assert any("Paper (preprint)" in c.value for c in at.caption)
+
+
+# ---------------------------------------------------------------- adjudicate
+
+def test_expert_adjudicates_an_item_and_a_new_version_appears(app_as, app_db):
+    from sqlalchemy import select
+
+    from db import masks
+    from db.models import AdjudicationDecision, Image, MaskVersion
+
+    with app_db.session() as s:
+        img = s.scalars(select(Image).where(Image.project_id == app_db.project_id,
+                                            Image.head_version_id.is_not(None))
+                        .order_by(Image.id)).first()
+        head = masks.head_version(s, img.id)
+        item = masks.queue_mask_object(s, app_db.storage, img.id, head.id, 1, reason="unsure",
+                                       note="part2 test item")
+        item.priority = 1e6  # first in the queue whatever other tests left there
+        item_id, image_id, before = item.id, img.id, head.id
+    at = app_as("expert", "pages/adjudicate.py")
+    assert not at.exception
+    assert at.image, "the crop of the item is shown"
+    assert any("part2 test item" in c.value for c in at.caption)
+    at.text_input(key="adj_reason_text").input("faint but round").run()
+    at.button(key="adj_drop").click().run()
+    assert not at.exception, at.exception
+    assert any("now has version" in s.value for s in at.success)
+    with app_db.session() as s:
+        decision = s.scalars(select(AdjudicationDecision)
+                             .where(AdjudicationDecision.item_id == item_id)).one()
+        version = s.get(MaskVersion, decision.version_id)
+        assert decision.verdict == "drop" and "faint but round" in decision.reason
+        assert version.source == "adjudicated" and version.parent_id == before
+        assert s.get(Image, image_id).head_version_id == version.id
+    # The history tab lists the decision with its author.
+    at.selectbox(key="adj_history_pick").set_value(image_id).run()
+    history = at.dataframe[-1].value
+    assert "adjudicated: drop" in set(history["what"]) and "expert" in set(history["who"])
+
+
+def test_operator_cannot_adjudicate(app_db):
+    at = _page_alone(app_db, "operator", "pages/adjudicate.py")
+    assert any("this page needs the expert or admin role" in e for e in _errors(at))
+    assert not at.button
