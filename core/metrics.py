@@ -18,7 +18,7 @@ Matching methods:
     object overlaps at most one other by more than half of their union.
 
 Distances ``<= max_distance`` count (METHOD.md; the preprint says "less than", which differs only on
-exact ties). Bool masks are accepted and split into 4-connected objects, as in
+exact ties). Bool masks are accepted and split into 8-connected objects, as in
 :mod:`core.postprocess`; pass an integer label image to keep touching cells apart.
 """
 from __future__ import annotations
@@ -45,7 +45,7 @@ METHODS = ("hungarian", "greedy", "iou")
 #: METHOD.md's threshold grid: 0.05 to 0.95 in steps of 0.025 (37 values).
 DEFAULT_THRESHOLDS = np.round(np.arange(0.05, 0.95 + 1e-9, 0.025), 3)
 
-_CROSS = ndi.generate_binary_structure(2, 1)
+_SQUARE = ndi.generate_binary_structure(2, 2)
 
 
 def _ratio(num: int, den: int) -> float:
@@ -172,7 +172,7 @@ def _check_labels(labels: np.ndarray, name: str) -> np.ndarray:
     if labels.ndim != 2:
         raise ValueError(f"{name} must be a 2D label image, got shape {labels.shape}")
     if labels.dtype == bool:
-        return ndi.label(labels, structure=_CROSS)[0]
+        return ndi.label(labels, structure=_SQUARE)[0]
     if not np.issubdtype(labels.dtype, np.integer):
         raise ValueError(f"{name} must be an integer label image (or a bool mask), "
                          f"got dtype {labels.dtype}")
@@ -293,7 +293,7 @@ def match_objects(true_labels: np.ndarray, pred_labels: np.ndarray, *,
     ----------
     true_labels, pred_labels : (M, N) array of int or bool
         Label images (0 = background, one object per positive id) of the same shape. A bool mask
-        is split into 4-connected objects first.
+        is split into 8-connected objects first.
     max_distance : float, optional
         Largest centroid distance (px) of a pair; the paper uses 50, the average cell diameter.
         Not used by ``method="iou"``.

@@ -11,15 +11,25 @@ scaled to the actual ``cell_diameter`` when it is used: lengths by ``d / 50``, a
 
 Choices kept from the authors' code, with the reason:
 
-- 1-connectivity (4-neighbours) for objects and holes: the watershed lines separating split cells
-  are only 4-tight, so an 8-connected reading of the flattened mask would merge them again.
 - ``maximum_filter`` of the distance map before the peak search: it turns every ridge top into a
   plateau, so an elongated cell yields one marker blob rather than a string of single-pixel peaks.
 - ``compactness=1`` and watershed lines: the lines keep split cells apart when the labels are stored
   as a 0/255 mask, where instances are connected components again.
 
-Choice changed: a hole is a background region that does not touch the image border (the authors'
-``remove_small_holes`` also filled small background pockets between a cell and the image edge).
+Choices changed, with the reason:
+
+- Objects are 8-connected (as ``skimage.measure.label`` reads a 2D mask, and as the rest of the
+  project does) and holes 4-connected, the pairing under which a hole is exactly a background
+  region enclosed by one object. The authors used 1-connectivity for both; a mask written from
+  these labels now reads back as the same cells.
+- The watershed line is drawn here, not by scikit-image: with ``compactness > 0`` its
+  ``watershed_line`` leaves split cells touching over most of their contact (checked on two
+  overlapping disks), so the flattened mask merged them again. A cell pixel that has a higher
+  label among its 8 neighbours is cleared, so split cells stay apart under 4- and 8-connectivity.
+- The peak search sees only the component's own distance map, so a large neighbour's plateau
+  cannot plant a marker on the edge of a small cell, as a whole-frame filter could.
+- A hole is a background region that does not touch the image border (the authors'
+  ``remove_small_holes`` also filled small background pockets between a cell and the image edge).
 
 Work is done per connected component inside its bounding box, never with whole-frame filters, so
 the cost grows with the number and size of the cells, not with the image.
@@ -43,9 +53,8 @@ log = logging.getLogger(__name__)
 #: Cell diameter (px) at which the stored sizes apply unchanged: the paper's average cell diameter.
 REFERENCE_DIAMETER = 50.0
 
-# 4-neighbour structuring element: the connectivity of objects and holes (see module docstring).
+# Holes are 4-connected background, objects (and marker blobs) 8-connected: see module docstring.
 _CROSS = ndi.generate_binary_structure(2, 1)
-# Marker blobs are plateau pieces; diagonal contact still means one plateau.
 _SQUARE = ndi.generate_binary_structure(2, 2)
 
 _LENGTHS = ("peak_filter", "peak_footprint")
@@ -83,7 +92,8 @@ class PostprocessParams:
     compactness : float
         Compactness of the watershed (0 is the classical watershed).
     watershed_line : bool
-        Leave a one-pixel background line between split cells.
+        Clear a background line between split cells, so they stay separate objects when the
+        labels are flattened to a mask (8-connectivity included).
 
     Examples
     --------
@@ -278,17 +288,23 @@ def _split_component(inside: np.ndarray, params: PostprocessParams) -> tuple[np.
         return inside.astype(np.int32), 1
     lut = np.zeros(keep.size, dtype=np.int32)
     lut[keep] = np.arange(1, n_blobs + 1, dtype=np.int32)
-    labels = watershed(-distance, lut[blobs], mask=inside, compactness=params.compactness,
-                       watershed_line=params.watershed_line)
-    return labels.astype(np.int32, copy=False), n_blobs
+    # 8-neighbour flooding: a diagonal-only link belongs to the component and must be reached.
+    labels = watershed(-distance, lut[blobs], mask=inside, connectivity=2,
+                       compactness=params.compactness)
+    labels = labels.astype(np.int32, copy=False)
+    if params.watershed_line:
+        # Clear the lower-labelled side of every contact, so no two cells stay 8-adjacent.
+        labels[ndi.maximum_filter(labels, size=3, mode="constant") > labels] = 0
+    return labels, n_blobs
 
 
 def _drop_small_labels(labels: np.ndarray, n: int, min_area: float) -> tuple[np.ndarray, int]:
-    """Remove labels smaller than ``min_area`` and renumber the rest 1..m (window-local)."""
-    if min_area <= 0 or n == 0:
+    """Remove labels smaller than ``min_area`` (and empty ones) and renumber the rest 1..m."""
+    if n == 0:
         return labels, n
     sizes = np.bincount(labels.ravel(), minlength=n + 1)
-    keep = sizes >= min_area
+    # Also drops ids left empty (a sliver cleared by the watershed line), so numbering has no gaps.
+    keep = sizes >= max(min_area, 1)
     keep[0] = False
     lut = np.zeros(n + 1, dtype=np.int32)
     lut[keep] = np.arange(1, int(keep.sum()) + 1, dtype=np.int32)
@@ -324,7 +340,7 @@ def mask_to_labels(mask: np.ndarray, params: PostprocessParams) -> np.ndarray:
     if mask.ndim != 2:
         raise ValueError(f"mask must be a 2D array, got shape {mask.shape}")
     mask = _fill_small_holes(mask.astype(bool, copy=False), params.hole_area_px)
-    components, n = ndi.label(mask, structure=_CROSS)
+    components, n = ndi.label(mask, structure=_SQUARE)
     components, n = _drop_small_labels(components, n, params.min_area_px)
     out = np.zeros(mask.shape, dtype=np.int32)
     total = 0
@@ -333,10 +349,11 @@ def mask_to_labels(mask: np.ndarray, params: PostprocessParams) -> np.ndarray:
         box = tuple(slice(max(s.start - 1, 0), s.stop + 1) for s in box)
         inside = components[box] == index
         pieces, m = _split_component(inside, params)
-        pieces, m = _drop_small_labels(pieces, m, params.min_area_after_split_px)
+        if m > 1 or params.min_area_after_split_px > 0:
+            pieces, m = _drop_small_labels(pieces, m, params.min_area_after_split_px)
         if m:
-            window = out[box]
-            window[pieces > 0] = pieces[pieces > 0] + total
+            cells = pieces > 0
+            out[box][cells] = pieces[cells] + total
             total += m
     log.debug("mask_to_labels: %d components -> %d cells", n, total)
     return out

@@ -34,17 +34,17 @@ __all__ = ["weight_map"]
 
 log = logging.getLogger(__name__)
 
-# Objects of a bool mask are its 4-connected components, as in core.postprocess.
-_CROSS = ndi.generate_binary_structure(2, 1)
+# Objects of a bool mask are its 8-connected components, as in core.postprocess.
+_SQUARE = ndi.generate_binary_structure(2, 2)
 
 
 def _as_labels(mask: np.ndarray) -> np.ndarray:
-    """Label image of ``mask``: bool -> 4-connected components; integers are taken as labels."""
+    """Label image of ``mask``: bool -> 8-connected components; integers are taken as labels."""
     mask = np.asarray(mask)
     if mask.ndim != 2:
         raise ValueError(f"mask must be a 2D array, got shape {mask.shape}")
     if mask.dtype == bool:
-        return ndi.label(mask, structure=_CROSS)[0]
+        return ndi.label(mask, structure=_SQUARE)[0]
     if not np.issubdtype(mask.dtype, np.integer):
         raise ValueError(f"mask must be bool or an integer label image, got dtype {mask.dtype}")
     if mask.size and mask.min() < 0:
@@ -79,7 +79,7 @@ def weight_map(mask: np.ndarray, *, sigma: float = 25.0, ring: float = 50,
     Parameters
     ----------
     mask : (M, N) array of bool or int
-        Target mask. A bool mask is split into objects by 4-connectivity; an integer array is a
+        Target mask. A bool mask is split into objects by 8-connectivity; an integer array is a
         label image (0 = background, one object per positive id), so touching cells stay apart.
     sigma : float, optional
         Decay length of each object's weight in pixels (the paper: 25, the average cell radius).
