@@ -177,3 +177,27 @@ def test_operator_cannot_adjudicate(app_db):
     at = _page_alone(app_db, "operator", "pages/adjudicate.py")
     assert any("this page needs the expert or admin role" in e for e in _errors(at))
     assert not at.button
+
+
+# ---------------------------------------------------------------- export
+
+def test_viewer_exports_the_counts_of_the_test_split(app_as, app_db):
+    from db.models import Image
+    from sqlalchemy import func, select
+
+    at = app_as("viewer", "pages/export.py")
+    assert not at.exception
+    at.selectbox(key="exp_split").set_value("test").run()
+    at.button(key="exp_prepare").click().run()
+    assert not at.exception and not _errors(at)
+    kind, file_name, mime, data = at.session_state["exp_ready"]
+    lines = data.decode().strip().splitlines()
+    with app_db.session() as s:
+        n_test = s.scalar(select(func.count(Image.id)).where(
+            Image.project_id == app_db.project_id, Image.split == "test"))
+    assert file_name == "counts.csv" and lines[0].startswith("image,")
+    assert len(lines) == 1 + n_test
+    at.radio(key="exp_format").set_value("COCO JSON").run()
+    at.button(key="exp_prepare").click().run()
+    doc = json.loads(at.session_state["exp_ready"][3])
+    assert len(doc["images"]) == n_test and doc["annotations"]
