@@ -31,7 +31,6 @@ PAGES = [
 st.set_page_config(page_title="CellTally", page_icon=":material/biotech:", layout="wide")
 ui.engine()
 who = ui.current_user()
-ui.sidebar(who)
 
 if who is None:
     nav = st.navigation([st.Page("pages/signin.py", title="Sign in", icon=":material/login:")])

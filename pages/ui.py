@@ -102,7 +102,8 @@ def require(*roles: str) -> Who:
     """Stop the page unless a signed-in user has one of ``roles`` (any role when none given).
 
     The refusal happens here, on the server, for every rerun: hiding a page in the
-    navigation is only a convenience.
+    navigation is only a convenience. The sidebar is drawn here too, by the page itself
+    (elements the router draws before ``nav.run()`` vanish from ``AppTest`` after a page switch).
     """
     who = current_user()
     if who is None:
@@ -113,6 +114,7 @@ def require(*roles: str) -> Who:
         st.error(f"{who.name} is signed in as {who.role}; this page needs the "
                  f"{' or '.join(allowed)} role. Ask an admin if you need access.")
         st.stop()
+    sidebar(who)
     return who
 
 
@@ -156,13 +158,11 @@ def project_state(pid: int) -> dict:
     }
 
 
-def sidebar(who: Who | None) -> None:
+def sidebar(who: Who) -> None:
     """The signed-in user, the project picker and the project's state."""
     with st.sidebar:
         if settings().demo:
             st.caption("Demo mode: a separate demo database under data/demo/.")
-        if who is None:
-            return
         st.markdown(f"**{who.name}** · {who.role}")
         if st.button("Sign out", key="ui_sign_out"):
             sign_out()

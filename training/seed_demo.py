@@ -1,16 +1,35 @@
 """The demo project: users of every role, synthetic images, masks, ground truth, the demo model.
 
 ``seed_demo(settings)`` is idempotent: it builds what is missing and leaves the rest alone, so
-the app calls it on every start in demo mode (``make run``) and a second start costs a query.
+the app calls it on every start in demo mode (``make run``) and a second start costs a few
+queries. The app-test suite calls it too, with fewer and smaller images.
+
+What it builds:
+
+- the accounts of :data:`DEMO_USERS` (listed on the sign-in page in demo mode only);
+- project :data:`DEMO_PROJECT` with ``n_images`` synthetic fluorescence images
+  (``core.synthetic``), each with its automatic threshold mask (source ``auto``);
+- a seeded random split (a quarter test), and the generator's true cells as an approved
+  version (source ``manual``) for every test image and every other train image;
+- the demo model from ``models/demo/`` registered as the project's promoted run, when both the
+  run directory and ``db.runs`` are there (scored on the test images where ``training.evaluate``
+  is available).
 """
 from __future__ import annotations
 
 import logging
 from contextlib import contextmanager
+from pathlib import Path
 
 from sqlalchemy.orm import Session
 
 log = logging.getLogger(__name__)
+
+#: (name, password, role) of the demo accounts.
+DEMO_USERS = (("admin", "admin-demo", "admin"), ("expert", "expert-demo", "expert"),
+              ("operator", "operator-demo", "operator"), ("viewer", "viewer-demo", "viewer"))
+DEMO_PROJECT = "Demo (yellow)"
+DEMO_MODEL_DIR = Path(__file__).resolve().parents[1] / "models" / "demo"
 
 
 @contextmanager
@@ -20,5 +39,96 @@ def transaction(engine):
         yield s
 
 
-def seed_demo(settings, *, engine=None) -> None:
-    """Build the demo project (see module docstring)."""
+def seed_demo(settings, *, engine=None, n_images: int = 24, shape=(600, 800), seed: int = 0,
+              model_dir: Path | None = DEMO_MODEL_DIR, progress=None) -> int:
+    """Build the demo project where it is missing; returns the project id.
+
+    Parameters
+    ----------
+    settings : db.settings.Settings
+    engine : Engine, optional
+        An engine already migrated (the app's); one is made and migrated otherwise.
+    n_images, shape, seed
+        How many synthetic images, their (rows, cols), and the seed of everything random.
+    model_dir : Path or None
+        The demo run directory to register; None skips the model.
+    progress : callable, optional
+        Called with (done, total) while images are made.
+    """
+    from core.prelabel import auto_mask
+    from core.synthetic import make_dataset
+    from db import masks, projects, users
+    from db.engine import make_engine, upgrade
+    from db.models import Image
+    from db.storage import Storage
+
+    if engine is None:
+        engine = make_engine(settings)
+        upgrade(engine)
+    storage = Storage.from_settings(settings)
+    with transaction(engine) as s:
+        for name, password, role in DEMO_USERS:
+            if users.get_user(s, name) is None:
+                users.create_user(s, name, password, role=role)
+        known = {p.name: p.id for p in projects.list_projects(s)}
+        pid = known.get(DEMO_PROJECT) or projects.create_project(s, DEMO_PROJECT, stain="yellow").id
+        admin = users.get_user(s, "admin")
+        expert = users.get_user(s, "expert")
+        has_images = bool(projects.list_batches(s, pid))
+    if not has_images:
+        data = make_dataset(n_images, seed, shape=shape)
+        with transaction(engine) as s:
+            batch = projects.create_batch(s, pid, user_id=admin.id, source="core.synthetic demo")
+            imported, truth = [], {}
+            for i, (rgb, labels) in enumerate(data):
+                reg = projects.register_image(s, storage, pid, rgb, name=f"demo_{i + 1:02d}.png",
+                                              batch_id=batch.id)
+                auto = masks.save_mask_version(s, storage, reg.image.id, auto_mask(rgb),
+                                               based_on=None, source="auto", author_id=None)
+                imported.append(reg.image.id)
+                truth[reg.image.id] = (labels > 0, auto.id)
+                if progress is not None:
+                    progress(i + 1, n_images)
+            projects.finish_batch(s, batch, {"imported": imported, "skipped": []})
+            projects.assign_random_splits(s, pid, test_share=0.25, seed=seed, actor=admin)
+            s.expire_all()
+            splits = {img: s.get(Image, img).split for img in imported}
+            train_seen = 0
+            for image_id, (mask, auto_id) in truth.items():
+                if splits[image_id] == "train":
+                    train_seen += 1
+                    if train_seen % 2 == 0:
+                        continue  # leave half the train images for people to review
+                v = masks.save_mask_version(s, storage, image_id, mask, based_on=auto_id,
+                                            source="manual", author_id=expert.id,
+                                            note="synthetic ground truth")
+                masks.approve(s, image_id, user_id=expert.id, version_id=v.id)
+        log.info("Demo project %s: %d synthetic images.", DEMO_PROJECT, n_images)
+    if model_dir is not None:
+        _register_demo_model(engine, settings, storage, pid, Path(model_dir))
+    return pid
+
+
+def _register_demo_model(engine, settings, storage, pid: int, model_dir: Path) -> None:
+    """Register (and score, where the training code can) the committed demo run, once."""
+    if not (model_dir / "config.json").is_file():
+        log.info("No demo model at %s; run `make demo-model` to build it.", model_dir)
+        return
+    try:
+        from db import runs
+    except ImportError:
+        log.info("db.runs is not available; the demo model is not registered.")
+        return
+    with transaction(engine) as s:
+        if any(r.run_dir == str(model_dir) for r in runs.list_runs(s, pid)):
+            return
+        run = runs.register_run(s, pid, model_dir, name="demo")
+        run_id = run.id
+    try:
+        from training.evaluate import evaluate_run
+    except ImportError:
+        evaluate_run = None
+    if evaluate_run is not None:
+        evaluate_run(settings, run_id)
+    with transaction(engine) as s:
+        runs.promote_run(s, run_id)

@@ -1,0 +1,61 @@
+"""Sign in. With no users at all (a real installation's first start), create the admin account."""
+import streamlit as st
+
+from pages import ui
+
+st.title("CellTally")
+
+from db import users  # noqa: E402
+
+with ui.session() as s:
+    first_start = not users.list_users(s)
+
+if first_start:
+    st.subheader("Create the admin account")
+    st.write("There are no accounts yet. The first one is the administrator; it creates the others.")
+    with st.form("first_admin"):
+        name = st.text_input("Admin name")
+        pw = st.text_input("Password", type="password")
+        pw2 = st.text_input("Repeat the password", type="password")
+        if st.form_submit_button("Create the admin account", type="primary"):
+            if pw != pw2:
+                st.error("The two passwords differ; type the same password twice.")
+            else:
+                try:
+                    with ui.session() as s:
+                        if users.list_users(s):
+                            raise ValueError("An account was created meanwhile; sign in instead.")
+                        users.create_user(s, name, pw, role="admin")
+                    st.session_state["user"] = name.strip()
+                    st.rerun()
+                except ValueError as err:
+                    st.error(str(err))
+    st.stop()
+
+st.subheader("Sign in")
+with st.form("signin"):
+    name = st.text_input("Name")
+    pw = st.text_input("Password", type="password")
+    go = st.form_submit_button("Sign in", type="primary")
+if go:
+    try:
+        with ui.session() as s:
+            try:
+                user = users.authenticate(s, name.strip(), pw)
+                signed_in = user.name
+            except users.AuthenticationError as err:
+                # Commit the failure count: leaving the block normally keeps it.
+                signed_in, message = None, str(err)
+        if signed_in:
+            st.session_state["user"] = signed_in
+            st.rerun()
+        st.error(message)
+    except ValueError as err:
+        st.error(str(err))
+
+if ui.settings().demo:
+    st.divider()
+    st.caption("Demo accounts (demo mode only): name / password")
+    from training.seed_demo import DEMO_USERS
+
+    st.table([{"role": role, "name": n, "password": p} for n, p, role in DEMO_USERS])
