@@ -38,6 +38,7 @@ __all__ = [
     "group_summary", "OperatorAgreement", "operator_agreement", "adjudication_queue",
     "model_doubt_candidates", "queue_model_doubts", "image_history", "queue_rank", "ImageOutcome", "image_outcome",
     "recount", "recount_scores", "threshold_curve_for_run", "run_postprocess", "item_crop",
+    "outcome_objects", "outcome_overlay", "OUTCOME_COLOURS",
 ]
 
 log = logging.getLogger(__name__)
@@ -855,3 +856,61 @@ def _item_object(session, storage, item: AdjudicationItem, shape) -> np.ndarray:
     except (OSError, ValueError) as exc:
         log.warning("item %s: object not drawable: %s", item.id, exc)
     return np.zeros(shape, bool)
+
+
+#: Paper Fig. 7: TP green, FP red, FN blue.
+OUTCOME_COLOURS = {"TP": (0, 220, 0), "FP": (255, 40, 40), "FN": (60, 120, 255)}
+
+
+def outcome_objects(outcome: ImageOutcome) -> pd.DataFrame:
+    """Every object of a matched image with its outcome and box, for boxes and tables.
+
+    Returns
+    -------
+    DataFrame
+        Columns ``outcome, label, r0, c0, r1, c1`` (box max exclusive): TP and FP are predicted
+        objects (``label`` in ``pred_labels``), FN are true objects (in ``true_labels``).
+    """
+    from scipy import ndimage as ndi
+
+    m = outcome.match
+    kinds = [("TP", outcome.pred_labels, [p for _, p, _ in m.pairs]),
+             ("FP", outcome.pred_labels, list(m.unmatched_pred)),
+             ("FN", outcome.true_labels, list(m.unmatched_true))]
+    rows = []
+    for kind, labels, ids in kinds:
+        boxes = ndi.find_objects(labels)
+        for i in ids:
+            sl = boxes[int(i) - 1] if 0 < int(i) <= len(boxes) else None
+            if sl is None:
+                continue
+            rows.append({"outcome": kind, "label": int(i), "r0": sl[0].start, "c0": sl[1].start,
+                         "r1": sl[0].stop, "c1": sl[1].stop})
+    return pd.DataFrame(rows, columns=["outcome", "label", "r0", "c0", "r1", "c1"])
+
+
+def outcome_overlay(rgb: np.ndarray, outcome: ImageOutcome, *, boxes: bool = True,
+                    heatmap: bool = False, outlines: bool = False, pad: int = 3,
+                    width: int = 2) -> np.ndarray:
+    """The image with the run's objects drawn on it (a new uint8 RGB array).
+
+    Boxes around objects, TP green, FP red, FN blue (paper Fig. 7); optionally the heatmap blended
+    in red and the predicted objects' outlines in yellow.
+    """
+    out = np.array(rgb, dtype=np.uint8, copy=True)
+    if heatmap:
+        p = np.clip(outcome.heatmap, 0.0, 1.0)[..., None]
+        out = (out * (1 - 0.5 * p) + np.array([255, 0, 80]) * 0.5 * p).astype(np.uint8)
+    if outlines:
+        _outline(out, outcome.pred_labels > 0, ITEM_COLOUR)
+    if boxes:
+        h, w = out.shape[:2]
+        for o in outcome_objects(outcome).itertuples():
+            colour = OUTCOME_COLOURS[o.outcome]
+            r0, c0 = max(o.r0 - pad, 0), max(o.c0 - pad, 0)
+            r1, c1 = min(o.r1 + pad, h) - 1, min(o.c1 + pad, w) - 1
+            out[r0:r0 + width, c0:c1 + 1] = colour
+            out[r1 - width + 1:r1 + 1, c0:c1 + 1] = colour
+            out[r0:r1 + 1, c0:c0 + width] = colour
+            out[r0:r1 + 1, c1 - width + 1:c1 + 1] = colour
+    return out

@@ -201,3 +201,47 @@ def test_viewer_exports_the_counts_of_the_test_split(app_as, app_db):
     at.button(key="exp_prepare").click().run()
     doc = json.loads(at.session_state["exp_ready"][3])
     assert len(doc["images"]) == n_test and doc["annotations"]
+
+
+# ---------------------------------------------------------------- predictions
+
+def test_threshold_slider_changes_the_counts_and_an_fn_goes_to_the_queue(app_as, app_db,
+                                                                         part2_run):
+    from sqlalchemy import select
+
+    from db.models import AdjudicationItem
+
+    at = app_as("operator", "pages/predictions.py")
+    at.selectbox(key="pred_run").set_value(part2_run).run()
+    assert not at.exception
+    metrics = {m.label: m.value for m in at.metric}
+    n_images = len(at.dataframe[0].value)
+    assert metrics["FP"] == "0"
+    before = int(metrics["Predicted"])
+    at.slider(key=f"pred_threshold_{part2_run}").set_value(0.3).run()
+    assert not at.exception and not _errors(at)
+    metrics = {m.label: m.value for m in at.metric}
+    # the faint blob (p = 0.35) of every test image now counts, and is an FP
+    assert int(metrics["Predicted"]) == before + n_images
+    assert metrics["FP"] == str(n_images)
+    assert (at.dataframe[0].value["fp"] == 1).all()
+    assert at.image
+    # back up: the counts come back; then one click sends the stored FN to the experts
+    at.slider(key=f"pred_threshold_{part2_run}").set_value(0.5).run()
+    assert int({m.label: m.value for m in at.metric}["Predicted"]) == before
+    send = [b for b in at.button if b.key and b.key.startswith("pred_send_")]
+    assert send
+    send[0].click().run()
+    assert not at.exception and any("experts' queue" in s.value for s in at.success)
+    with app_db.session() as s:
+        assert s.scalars(select(AdjudicationItem).where(AdjudicationItem.run_id == part2_run,
+                                                        AdjudicationItem.kind == "run_fn")).all()
+
+
+def test_viewer_sees_predictions_but_changes_nothing(app_as, part2_run):
+    at = app_as("viewer", "pages/predictions.py")
+    at.selectbox(key="pred_run").set_value(part2_run).run()
+    at.slider(key=f"pred_threshold_{part2_run}").set_value(0.3).run()
+    assert not at.exception
+    assert not [b for b in at.button if b.key and (b.key == "pred_keep"
+                                                    or b.key.startswith("pred_send_"))]
