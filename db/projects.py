@@ -185,9 +185,8 @@ def _set_archived(session: Session, batch_id: int, archived: bool, actor_id: int
         raise ValueError(f"There is no import batch {batch_id}.")
     batch.archived = archived
     batch.archived_at = utcnow() if archived else None
-    n = session.execute(update(Image).where(Image.batch_id == batch_id).values(archived=archived)
-                        .execution_options(synchronize_session=False)).rowcount
-    session.expire_all()
+    n = session.execute(update(Image).where(Image.batch_id == batch_id)
+                        .values(archived=archived)).rowcount
     audit.record(session, user_id=actor_id, action="batch.archive" if archived else "batch.restore",
                  entity="import_batches", entity_id=batch_id, detail={"images": n})
     return n
@@ -240,9 +239,7 @@ def assign_random_splits(session: Session, project_id: int, *, test_share: float
     test_ids, train_ids = ids[order[:n_test]].tolist(), ids[order[n_test:]].tolist()
     for split, chosen in (("test", test_ids), ("train", train_ids)):
         if chosen:
-            session.execute(update(Image).where(Image.id.in_(chosen)).values(split=split)
-                            .execution_options(synchronize_session=False))
-    session.expire_all()
+            session.execute(update(Image).where(Image.id.in_(chosen)).values(split=split))
     audit.record(session, user_id=actor.id, action="split.random", entity="projects",
                  entity_id=project_id, detail={"test_share": test_share, "seed": seed,
                                                "test": len(test_ids), "train": len(train_ids)})
@@ -280,5 +277,5 @@ def set_split(session: Session, image_ids: list[int], split: str, *, actor: User
 def lock_splits(session: Session, image_ids: list[int]) -> None:
     """Lock the split of images a run was scored on."""
     if image_ids:
-        session.execute(update(Image).where(Image.id.in_(list(image_ids))).values(split_locked=True)
-                        .execution_options(synchronize_session=False))
+        session.execute(update(Image).where(Image.id.in_(list(image_ids)))
+                        .values(split_locked=True))

@@ -92,3 +92,14 @@ def settings(tmp_path, engine):
 def storage(settings):
     """The file store under the scratch data dir."""
     return Storage.from_settings(settings)
+
+
+@pytest.fixture(autouse=True)
+def cheap_password_hashing(monkeypatch):
+    """Argon2 at its real cost takes ~0.5 s a hash here; the tests use a small memory cost."""
+    from argon2 import PasswordHasher
+
+    import db.users
+
+    monkeypatch.setattr(db.users, "_HASHER", PasswordHasher(time_cost=1, memory_cost=1024,
+                                                            parallelism=1))
