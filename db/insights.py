@@ -38,7 +38,7 @@ __all__ = [
     "group_summary", "OperatorAgreement", "operator_agreement", "adjudication_queue",
     "model_doubt_candidates", "queue_model_doubts", "image_history", "queue_rank", "ImageOutcome", "image_outcome",
     "recount", "recount_scores", "threshold_curve_for_run", "run_postprocess", "item_crop",
-    "outcome_objects", "outcome_overlay", "OUTCOME_COLOURS",
+    "outcome_objects", "outcome_overlay", "OUTCOME_COLOURS", "jobs_table",
 ]
 
 log = logging.getLogger(__name__)
@@ -914,3 +914,41 @@ def outcome_overlay(rgb: np.ndarray, outcome: ImageOutcome, *, boxes: bool = Tru
             out[r0:r1 + 1, c0:c0 + width] = colour
             out[r0:r1 + 1, c1 - width + 1:c1 + 1] = colour
     return out
+
+
+# --- Jobs ----------------------------------------------------------------------------------------
+
+def jobs_table(session, project_id: int, *, kinds=None, limit: int = 50, now=None) -> pd.DataFrame:
+    """A project's jobs, newest first, with how long each ran.
+
+    Returns
+    -------
+    DataFrame
+        Columns ``job_id, kind, status, progress, message, created_at, started_at, finished_at,
+        duration_s, error, log_tail, run_id, run_dir, created_by``; ``duration_s`` runs to now
+        for a running job and is NaN for one not started.
+    """
+    from db.models import Job, utcnow
+
+    now = now or utcnow()
+    q = select(Job).where(Job.project_id == project_id)
+    if kinds is not None:
+        q = q.where(Job.kind.in_(list(kinds)))
+    users = dict(session.execute(select(User.id, User.name)).all())
+    rows = []
+    for j in session.scalars(q.order_by(Job.id.desc()).limit(limit)):
+        end = j.finished_at or (now if j.status == "running" else None)
+        result = j.result or {}
+        rows.append({
+            "job_id": j.id, "kind": j.kind, "status": j.status, "progress": float(j.progress or 0),
+            "message": j.message or "", "created_at": j.created_at, "started_at": j.started_at,
+            "finished_at": j.finished_at,
+            "duration_s": (end - j.started_at).total_seconds() if end and j.started_at
+            else np.nan,
+            "error": j.error or "", "log_tail": j.log_tail or "",
+            "run_id": result.get("run_id"), "run_dir": result.get("run_dir"),
+            "created_by": users.get(j.created_by, ""),
+        })
+    cols = ["job_id", "kind", "status", "progress", "message", "created_at", "started_at",
+            "finished_at", "duration_s", "error", "log_tail", "run_id", "run_dir", "created_by"]
+    return pd.DataFrame(rows, columns=cols)

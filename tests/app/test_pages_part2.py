@@ -245,3 +245,45 @@ def test_viewer_sees_predictions_but_changes_nothing(app_as, part2_run):
     assert not at.exception
     assert not [b for b in at.button if b.key and (b.key == "pred_keep"
                                                     or b.key.startswith("pred_send_"))]
+
+
+# ---------------------------------------------------------------- train
+
+def test_queue_a_tiny_training_job_and_see_it_listed(app_as, app_db, monkeypatch):
+    from sqlalchemy import select
+
+    from db.models import Job
+    from training import jobs
+
+    started = []
+    # No worker process in the test: the job must only be queued and listed.
+    monkeypatch.setattr(jobs, "ensure_worker", lambda settings: started.append(1))
+    at = app_as("operator", "pages/train.py")
+    assert not at.exception
+    assert [m.value for m in at.metric][1] != "0"        # approved train masks exist
+    at.number_input(key="train_base_filters").set_value(2)
+    at.number_input(key="train_epochs").set_value(1)
+    at.number_input(key="train_crop_size").set_value(64)
+    at.number_input(key="train_steps").set_value(1)
+    at.text_input(key="train_name").input("tiny")
+    at.button[0].click()  # the form's Retrain
+    at.run()
+    assert not at.exception and not _errors(at), _errors(at)
+    assert any("is queued" in s.value for s in at.success)
+    with app_db.session() as s:
+        job = s.scalars(select(Job).where(Job.kind == "train").order_by(Job.id.desc())).first()
+        assert job.status == "queued" and job.config["train"]["base_filters"] == 2
+        assert job.config["name"] == "tiny" and job.config["train"]["epochs"] == 1
+    assert started
+    # Listed with its progress; cancel marks it.
+    assert any(f"Job {job.id}" in p.proto.text for p in at.get("progress"))
+    at.button(key=f"train_cancel_{job.id}").click().run()
+    with app_db.session() as s:
+        assert s.get(Job, job.id).cancel_requested or s.get(Job, job.id).status == "cancelled"
+
+
+def test_only_admins_promote(app_as, part2_run):
+    at = app_as("expert", "pages/train.py")
+    assert not [b for b in at.button if b.key == "train_promote"]
+    at = app_as("admin", "pages/train.py")
+    assert [b for b in at.button if b.key == "train_promote"]

@@ -1,0 +1,170 @@
+"""Train: the training config (METHOD.md defaults), what a run will use, "Retrain" through
+``training.jobs.submit``, live progress that survives a reload, cancel, past jobs, and (admins)
+promoting a finished run.
+"""
+import dataclasses
+
+import pandas as pd
+import streamlit as st
+
+from db import insights, runs, users
+from db import jobs as db_jobs
+from pages import ui
+from training import jobs
+from training.config import POSTPROCESS_PRESETS, TrainConfig
+
+who = ui.require(*ui.EDITORS)
+pid = ui.project_id()
+st.title("Train")
+if pid is None:
+    st.info("There is no project yet. An admin creates one on the Admin page.")
+    st.stop()
+
+ACTIVE = ("queued", "running")
+REFRESH_S = 2.0
+
+# ---------------------------------------------------------------- what a run will use
+with ui.session() as s:
+    data = insights.training_data(s, pid)
+c = st.columns(4)
+c[0].metric("Train images", data["train_images"])
+c[1].metric("… with approved masks", data["train_approved"])
+c[2].metric("Test images", data["test_images"])
+c[3].metric("… with approved masks", data["test_approved"])
+st.caption("A run learns from the approved masks of train images (part held out for "
+           "validation) and is scored on the approved masks of test images.")
+
+# ---------------------------------------------------------------- config form
+d = TrainConfig()
+with st.form("train_form"):
+    st.markdown("**Training settings** (defaults: METHOD.md)")
+    a, b, c3 = st.columns(3)
+    name = a.text_input("Run name (optional)", key="train_name")
+    base_filters = b.number_input("Base filters", 1, 64, d.base_filters, key="train_base_filters",
+                                  help="16 is the paper's model (1,707,287 parameters).")
+    epochs = c3.number_input("Most epochs", 1, 1000, d.epochs, key="train_epochs")
+    a, b, c3 = st.columns(3)
+    crop_size = a.number_input("Crop size (multiple of 8)", 8, 2048, d.crop_size, step=8,
+                               key="train_crop_size")
+    batch_size = b.number_input("Batch size", 1, 256, d.batch_size, key="train_batch_size")
+    learning_rate = c3.number_input("Learning rate", 1e-6, 1.0, d.learning_rate, format="%.4f",
+                                    key="train_learning_rate")
+    a, b, c3 = st.columns(3)
+    plateau_patience = a.number_input("LR x0.7 after flat epochs", 1, 100, d.plateau_patience,
+                                      key="train_plateau")
+    early = b.number_input("Stop after flat epochs", 1, 500, d.early_stopping_patience,
+                           key="train_early")
+    validation = c3.number_input("Validation share", 0.0, 0.9, d.validation_fraction, step=0.05,
+                                 key="train_validation")
+    a, b, c3 = st.columns(3)
+    cell_weight = a.number_input("Cell weight", 0.01, 100.0, d.cell_weight, key="train_cell_w")
+    sigma = b.number_input("Weight map sigma (px)", 0.1, 500.0, d.sigma, key="train_sigma")
+    ring = c3.number_input("Weight map ring (px)", 0, 1000, d.ring, key="train_ring")
+    a, b, c3 = st.columns(3)
+    preset = a.selectbox("Post-processing", POSTPROCESS_PRESETS, key="train_preset")
+    diameter = b.number_input("Cell diameter (px)", 1.0, 500.0, d.cell_diameter,
+                              key="train_diameter")
+    steps = c3.number_input("Steps per epoch (0 = all crops)", 0, 100000, 0, key="train_steps")
+    augment = st.checkbox("Augment crops (rotations, flips, colour, noise, blur, elastic)",
+                          value=d.augment.enabled, key="train_augment")
+    queued = st.form_submit_button("Retrain", type="primary")
+
+if queued:
+    config = dataclasses.replace(
+        d, base_filters=int(base_filters), epochs=int(epochs), crop_size=int(crop_size),
+        batch_size=int(batch_size), learning_rate=float(learning_rate),
+        plateau_patience=int(plateau_patience), early_stopping_patience=int(early),
+        validation_fraction=float(validation), cell_weight=float(cell_weight),
+        sigma=float(sigma), ring=int(ring), postprocess_preset=preset,
+        cell_diameter=float(diameter), steps_per_epoch=int(steps) or None,
+        augment=dataclasses.replace(d.augment, enabled=bool(augment)))
+    if data["train_approved"] == 0:
+        st.error("No train image has an approved mask yet, so there is nothing to learn from. "
+                 "Approve some masks of train images on the Review page first.")
+    else:
+        try:
+            job_id = jobs.submit(ui.settings(), "train", project=pid, created_by=who.id,
+                                 config={"train": config.to_dict(), "name": name.strip() or None},
+                                 engine=ui.engine())
+            st.success(f"Training job {job_id} is queued.")
+        except ValueError as exc:
+            st.error(str(exc))
+
+
+# ---------------------------------------------------------------- live progress
+def _duration(seconds) -> str:
+    if seconds is None or pd.isna(seconds):
+        return ""
+    seconds = int(seconds)
+    return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m" if seconds >= 3600 else (
+        f"{seconds // 60}m{seconds % 60:02d}s")
+
+
+@st.fragment(run_every=REFRESH_S)
+def live_jobs():
+    """Re-read the job rows every few seconds; the state is in the database, so a reload of the
+    page finds the same jobs."""
+    with ui.session() as s:
+        table = insights.jobs_table(s, pid, kinds=("train", "evaluate"))
+    active = table[table["status"].isin(ACTIVE)]
+    st.subheader("Running and queued")
+    if active.empty:
+        st.caption("No training job is running.")
+    for j in active.itertuples():
+        st.progress(min(max(j.progress, 0.0), 1.0),
+                    text=f"Job {j.job_id} ({j.kind}, {j.status}): {j.message}")
+        st.caption(f"Queued by {j.created_by or '?'}; running for {_duration(j.duration_s)}"
+                   if j.status == "running" else f"Queued by {j.created_by or '?'}, waiting "
+                                                 "for a worker.")
+        if st.button("Cancel", key=f"train_cancel_{j.job_id}"):
+            try:
+                with ui.session() as s:
+                    db_jobs.request_cancel(s, int(j.job_id), user_id=who.id)
+                st.info(f"Job {j.job_id} will stop at its next check.")
+            except ValueError as exc:
+                st.error(str(exc))
+
+
+live_jobs()
+
+# ---------------------------------------------------------------- past jobs
+st.subheader("Past jobs")
+with ui.session() as s:
+    table = insights.jobs_table(s, pid, kinds=("train", "evaluate"))
+past = table[~table["status"].isin(ACTIVE)]
+if past.empty:
+    st.caption("No finished job yet.")
+else:
+    shown = past.assign(duration=past["duration_s"].map(_duration))
+    st.dataframe(shown[["job_id", "kind", "status", "created_at", "duration", "message",
+                        "error", "created_by"]], hide_index=True, width="stretch",
+                 key="train_past")
+    pick = st.selectbox("Log of job", list(past["job_id"]), key="train_log_pick")
+    row = past[past["job_id"] == pick].iloc[0]
+    if row["error"]:
+        st.error(f"Job {pick} failed: {row['error']}")
+    st.code(row["log_tail"][-4000:] or "(no log kept)", language=None)
+
+# ---------------------------------------------------------------- runs and promotion
+st.subheader("Runs")
+with ui.session() as s:
+    overview = insights.runs_overview(s, pid)
+if overview.empty:
+    st.caption("No run yet.")
+else:
+    st.dataframe(overview[["run_id", "name", "created_at", "promoted", "threshold", "f1", "mae",
+                           "n_images"]], hide_index=True, width="stretch", key="train_runs")
+    if who.role == "admin":
+        names = dict(zip(overview["run_id"], overview["name"]))
+        choice = st.selectbox("Run to promote", list(names), format_func=names.get,
+                              key="train_promote_pick")
+        if st.button("Promote to the project's model", key="train_promote"):
+            try:
+                with ui.session() as s:
+                    runs.promote_run(s, int(choice), actor=users.get_user(s, who.name))
+                st.success(f"{names[choice]} is now the project's model.")
+                st.rerun()
+            except ValueError as exc:
+                st.error(str(exc))
+    else:
+        st.caption("Only an admin promotes a run to be the project's model.")
