@@ -25,7 +25,6 @@ from pathlib import Path
 from typing import Any, Callable, Iterable, Sequence
 
 import numpy as np
-from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from core import io as core_io
@@ -377,7 +376,8 @@ def collect_annotations(path: str | Path) -> Collected:
     """Images named in a VIA or COCO file, with their objects.
 
     ``path`` is the JSON file, or a folder holding one or more. An image is looked for at its
-    name relative to the JSON's folder, then by its base name there and in ``images/`` below it.
+    name relative to the JSON's folder, by its base name there and in ``images/`` below it, and
+    the same in up to four parent folders (FNC v2's layout; see :func:`_find_beside`).
     """
     path = Path(path)
     docs = sorted(path.glob("*.json")) if path.is_dir() else [path]
@@ -393,12 +393,12 @@ def collect_annotations(path: str | Path) -> Collected:
         kinds.add(kind)
         for ann in images:
             notes += list(ann.notes)
-            found = _find_beside(doc.parent, ann.file_name)
+            found = _find_beside(doc.parent, ann.file_name, ann.attributes.get("path"))
             if found is None:
                 skipped.append(_skip(Path(ann.file_name).name, "not found",
                                      f"{ann.file_name} is named in {doc.name} but is not beside it "
-                                     f"(looked in {doc.parent} and its images/ folder); put the "
-                                     f"image there and import again."))
+                                     f"(looked in {doc.parent}, four folders up and their images/ "
+                                     f"folders); put the image there and import again."))
                 continue
             split, meta = _annotation_split(ann)
             items.append(ImportItem(found.name, found, annotation=ann, split=split, metadata=meta))
@@ -406,12 +406,22 @@ def collect_annotations(path: str | Path) -> Collected:
     return Collected(items, skipped, notes, kind)
 
 
-def _find_beside(folder: Path, file_name: str) -> Path | None:
-    """The image a JSON entry names, looked for next to the JSON file."""
+def _find_beside(folder: Path, file_name: str, stated_path: Any = None) -> Path | None:
+    """The image a JSON entry names, looked for next to the JSON file and a few folders up.
+
+    FNC v2 keeps its JSON files in ``<split>/ground_truths/{COCO,VIA}/`` and the images in
+    ``<split>/images/``, and its COCO entries state a ``path`` relative to the data set root,
+    so the JSON's folder and up to four of its parents are tried, each with ``images/``.
+    """
     base = Path(file_name.replace("\\", "/")).name
-    for candidate in (folder / file_name, folder / base, folder / "images" / base):
-        if candidate.is_file():
-            return candidate
+    tails = [Path(file_name.replace("\\", "/")), Path(base), Path("images") / base]
+    if isinstance(stated_path, str) and stated_path:
+        tails.append(Path(stated_path.replace("\\", "/")))
+    for anchor in [folder, *list(folder.parents)[:4]]:
+        for tail in tails:
+            candidate = anchor / tail
+            if not tail.is_absolute() and candidate.is_file():
+                return candidate
     return None
 
 

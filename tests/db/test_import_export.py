@@ -8,7 +8,6 @@ import csv
 import io
 import json
 import zipfile
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -163,16 +162,19 @@ def test_fnc_v2_splits_stain_and_unlabelled(engine, settings, storage, project):
 
 
 def test_fnc_v2_non_standard_coco_is_read(engine, settings, storage, project):
-    folder = settings.data_dir / "fnc2coco"
-    rgb, mask = _write_pair(folder, None, FNC_NAMES[0], 3)
+    split = settings.data_dir / "fnc2coco" / "yellow" / "test"
+    rgb, mask = _write_pair(split / "images", None, FNC_NAMES[0], 3)
     outlines = F.object_outlines(label_objects(mask), snap=True)
     doc = {"images": [{"id": FNC_NAMES[0], "file_name": FNC_NAMES[0] + ".png", "split": "test",
+                       "path": f"yellow/test/images/{FNC_NAMES[0]}.png",
                        "height": SHAPE[0], "width": SHAPE[1]}],
            "annotations": [{"image_id": FNC_NAMES[0], "category_id": 2, "iscrowd": 0,
                             "segmentation": [[[int(c), int(r)] for r, c in o[0]] for _, o in outlines],
                             "count": len(outlines)}]}
-    (folder / "annotations_yellow_test.json").write_text(json.dumps(doc))
-    report = _run(engine, I.import_path, settings, folder, project="P", fmt="coco")
+    coco = split / "ground_truths" / "COCO" / "annotations_yellow_test.json"
+    coco.parent.mkdir(parents=True)
+    coco.write_text(json.dumps(doc))
+    report = _run(engine, I.import_path, settings, coco, project="P", fmt="coco")
     assert [o.mask for o in report.imported] == ["import"]
     with Session(engine) as s:
         assert s.scalar(select(Image.split)) == "test"
@@ -313,6 +315,12 @@ def test_folders_outside_the_import_roots_are_refused(engine, settings, project,
     (link / "x.png").symlink_to(outside / "x.png")
     report = _run(engine, I.import_path, settings, link, project="P")
     assert [o.reason for o in report.skipped] == ["outside import roots"]
+    with pytest.raises(I.ImportRefused, match="Unknown import format 'tiff'"):
+        _run(engine, I.import_path, settings, link, project="P", fmt="tiff")
+    with pytest.raises(I.ImportRefused, match="is not a Fluorescent Neuronal Cells folder"):
+        _run(engine, I.import_path, settings, link, project="P", fmt="fnc")
+    with pytest.raises(ValueError, match="There is no project 'Z'"):
+        _run(engine, I.import_path, settings, link, project="Z")
 
 
 def test_uploads_pair_masks_and_json(engine, settings, storage, project):
