@@ -28,6 +28,7 @@ from skimage import draw, measure, segmentation
 
 __all__ = [
     "TOOL_COLORS", "Window", "Edit", "window_at", "objects_to_edits", "apply_edits",
+    "adjust_display", "outline_overlay", "compare_masks", "remove_objects",
 ]
 
 #: Stroke colour of each tool on the canvas; the kind of an edit is read back from it.
@@ -413,3 +414,72 @@ def _relabel(labels: np.ndarray) -> np.ndarray:
     """Consecutive labels 1..n in order of first appearance (row-major)."""
     relabelled, _, _ = segmentation.relabel_sequential(labels)
     return relabelled.astype(np.int32)
+
+
+# ---------------------------------------------------------------- what the review shows
+# (display helpers the Review and Correct pages need; they move to core.render once it has them)
+
+def adjust_display(rgb: np.ndarray, *, brightness: float = 0.0, contrast: float = 1.0,
+                   gamma: float = 1.0) -> np.ndarray:
+    """Brighten dim cells for display only: ``((x/255)**gamma * contrast + brightness)``, clipped.
+
+    ``brightness`` is a fraction of full scale (-1..1). The stored image is never changed.
+
+    >>> x = np.array([[[0, 64, 255]]], np.uint8)
+    >>> adjust_display(x, contrast=2.0).tolist()
+    [[[0, 128, 255]]]
+    """
+    if brightness == 0 and contrast == 1 and gamma == 1:
+        return np.asarray(rgb, np.uint8)
+    lut = np.arange(256, dtype=np.float32) / 255.0
+    lut = np.clip(lut ** float(gamma) * float(contrast) + float(brightness), 0.0, 1.0)
+    return np.rint(lut * 255).astype(np.uint8)[np.asarray(rgb, np.uint8)]
+
+
+def outline_overlay(rgb: np.ndarray, labels: np.ndarray, *, colour=(255, 255, 0),
+                    colours: dict | None = None, thick: set | frozenset = frozenset()) -> np.ndarray:
+    """The image with every object's inner outline painted on it (a new array).
+
+    ``colours`` maps some labels to their own colour; labels in ``thick`` get a 3-pixel outline.
+    """
+    out = np.array(rgb, np.uint8, copy=True)
+    edge = segmentation.find_boundaries(labels, mode="inner")
+    lab_edge = np.where(edge, labels, 0)
+    out[edge] = colour
+    for lab, col in (colours or {}).items():
+        out[lab_edge == lab] = col
+    for lab in thick:
+        ring = ndi.binary_dilation(lab_edge == lab, iterations=1) & (labels == lab)
+        out[ring] = (colours or {}).get(lab, colour)
+    return out
+
+
+def compare_masks(old: np.ndarray, new: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Objects that would appear and disappear if ``old`` were replaced by ``new``.
+
+    Returns ``(appeared, disappeared)``: label images (objects 1..n, 8-connected) of the objects
+    of ``new`` that touch no object of ``old``, and of ``old`` that touch none of ``new``.
+
+    >>> a = np.zeros((5, 9), bool); a[1:3, 1:3] = True
+    >>> b = np.zeros((5, 9), bool); b[1:3, 6:8] = True
+    >>> [int(x.max()) for x in compare_masks(a, b)]
+    [1, 1]
+    """
+    def lone(mask, other):
+        lab = measure.label(np.asarray(mask) > 0, connectivity=2)
+        hit = np.unique(lab[np.asarray(other) > 0])
+        lab[np.isin(lab, hit[hit > 0])] = 0
+        return _relabel(lab)
+
+    return lone(new, old), lone(old, new)
+
+
+def remove_objects(labels: np.ndarray, drop) -> np.ndarray:
+    """A copy of a label image without the objects in ``drop`` (rejected in review).
+
+    >>> remove_objects(np.array([[1, 0, 2, 3]]), [2]).tolist()
+    [[1, 0, 0, 3]]
+    """
+    out = np.asarray(labels).copy()
+    out[np.isin(out, list(drop))] = 0
+    return out

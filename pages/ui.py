@@ -74,6 +74,28 @@ def model_run(run_dir: str):
     return load_run(run_dir)
 
 
+@st.cache_resource(show_spinner=False, max_entries=16)
+def read_image(path: str):
+    """Pixels of a stored image; files are named by their content, so they never go stale."""
+    return storage().read_image(path)
+
+
+@st.cache_resource(show_spinner=False, max_entries=32)
+def read_mask(path: str):
+    """Pixels of a stored mask (content-addressed like images)."""
+    return storage().read_mask(path)
+
+
+def image_row(s, image_id: int):
+    """An image's database row (path, size, metadata, split, head version), or ValueError."""
+    from db.models import Image
+
+    image = s.get(Image, image_id)
+    if image is None:
+        raise ValueError(f"There is no image with id {image_id}; pick another from the list.")
+    return image
+
+
 @contextmanager
 def session():
     """One transaction: commits when the block ends, rolls back if it raises."""
@@ -123,12 +145,30 @@ def sign_out() -> None:
         st.session_state.pop(key, None)
 
 
+def db_user(s, who: Who):
+    """The signed-in user's database row, for backend functions that check the actor's role."""
+    from db.users import get_user
+
+    return get_user(s, who.name)
+
+
 def projects() -> list[tuple[int, str]]:
     """(id, name) of every project."""
-    from db.models import Project
+    from db.projects import list_projects
 
     with session() as s:
-        return [(p.id, p.name) for p in s.query(Project).order_by(Project.id)]
+        return [(p.id, p.name) for p in list_projects(s)]
+
+
+def promoted_model(s, pid: int) -> dict | None:
+    """The project's promoted run as a dict (id, name, run_dir, threshold, metrics), or None."""
+    from db.runs import promoted_run
+
+    run = promoted_run(s, pid)
+    if run is None:
+        return None
+    return {"id": run.id, "name": run.name, "run_dir": run.run_dir, "threshold": run.threshold,
+            "metrics": dict(run.metrics or {})}
 
 
 def project_id() -> int | None:

@@ -119,16 +119,47 @@ def _register_demo_model(engine, settings, storage, pid: int, model_dir: Path) -
     except ImportError:
         log.info("db.runs is not available; the demo model is not registered.")
         return
+    from db import users
+
     with transaction(engine) as s:
-        if any(r.run_dir == str(model_dir) for r in runs.list_runs(s, pid)):
+        if any(r.run_dir == str(model_dir.resolve()) for r in runs.list_runs(s, pid)):
             return
-        run = runs.register_run(s, pid, model_dir, name="demo")
-        run_id = run.id
+        run_id = runs.register_run(s, pid, model_dir, name="demo").id
+        runs.promote_run(s, run_id, actor=users.get_user(s, "admin"))
     try:
         from training.evaluate import evaluate_run
     except ImportError:
-        evaluate_run = None
-    if evaluate_run is not None:
-        evaluate_run(settings, run_id)
-    with transaction(engine) as s:
-        runs.promote_run(s, run_id)
+        log.info("training.evaluate is not available; the demo model keeps its own metrics.json.")
+        return
+    evaluate_run(settings, run_id)
+
+
+def prelabel_with_model(session, storage, run, image_ids, *, user_id=None, progress=None) -> int:
+    """Give images the loaded run's prediction as their new mask version (source ``model``).
+
+    Each version is based on the image's head, so nothing is overwritten. Returns how many
+    images were pre-labelled. ``run`` is a :class:`core.run.Run` loaded with its model.
+    """
+    from core.postprocess import heatmap_to_labels
+    from core.predict import predict_heatmap
+    from db import masks
+    from db.models import Image
+
+    if run.model is None:
+        raise ValueError(f"The run {run.name} was loaded without its model; load it with the model.")
+    ids = list(image_ids)
+    for done, image_id in enumerate(ids, start=1):
+        image = session.get(Image, image_id)
+        if image is None:
+            raise ValueError(f"There is no image with id {image_id}.")
+        heat = predict_heatmap(run.model, storage.read_image(image.path))
+        labels = heatmap_to_labels(heat, run.postprocess, threshold=run.threshold)
+        try:
+            masks.save_mask_version(session, storage, image_id, labels > 0,
+                                    based_on=image.head_version_id, source="model",
+                                    author_id=user_id, note=f"model:{run.name}")
+        except masks.ConflictError:
+            pass  # kept as a flagged version beside the head someone saved meanwhile
+        if progress is not None:
+            progress(done, len(ids))
+    return len(ids)

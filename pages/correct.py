@@ -1,0 +1,178 @@
+"""Correct: draw on the image to fix its mask, then save a new version.
+
+Tools: add a cell (polygon or freehand, filled), erase with a brush, delete an object by clicking
+inside it, split touching cells with a line. Undo and redo are on the canvas's toolbar. Zoom
+onto a region to draw precisely: the strokes are mapped back to full-resolution pixels
+(``core.strokes``). "Keep these edits" stores the strokes of the current view, so you can move
+to another region; "Save" applies everything to the version you started from and stores a new
+version. If someone saved meanwhile, both versions are kept and you choose which is current.
+"""
+import io
+
+import numpy as np
+import streamlit as st
+from streamlit_drawable_canvas import st_canvas
+
+from core import strokes
+from db import insights, masks
+from pages import ui
+
+CANVAS_WIDTH = 800
+TOOLS = {  # label: (edit kind, drawing mode, stroke width, fill)
+    "Add cell (polygon)": ("add", "polygon", 2, "rgba(0, 224, 64, 0.30)"),
+    "Add cell (freehand)": ("add", "freedraw", 2, "rgba(0, 224, 64, 0.30)"),
+    "Erase (brush)": ("erase", "freedraw", None, "rgba(0, 0, 0, 0)"),
+    "Delete object (click inside)": ("delete", "point", 3, "rgba(255, 208, 0, 0.8)"),
+    "Split cells (draw a line)": ("split", "line", 2, "rgba(0, 0, 0, 0)"),
+}
+
+who = ui.require(*ui.EDITORS)
+pid = ui.project_id()
+st.title("Correct")
+if pid is None:
+    st.info("There is no project yet; an admin creates one on the Admin page.")
+    st.stop()
+
+with ui.session() as s:
+    table = insights.image_counts(s, pid)
+if table.empty:
+    st.info("The project has no images yet: import some on the Import page.")
+    st.stop()
+ids = [int(i) for i in table["image_id"]]
+names = dict(zip(ids, table["name"]))
+start = st.session_state.get("rv_image")
+image_id = st.selectbox("Image", ids, index=ids.index(start) if start in ids else 0,
+                        format_func=names.get, key="cx_image")
+st.session_state["rv_image"] = image_id  # Review and Correct follow the same image
+
+with ui.session() as s:
+    image = ui.image_row(s, image_id)
+    path, head_id = image.path, image.head_version_id
+    base_key = f"cx_base_{image_id}"
+    base_id = st.session_state.setdefault(base_key, head_id)
+    base = masks.versions(s, image_id)
+    base_path = next((v.path for v in base if v.id == base_id), None)
+rgb = ui.read_image(path)
+shape = rgb.shape[:2]
+base_labels = (masks.label_objects(ui.read_mask(base_path)) if base_path
+               else np.zeros(shape, np.int32))
+pending_key = f"cx_pending_{image_id}_{base_id}"
+pending = st.session_state.setdefault(pending_key, [])
+if base_id != head_id:
+    st.info(f"You are editing version {base_id}; the current version is now {head_id}. "
+            "Saving keeps both; reload to start from the current one.")
+
+# ---------------------------------------------------------------- tools and view
+c1, c2, c3, c4 = st.columns([2, 1, 1, 1])
+tool = c1.radio("Tool", list(TOOLS), key="cx_tool", horizontal=False)
+kind, mode, width, fill = TOOLS[tool]
+if width is None:
+    width = c1.slider("Brush size (canvas px)", 4, 60, 20, key="cx_brush")
+zoom = c2.selectbox("Zoom", (1, 2, 4, 8), key="cx_zoom", format_func=lambda z: f"{z}x")
+centre_row = c3.slider("Centre row", 0, shape[0] - 1, shape[0] // 2, key="cx_row", disabled=zoom == 1)
+centre_col = c4.slider("Centre column", 0, shape[1] - 1, shape[1] // 2, key="cx_col",
+                       disabled=zoom == 1)
+window = strokes.window_at(shape, canvas_width=CANVAS_WIDTH, zoom=zoom,
+                           center=(centre_row, centre_col))
+canvas_w, canvas_h = window.canvas_size
+
+with st.sidebar.expander("Display", expanded=False):
+    brightness = st.slider("Brightness", -0.5, 0.5, 0.0, 0.05, key="cx_bright")
+    contrast = st.slider("Contrast", 0.5, 5.0, 1.0, 0.1, key="cx_contrast")
+    gamma = st.slider("Gamma", 0.2, 2.0, 1.0, 0.05, key="cx_gamma")
+
+
+def background(labels) -> bytes:
+    """The window of the image with outlines, magnified to the canvas, as JPEG bytes."""
+    from PIL import Image as PILImage
+
+    view = strokes.outline_overlay(
+        strokes.adjust_display(window.crop(rgb), brightness=brightness, contrast=contrast,
+                               gamma=gamma), window.crop(labels))
+    pic = PILImage.fromarray(view).resize((canvas_w, canvas_h), PILImage.NEAREST)
+    buf = io.BytesIO()
+    pic.save(buf, format="JPEG", quality=90)
+    return buf.getvalue()
+
+
+try:
+    kept_labels = strokes.apply_edits(base_labels, pending)
+except ValueError as err:
+    st.error(str(err))
+    kept_labels = base_labels
+nonce = st.session_state.setdefault("cx_nonce", 0)
+canvas_key = (f"cx_canvas_{image_id}_{base_id}_{window.row}_{window.col}_{zoom}_{len(pending)}_"
+              f"{nonce}")
+st.session_state["cx_canvas_key"] = canvas_key  # tests inject drawings through this key
+st.caption(f"{tool}. Showing rows {window.row}-{window.row + window.height}, columns "
+           f"{window.col}-{window.col + window.width} at {window.scale:g} screen px per image px. "
+           "Polygon: click the corners, then click the first corner again to close it. "
+           "Undo, redo and clear are on the canvas toolbar.")
+result = st_canvas(
+    fill_color=fill, stroke_width=int(width), stroke_color=strokes.TOOL_COLORS[kind],
+    background_image=background(kept_labels), update_streamlit=True, width=canvas_w,
+    height=canvas_h, drawing_mode=mode, point_display_radius=3, key=canvas_key)
+objects = (result.json_data or {}).get("objects", []) if result is not None else []
+
+try:
+    current = strokes.objects_to_edits(objects, window, shape)
+    after = strokes.apply_edits(kept_labels, current)
+except ValueError as err:
+    st.error(str(err))
+    current, after = [], kept_labels
+
+# ---------------------------------------------------------------- result and saving
+n_before, n_after = int(base_labels.max()), int(after.max())
+m1, m2, m3 = st.columns(3)
+m1.metric(f"Objects in version {base_id}", n_before)
+m2.metric("After your edits", n_after, delta=n_after - n_before)
+m3.metric("Edits", len(pending) + len(current))
+b1, b2, b3, b4 = st.columns(4)
+if b1.button("Keep these edits and move on", disabled=not current,
+             help="Stores this view's strokes so you can zoom elsewhere."):
+    pending.extend(current)
+    st.rerun()
+if b2.button("Undo kept edits", disabled=not pending):
+    pending.clear()
+    st.session_state["cx_nonce"] = nonce + 1
+    st.rerun()
+if b3.button("Reload the current version", disabled=base_id == head_id and not pending):
+    st.session_state[base_key] = head_id
+    st.session_state["cx_nonce"] = nonce + 1
+    st.rerun()
+if b4.button("Save", type="primary", disabled=not (pending or current)):
+    try:
+        with ui.session() as s:
+            try:
+                v = masks.save_mask_version(s, ui.storage(), image_id, after > 0, based_on=base_id,
+                                            source="manual", author_id=who.id,
+                                            note=f"{len(pending) + len(current)} edit(s) on the canvas")
+                saved, conflict = v.id, None
+            except masks.ConflictError as err:
+                saved, conflict = err.version_id, err
+        st.session_state.pop(pending_key, None)
+        st.session_state[base_key] = saved
+        st.session_state["cx_nonce"] = nonce + 1
+        st.session_state["cx_saved"] = (saved, n_after, str(conflict) if conflict else None,
+                                        conflict.head_id if conflict else None)
+        st.rerun()
+    except ValueError as err:
+        st.error(str(err))
+
+if "cx_saved" in st.session_state:
+    saved, count, conflict, other = st.session_state["cx_saved"]
+    if conflict is None:
+        st.success(f"Saved version {saved} with {count} objects.")
+        st.session_state.pop("cx_saved")
+    else:
+        st.warning(conflict)
+        k1, k2 = st.columns(2)
+        if k1.button(f"Make my version {saved} current"):
+            with ui.session() as s:
+                masks.make_head(s, image_id, saved, user_id=who.id)
+            st.session_state.pop("cx_saved")
+            st.rerun()
+        if k2.button(f"Keep version {other} current"):
+            st.session_state.pop("cx_saved")
+            st.session_state[base_key] = other
+            st.rerun()

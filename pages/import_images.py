@@ -1,0 +1,155 @@
+"""Import images (upload, a folder below an allowed root, an FNC data set); splits and batches.
+
+Every file is checked by the backend (``db.importing``): its type by its content, its size
+against the upload limit, its pixel count against decompression bombs. What was refused shows
+in the report with the file's name, the problem and what to do. Images that arrive without a
+mask get an automatic mask at once.
+"""
+import streamlit as st
+
+from db import importing, insights, projects
+from pages import ui
+
+who = ui.require(*ui.EDITORS)
+pid = ui.project_id()
+st.title("Import")
+if pid is None:
+    st.info("There is no project yet; an admin creates one on the Admin page.")
+    st.stop()
+settings = ui.settings()
+
+
+def run_import(start):
+    """Run one import with a progress bar, then keep its report for the table below."""
+    bar = st.progress(0.0, text="Starting...")
+
+    def progress(done, total, name):
+        bar.progress(done / max(total, 1), text=f"{done} / {total}: {name}")
+
+    try:
+        with ui.session() as s:
+            report = start(s, progress)
+        bar.progress(1.0, text="Done.")
+        st.session_state["import_report"] = report
+    except ValueError as err:  # ImportRefused and bad input: the whole import could not start
+        bar.empty()
+        st.error(str(err))
+
+
+options = importing.ImportOptions(prelabel=True, user_id=who.id)
+upload, folder, fnc = st.tabs(["Upload files", "Folder", "FNC data set"])
+with upload:
+    files = st.file_uploader(
+        "Images (PNG, TIFF, JPEG), with masks named <image>_mask.png and VIA/COCO JSON if any",
+        accept_multiple_files=True, key="import_files")
+    st.caption(f"Files above {settings.upload_limit_mb} MB are refused: import those from a folder.")
+    if st.button("Import uploads", type="primary", disabled=not files):
+        pairs = [(f.name, f.getvalue()) for f in files]
+        run_import(lambda s, p: importing.import_uploads(s, settings, pid, pairs, options=options,
+                                                         progress=p))
+roots = ", ".join(str(r) for r in settings.import_roots)
+with folder:
+    path = st.text_input("Folder of images", placeholder=str(settings.import_roots[0]),
+                         help=f"Must lie below one of: {roots}", key="import_folder")
+    mask_dir = st.text_input("Folder of masks (optional, matched by file name)", key="import_masks")
+    if st.button("Import folder", disabled=not path.strip()):
+        run_import(lambda s, p: importing.import_path(
+            s, settings, path.strip(), project=pid, fmt="folder",
+            masks=mask_dir.strip() or None, options=options, progress=p))
+with fnc:
+    fnc_path = st.text_input("FNC data set folder (v1 or v2)", help=f"Must lie below one of: {roots}",
+                             key="import_fnc")
+    st.caption("FNC masks are the data set's ground truth: they are imported as approved.")
+    if st.button("Import FNC data set", disabled=not fnc_path.strip()):
+        run_import(lambda s, p: importing.import_path(s, settings, fnc_path.strip(), project=pid,
+                                                      fmt="fnc", options=options, progress=p))
+
+report = st.session_state.get("import_report")
+if report is not None:
+    st.subheader("Import report")
+    (st.success if not report.skipped else st.warning)(report.summary())
+    st.dataframe([{"file": o.name, "status": o.status, "mask": o.mask or "", "image": o.image_id,
+                   "problem": o.message if o.status == "skipped" else ""} for o in report.outcomes],
+                 hide_index=True, width="stretch")
+    for note in report.notes:
+        st.caption(note)
+
+# ---------------------------------------------------------------- pre-label with the model
+with ui.session() as s:
+    model = ui.promoted_model(s, pid)
+    table = insights.image_counts(s, pid)
+if model is not None:
+    st.subheader(f"Pre-label with the model ({model['name']})")
+    names = dict(zip(table["image_id"], table["name"]))
+    chosen = st.multiselect("Images", list(names), format_func=lambda i: names[i],
+                            key="prelabel_images")
+    if st.button("Pre-label selected images with the model", disabled=not chosen):
+        from training.seed_demo import prelabel_with_model
+
+        bar = st.progress(0.0)
+        try:
+            with ui.session() as s:
+                n = prelabel_with_model(s, ui.storage(), ui.model_run(model["run_dir"]), chosen,
+                                        user_id=who.id, progress=lambda d, t: bar.progress(d / t))
+            st.success(f"Pre-labelled {n} image(s) with {model['name']} (source: model).")
+        except ValueError as err:
+            st.error(str(err))
+
+# ---------------------------------------------------------------- splits and batches (admins)
+if who.role == "admin":
+    st.subheader("Splits")
+    with ui.session() as s:
+        table = insights.image_counts(s, pid)
+    locked = table[table["split_locked"]] if "split_locked" in table else table.head(0)
+    st.caption(f"{(table['split'] == 'train').sum()} train, {(table['split'] == 'test').sum()} test, "
+               f"{(table['split'] == 'unassigned').sum()} unassigned; {len(locked)} locked "
+               "(a run was scored on them).")
+    rand, hand = st.columns(2)
+    with rand.form("random_split"):
+        share = st.slider("Test share", 0.0, 1.0, 0.25, 0.05)
+        seed = st.number_input("Seed", min_value=0, value=0, step=1)
+        only_new = st.checkbox("Only unassigned images", value=True)
+        if st.form_submit_button("Assign random splits"):
+            try:
+                with ui.session() as s:
+                    got = projects.assign_random_splits(s, pid, test_share=share, seed=int(seed),
+                                                        actor=ui.db_user(s, who),
+                                                        only_unassigned=only_new)
+                st.success(f"{got['test']} image(s) to test, {got['train']} to train.")
+            except ValueError as err:
+                st.error(str(err))
+    with hand.form("hand_split"):
+        names = dict(zip(table["image_id"], table["name"]))
+        ids = st.multiselect("Images", list(names), format_func=lambda i: names[i])
+        split = st.selectbox("Move to", ("train", "test", "unassigned"))
+        reason = st.text_input("Reason (needed for locked images; logged)")
+        if st.form_submit_button("Move"):
+            try:
+                with ui.session() as s:
+                    n = projects.set_split(s, ids, split, actor=ui.db_user(s, who), reason=reason)
+                st.success(f"Moved {n} image(s) to {split}.")
+            except ValueError as err:
+                st.error(str(err))
+    if len(locked):
+        st.dataframe(locked[["image_id", "name", "split"]], hide_index=True)
+
+st.subheader("Import batches")
+with ui.session() as s:
+    batches = [{"batch": b.id, "when": b.created_at, "source": b.source,
+                "summary": (b.report or {}).get("summary", ""), "archived": b.archived}
+               for b in projects.list_batches(s, pid)]
+if not batches:
+    st.caption("No imports yet.")
+else:
+    st.dataframe(batches, hide_index=True, width="stretch")
+    ids = [b["batch"] for b in batches]
+    col1, col2, col3 = st.columns([2, 1, 1])
+    chosen = col1.selectbox("Batch", ids, key="batch_pick")
+    if col2.button("Archive batch", help="Hides its images everywhere; nothing is deleted."):
+        with ui.session() as s:
+            n = projects.archive_batch(s, chosen, actor_id=who.id)
+        st.success(f"Archived batch {chosen}: {n} image(s) hidden.")
+    if col3.button("Restore batch"):
+        with ui.session() as s:
+            n = projects.restore_batch(s, chosen, actor_id=who.id)
+        st.success(f"Restored batch {chosen}: {n} image(s) back.")

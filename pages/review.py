@@ -1,0 +1,221 @@
+"""Review: go through the images, judge the objects of the current mask, approve.
+
+Clicking an object's marker on the figure picks it (the picker beside it does the same); then
+keep, drop, or flag it unsure (it goes to the experts' queue). Approving an image makes its
+current mask the ground truth, minus the objects dropped on it.
+"""
+import io
+
+import numpy as np
+import plotly.graph_objects as go
+import streamlit as st
+
+from core import strokes
+from core.prelabel import METHODS, PrelabelParams, auto_mask
+from db import insights, masks
+from pages import ui
+
+VERDICT_COLOURS = {"keep": (0, 220, 80), "drop": (255, 60, 60), "unsure": (255, 150, 0)}
+STATUSES = ("to_review", "in_progress", "approved")
+
+who = ui.require(*ui.EDITORS)
+pid = ui.project_id()
+st.title("Review")
+if pid is None:
+    st.info("There is no project yet; an admin creates one on the Admin page.")
+    st.stop()
+
+# ---------------------------------------------------------------- the image list
+with ui.session() as s:
+    table = insights.image_counts(s, pid)
+if table.empty:
+    st.info("The project has no images yet: import some on the Import page.")
+    st.stop()
+f1, f2, f3 = st.columns(3)
+status = f1.multiselect("Status", STATUSES, default=["to_review", "in_progress"], key="rv_status")
+split = f2.multiselect("Split", ("train", "test", "unassigned"), key="rv_split")
+meta_values = sorted({f"{k}: {v}" for k in ("animal", "region", "condition")
+                      for v in table[k].dropna().unique()})
+meta = f3.multiselect("Metadata", meta_values, key="rv_meta")
+shown = table[table["review_status"].isin(status or STATUSES)]
+if split:
+    shown = shown[shown["split"].isin(split)]
+for item in meta:
+    key, value = item.split(": ", 1)
+    shown = shown[shown[key] == value]
+if shown.empty:
+    st.info("No image matches these filters; widen them.")
+    st.stop()
+ids = [int(i) for i in shown["image_id"]]
+names = dict(zip(ids, shown["name"]))
+current = st.session_state.get("rv_image")
+if current not in ids:
+    current = ids[0]
+pos = ids.index(current)
+nav1, nav2, nav3 = st.columns([1, 6, 1])
+if nav1.button("◀ Previous", disabled=pos == 0):
+    pos -= 1
+if nav3.button("Next ▶", disabled=pos == len(ids) - 1):
+    pos += 1
+st.session_state["rv_image"] = ids[pos]
+image_id = nav2.selectbox(f"Image ({len(ids)} shown)", ids, index=pos, key=f"rv_pick_{ids[pos]}",
+                          format_func=lambda i: f"{names[i]} · {shown.set_index('image_id').loc[i, 'review_status']}")
+st.session_state["rv_image"] = image_id
+
+# ---------------------------------------------------------------- the chosen image
+with ui.session() as s:
+    image = ui.image_row(s, image_id)
+    head = masks.head_version(s, image_id)
+    path, split_name = image.path, image.split
+    votes = masks.decisions(s, image_id)
+    head_id = head.id if head else None
+    head_path = head.path if head else None
+rgb = ui.read_image(path)
+labels = masks.label_objects(ui.read_mask(head_path)) if head_path else np.zeros(rgb.shape[:2], np.int32)
+objects = masks.object_info(labels)
+mine = {d.label: d.verdict for d in votes if d.version_id == head_id}  # last verdict wins
+
+with st.sidebar.expander("Display", expanded=False):
+    brightness = st.slider("Brightness", -0.5, 0.5, 0.0, 0.05, key="rv_bright")
+    contrast = st.slider("Contrast", 0.5, 5.0, 1.0, 0.1, key="rv_contrast")
+    gamma = st.slider("Gamma", 0.2, 2.0, 1.0, 0.05, key="rv_gamma",
+                      help="Below 1 lifts dim cells; the stored image is not changed.")
+
+left, right = st.columns([3, 1])
+with right:
+    st.metric("Objects in the current mask", len(objects))
+    st.caption(f"Split {split_name}; mask version {head_id or '-'}; "
+               f"{sum(v == 'keep' for v in mine.values())} kept, "
+               f"{sum(v == 'drop' for v in mine.values())} dropped, "
+               f"{sum(v == 'unsure' for v in mine.values())} unsure.")
+    with st.expander("Pre-labelling parameters"):
+        preview = st.toggle("Preview a new automatic mask", key="rv_preview")
+        method = st.selectbox("Threshold method", METHODS, index=METHODS.index(PrelabelParams().method),
+                              key="rv_method")
+        min_area = st.slider("Smallest object (px)", 0, 1000, PrelabelParams().min_area, 10,
+                             key="rv_min_area")
+        sigma = st.slider("Smoothing sigma (px)", 0.0, 6.0, PrelabelParams().sigma, 0.5, key="rv_sigma")
+appeared = disappeared = None
+if preview:
+    try:
+        params = PrelabelParams(method=method, min_area=min_area, sigma=sigma)
+        new_mask = auto_mask(rgb, params)
+        appeared, disappeared = strokes.compare_masks(labels > 0, new_mask)
+        with right:
+            st.metric("Objects with these parameters", masks.count_objects(new_mask),
+                      delta=masks.count_objects(new_mask) - len(objects))
+            st.caption(f"{int(appeared.max())} would appear (green), "
+                       f"{int(disappeared.max())} would disappear (red). Nothing is saved yet.")
+            if st.button("Save as a new automatic mask"):
+                try:
+                    with ui.session() as s:
+                        masks.save_mask_version(s, ui.storage(), image_id, new_mask, based_on=head_id,
+                                                source="auto", author_id=who.id,
+                                                note=f"prelabel {method}, min {min_area}, sigma {sigma}")
+                    st.rerun()
+                except masks.ConflictError as err:
+                    st.warning(str(err))
+    except ValueError as err:
+        st.error(str(err))
+
+# ---------------------------------------------------------------- the figure
+picked = st.session_state.get("rv_object")
+shown_rgb = strokes.adjust_display(rgb, brightness=brightness, contrast=contrast, gamma=gamma)
+colours = {lab: VERDICT_COLOURS[v] for lab, v in mine.items()}
+if picked:
+    colours[picked] = (0, 200, 255)
+over = strokes.outline_overlay(shown_rgb, labels, colours=colours,
+                               thick={picked} if picked else frozenset())
+if appeared is not None:
+    over = strokes.outline_overlay(over, appeared, colour=(0, 255, 0))
+    over = strokes.outline_overlay(over, disappeared, colour=(255, 0, 0), thick=set(range(1, int(disappeared.max()) + 1)))
+
+
+def encoded(rgb_array) -> str:
+    from base64 import b64encode
+
+    from PIL import Image as PILImage
+
+    buf = io.BytesIO()
+    PILImage.fromarray(rgb_array).save(buf, format="JPEG", quality=85)
+    return "data:image/jpeg;base64," + b64encode(buf.getvalue()).decode()
+
+
+height, width = rgb.shape[:2]
+fig = go.Figure(go.Image(source=encoded(over), hoverinfo="skip"))
+fig.add_trace(go.Scatter(
+    x=[o.centroid[1] for o in objects], y=[o.centroid[0] for o in objects], mode="markers",
+    customdata=[o.label for o in objects], marker=dict(size=14, opacity=0.25, color="cyan"),
+    hovertemplate="object %{customdata}<extra></extra>"))
+fig.update_layout(margin=dict(l=0, r=0, t=0, b=0), height=int(min(700, 900 * height / width)),
+                  showlegend=False, dragmode="pan", clickmode="event+select")
+fig.update_xaxes(visible=False, range=[0, width])
+fig.update_yaxes(visible=False, range=[height, 0], scaleanchor="x")
+with left:
+    event = st.plotly_chart(fig, on_select="rerun", selection_mode="points", key=f"rv_fig_{image_id}",
+                            config={"displaylogo": False, "scrollZoom": True})
+points = (event or {}).get("selection", {}).get("points", []) if event else []
+if points and points[0].get("customdata") is not None:
+    clicked = points[0]["customdata"]
+    clicked = int(clicked[0] if isinstance(clicked, list) else clicked)
+    if clicked != picked:
+        st.session_state["rv_object"] = clicked
+        st.rerun()
+
+# ---------------------------------------------------------------- actions
+with right:
+    st.subheader("Object")
+    labels_list = [o.label for o in objects]
+    if picked not in labels_list:
+        picked = None
+    choice = st.selectbox("Pick an object (or click its marker)", [None] + labels_list,
+                          index=0 if picked is None else labels_list.index(picked) + 1,
+                          format_func=lambda v: "-" if v is None else
+                          f"object {v}" + (f" ({mine[v]})" if v in mine else ""),
+                          key=f"rv_obj_pick_{image_id}_{picked}")
+    if choice != picked:
+        st.session_state["rv_object"] = choice
+        st.rerun()
+    reason = st.text_input("Reason (optional; shown to the experts)", key="rv_reason")
+    b1, b2, b3 = st.columns(3)
+    verdict = None
+    if b1.button("Keep", disabled=choice is None, key="rv_keep"):
+        verdict = "keep"
+    if b2.button("Drop", disabled=choice is None, key="rv_drop"):
+        verdict = "drop"
+    if b3.button("Unsure", disabled=choice is None, key="rv_unsure",
+                 help="Sends the object to the experts' queue."):
+        verdict = "unsure"
+    if verdict:
+        try:
+            with ui.session() as s:
+                masks.record_decision(s, ui.storage(), image_id, head_id, choice, user_id=who.id,
+                                      verdict=verdict, reason=reason)
+            st.session_state["rv_object"] = None
+            st.rerun()
+        except ValueError as err:
+            st.error(str(err))
+
+    st.divider()
+    dropped = sorted(lab for lab, v in mine.items() if v == "drop")
+    label = "Approve" + (f" without the {len(dropped)} dropped object(s)" if dropped else "")
+    if st.button(label, type="primary", disabled=head_id is None, key="rv_approve"):
+        try:
+            with ui.session() as s:
+                version_id = head_id
+                if dropped:
+                    kept = strokes.remove_objects(labels, dropped) > 0
+                    version_id = masks.save_mask_version(
+                        s, ui.storage(), image_id, kept, based_on=head_id, source="manual",
+                        author_id=who.id, note=f"review: dropped {len(dropped)} object(s)").id
+                masks.approve(s, image_id, user_id=who.id, version_id=version_id)
+            st.session_state["rv_flash"] = f"Approved {names[image_id]}."
+            if pos < len(ids) - 1:
+                st.session_state["rv_image"] = ids[pos + 1]
+            st.rerun()
+        except masks.ConflictError as err:
+            st.warning(str(err))
+        except ValueError as err:
+            st.error(str(err))
+    if "rv_flash" in st.session_state:
+        st.success(st.session_state.pop("rv_flash"))
