@@ -1,0 +1,165 @@
+"""``python -m db``: migrate, create projects and users, back up, import and export.
+
+Every command reads :class:`db.settings.Settings` from the environment, migrates the database
+first (so a fresh install works with any command), and exits non-zero with one sentence on bad
+input. Passwords come from ``CELLTALLY_PASSWORD`` or a prompt, never from the command line.
+"""
+from __future__ import annotations
+
+import argparse
+import getpass
+import logging
+import os
+import sqlite3
+import sys
+from pathlib import Path
+from typing import Sequence
+
+from sqlalchemy.engine import make_url
+from sqlalchemy.orm import Session
+
+from db.engine import make_engine, upgrade
+from db.models import ROLES, STAINS
+from db.settings import Settings
+
+__all__ = ["build_parser", "main", "backup_sqlite"]
+
+log = logging.getLogger(__name__)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of ``python -m db``."""
+    parser = argparse.ArgumentParser(prog="python -m db", description="CellTally database tools.")
+    sub = parser.add_subparsers(dest="command", required=True)
+    sub.add_parser("upgrade", help="migrate the database to the current schema")
+    project = sub.add_parser("project", help="manage projects")
+    psub = project.add_subparsers(dest="action", required=True)
+    create = psub.add_parser("create", help="create a project")
+    create.add_argument("name")
+    create.add_argument("--stain", required=True, choices=STAINS)
+    create.add_argument("--pixel-size", type=float, default=None, metavar="UM",
+                        help="pixel size in micrometres (for densities per mm²)")
+    user = sub.add_parser("user", help="manage users")
+    user.add_argument("action", choices=["add", "passwd", "disable"])
+    user.add_argument("name")
+    user.add_argument("--role", choices=ROLES, default="operator")
+    backup = sub.add_parser("backup", help="consistent copy of a live SQLite database")
+    backup.add_argument("path", type=Path)
+    _add_import(sub)
+    _add_export(sub)
+    return parser
+
+
+def _add_import(sub) -> None:
+    imp = sub.add_parser("import", help="import images (and masks) into a project")
+    imp.add_argument("path", type=Path, help="folder, FNC data set, VIA JSON or COCO JSON")
+    imp.add_argument("--project", required=True)
+    imp.add_argument("--masks", type=Path, default=None, help="folder of masks matched by name")
+    imp.add_argument("--format", choices=["folder", "fnc", "via", "coco"], default=None,
+                     help="guessed from the path when left out")
+    imp.add_argument("--approved", action="store_true", default=None,
+                     help="mark imported masks as approved ground truth (default for FNC)")
+    imp.add_argument("--no-prelabel", action="store_true",
+                     help="do not make automatic masks for images that arrive without one")
+    imp.add_argument("--user", default=None, help="record the import under this user name")
+
+
+def _add_export(sub) -> None:
+    exp = sub.add_parser("export", help="export counts, masks, COCO or VIA")
+    exp.add_argument("what", choices=["counts", "masks", "coco", "via"])
+    exp.add_argument("--project", required=True)
+    exp.add_argument("--out", required=True, type=Path)
+    exp.add_argument("--split", choices=["train", "test", "unassigned"], default=None)
+    exp.add_argument("--status", choices=["to_review", "in_progress", "approved"], default=None)
+
+
+def _password(prompt: str) -> str:
+    env = os.environ.get("CELLTALLY_PASSWORD")
+    if env:
+        return env
+    first = getpass.getpass(prompt)
+    if getpass.getpass("Again: ") != first:
+        raise ValueError("The two passwords differ; nothing was changed.")
+    return first
+
+
+def _user_command(args, engine) -> str:
+    from db import users
+
+    with Session(engine) as s, s.begin():
+        if args.action == "add":
+            users.create_user(s, args.name, _password(f"Password for {args.name}: "), role=args.role)
+            return f"User {args.name} ({args.role}) created."
+        found = users.get_user(s, args.name)
+        if found is None:
+            raise ValueError(f"There is no user {args.name!r}.")
+        if args.action == "passwd":
+            users.set_password(s, found, _password(f"New password for {args.name}: "))
+            return f"Password of {args.name} changed."
+        users.disable_user(s, found)
+        return f"User {args.name} disabled."
+
+
+def backup_sqlite(db_url: str, dest: Path) -> Path:
+    """Copy a live SQLite database consistently (the sqlite3 online backup API).
+
+    Writers may keep writing meanwhile; the copy is a snapshot including WAL content.
+    """
+    url = make_url(db_url)
+    if url.get_backend_name() != "sqlite" or not url.database:
+        raise ValueError(f"backup copies SQLite databases; for {url.get_backend_name()} use its "
+                         f"own tools (pg_dump for PostgreSQL).")
+    dest = Path(dest).resolve()
+    if dest == Path(url.database).resolve():
+        raise ValueError("The backup path is the database itself; pick another file.")
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    src = sqlite3.connect(url.database, timeout=30)
+    out = sqlite3.connect(dest)
+    try:
+        src.backup(out)
+    finally:
+        out.close()
+        src.close()
+    return dest
+
+
+def _run(args, settings: Settings) -> str | int:
+    """Run a command: a message to print, or the exit status of an import or export."""
+    if args.command == "backup":
+        return f"Backed up to {backup_sqlite(settings.db_url, args.path)}."
+    engine = make_engine(settings)
+    rev = upgrade(engine)
+    if args.command == "upgrade":
+        return f"Database at revision {rev}."
+    if args.command == "project":
+        from db.projects import create_project
+
+        with Session(engine) as s, s.begin():
+            create_project(s, args.name, stain=args.stain, pixel_size_um=args.pixel_size)
+        return f"Project {args.name} ({args.stain}) created."
+    if args.command == "user":
+        return _user_command(args, engine)
+    if args.command == "import":
+        from db import importing
+
+        return int(importing.run_import_cli(args, settings))
+    from db import exporting
+
+    return int(exporting.run_export_cli(args, settings))
+
+
+def main(argv: Sequence[str] | None = None, settings: Settings | None = None) -> int:
+    """Run one command; returns the exit status (0 ok, 2 bad input)."""
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        settings = settings or Settings.from_env()
+        message = _run(args, settings)
+    except (ValueError, PermissionError) as err:
+        log.error("%s", err)
+        return 2
+    if isinstance(message, int):
+        return message
+    if message:
+        sys.stdout.write(message.rstrip("\n") + "\n")
+    return 0

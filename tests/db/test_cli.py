@@ -1,0 +1,78 @@
+"""The command line, and a consistent backup of a live SQLite database."""
+import sqlite3
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from sqlalchemy.orm import Session
+
+from db import cli
+from db.engine import make_engine
+from db.models import Project, User
+from db.settings import Settings
+from db.users import authenticate
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture
+def local(tmp_path):
+    return Settings(data_dir=tmp_path, db_url=f"sqlite:///{tmp_path / 'ct.db'}")
+
+
+def test_upgrade_project_and_users(local, monkeypatch, capsys):
+    assert cli.main(["upgrade"], local) == 0
+    assert cli.main(["project", "create", "Yellow", "--stain", "yellow", "--pixel-size", "0.5"],
+                    local) == 0
+    assert cli.main(["project", "create", "Yellow", "--stain", "yellow"], local) == 2
+    monkeypatch.setenv("CELLTALLY_PASSWORD", "first password")
+    assert cli.main(["user", "add", "root", "--role", "admin"], local) == 0
+    monkeypatch.setenv("CELLTALLY_PASSWORD", "second password")
+    assert cli.main(["user", "passwd", "root"], local) == 0
+    engine = make_engine(local)
+    with Session(engine) as s, s.begin():
+        assert s.query(Project).one().pixel_size_um == 0.5
+        assert authenticate(s, "root", "second password").role == "admin"
+    assert cli.main(["user", "disable", "root"], local) == 0
+    assert cli.main(["user", "disable", "nobody"], local) == 2
+    with Session(engine) as s:
+        assert s.query(User).one().disabled
+    assert "created" in capsys.readouterr().out
+
+
+def test_import_and_export_arguments_parse():
+    args = cli.build_parser().parse_args(
+        ["import", "/data/fnc", "--project", "Y", "--format", "fnc", "--masks", "/m", "--approved"])
+    assert (args.format, args.approved, args.masks, args.no_prelabel) == ("fnc", True, Path("/m"), False)
+    args = cli.build_parser().parse_args(["export", "counts", "--project", "Y", "--out", "c.csv"])
+    assert (args.what, args.out, args.split) == ("counts", Path("c.csv"), None)
+
+
+def test_backup_of_a_live_sqlite_database(local, tmp_path):
+    engine = make_engine(local)
+    assert cli.main(["project", "create", "A", "--stain", "red"], local) == 0
+    # A second connection holds an open write transaction while the backup runs.
+    writer = sqlite3.connect(tmp_path / "ct.db", timeout=30)
+    writer.execute("PRAGMA journal_mode=WAL")
+    writer.execute("BEGIN")
+    writer.execute("INSERT INTO projects (name, stain, created_at) VALUES ('B', 'green', '2024-01-01')")
+    dest = tmp_path / "backup" / "copy.db"
+    assert cli.main(["backup", str(dest)], local) == 0
+    writer.commit()
+    writer.close()
+    copy = sqlite3.connect(dest)
+    assert copy.execute("PRAGMA integrity_check").fetchone() == ("ok",)
+    assert [r[0] for r in copy.execute("SELECT name FROM projects")] == ["A"]
+    copy.close()
+    engine.dispose()
+    bad = Settings(data_dir=tmp_path, db_url="postgresql+psycopg://u@h/db")
+    assert cli.main(["backup", str(dest)], bad) == 2
+
+
+def test_python_dash_m_db_runs(tmp_path):
+    env = {"CELLTALLY_DATA_DIR": str(tmp_path), "PATH": "/usr/bin:/bin", "CELLTALLY_DEMO": "0"}
+    out = subprocess.run([sys.executable, "-m", "db", "upgrade"], cwd=ROOT, env=env,
+                         capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert "revision" in out.stdout and (tmp_path / "celltally.db").exists()
