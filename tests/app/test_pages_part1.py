@@ -126,3 +126,127 @@ def test_admin_creates_user_and_disables_account(app_as, app_db):
     _button(at, "Disable account").click().run()
     with app_db.session() as s:
         assert users.get_user(s, "newbie").disabled
+
+
+# ---------------------------------------------------------------- review, correct, import
+
+PAGES = ("pages/review.py", "pages/correct.py", "pages/import_images.py")
+
+
+@pytest.mark.parametrize("page", PAGES)
+@pytest.mark.parametrize("role", EDITORS)
+def test_editor_pages_open_for_editors(app_as, page, role):
+    at = app_as(role, page)
+    assert not at.exception, at.exception
+    assert not _texts(at)
+
+
+@pytest.mark.parametrize("page", PAGES)
+def test_editor_pages_refused_for_viewers(app_as, page_as, page):
+    at = app_as("viewer")
+    with pytest.raises(ValueError):
+        at.switch_page(page).run()
+    direct = page_as("viewer", page)
+    assert any("needs the operator or expert or admin role" in m for m in _texts(direct))
+
+
+def _select(at, label_start):
+    return next(w for w in at.selectbox if w.label.startswith(label_start))
+
+
+def test_review_keep_unsure_and_approve(app_as, app_db):
+    from db import insights, masks
+
+    at = app_as("operator", "pages/review.py")
+    image_id = at.session_state["rv_image"]
+    _select(at, "Pick an object").set_value(1).run()
+    _button(at, "Keep").click().run()
+    _select(at, "Pick an object").set_value(2).run()
+    at.text_input(key="rv_reason").input("dim, maybe an artefact")
+    _button(at, "Unsure").click().run()
+    assert not at.exception
+    with app_db.session() as s:
+        verdicts = {(d.label, d.verdict) for d in masks.decisions(s, image_id)}
+        queue = insights.adjudication_queue(s, app_db.project_id)
+    assert {(1, "keep"), (2, "unsure")} <= verdicts
+    assert (queue["image_id"] == image_id).any()
+    approve = next(b for b in at.button if b.label.startswith("Approve"))
+    approve.click().run()
+    assert not at.exception
+    with app_db.session() as s:
+        assert masks.ground_truth(s, image_id) is not None
+
+
+def test_review_threshold_preview_shows_new_count_before_saving(app_as, app_db):
+    from db import masks
+
+    at = app_as("expert", "pages/review.py")
+    image_id = at.session_state["rv_image"]
+    with app_db.session() as s:
+        before = len(masks.versions(s, image_id))
+    at.toggle(key="rv_preview").set_value(True).run()
+    at.slider(key="rv_min_area").set_value(1000).run()
+    labels = [m.label for m in at.metric]
+    assert "Objects with these parameters" in labels
+    assert any("would disappear" in c.value for c in at.caption)
+    with app_db.session() as s:
+        assert len(masks.versions(s, image_id)) == before     # nothing saved
+
+
+def test_correct_injected_drawing_is_saved_as_new_version(app_as, app_db):
+    from core.strokes import TOOL_COLORS
+    from db import masks
+
+    at = app_as("operator", "pages/correct.py")
+    image_id = at.session_state["cx_image"]
+    with app_db.session() as s:
+        head = masks.head_version(s, image_id)
+        n_versions, n_objects, head_id = len(masks.versions(s, image_id)), head.object_count, head.id
+    labels = masks.label_objects(app_db.storage.read_mask(head.path))
+    # an empty corner far from any object: a filled square there adds exactly one cell
+    free = np.argwhere(np.add.reduceat(np.add.reduceat(labels == 0, np.arange(0, 600, 50), 0),
+                                       np.arange(0, 800, 50), 1) == 2500)
+    r, c = (free[0] * 50 + 10).tolist()
+    scale = 800 / 800  # the whole 800-wide image on an 800-wide canvas
+    rect = {"type": "Rect", "left": c * scale, "top": r * scale, "width": 30, "height": 30,
+            "strokeWidth": 2, "stroke": TOOL_COLORS["add"], "fill": "rgba(0,224,64,0.3)",
+            "originX": "left", "originY": "top", "scaleX": 1, "scaleY": 1, "angle": 0}
+    key = at.session_state["cx_canvas_key"]
+    at.session_state[key] = {"drawing": {"raw": {"objects": [rect]}, "data": None}}
+    at.run()
+    after = next(m for m in at.metric if m.label == "After your edits")
+    assert int(after.value) == n_objects + 1
+    _button(at, "Save").click().run()
+    assert not at.exception
+    assert any("Saved version" in m for m in _texts(at, "success"))
+    with app_db.session() as s:
+        versions = masks.versions(s, image_id)
+        new = masks.head_version(s, image_id)
+    assert len(versions) == n_versions + 1
+    assert new.parent_id == head_id and new.source == "manual" and new.object_count == n_objects + 1
+
+
+def test_import_folder_reports_bad_file_and_auto_masks_the_rest(app_as, app_db):
+    from core.io import write_image
+    from core.synthetic import make_dataset
+    from db import masks
+
+    folder = app_db.settings.data_dir / "incoming" / "batch1"
+    folder.mkdir(parents=True, exist_ok=True)
+    for i, (rgb, _) in enumerate(make_dataset(2, 99, shape=(300, 400))):
+        write_image(folder / f"new_{i}.png", rgb)
+    (folder / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\nnot really a png")
+    at = app_as("operator", "pages/import_images.py")
+    at.text_input(key="import_folder").input(str(folder)).run()
+    _button(at, "Import folder").click().run()
+    assert not at.exception
+    report = at.session_state["import_report"]
+    assert len(report.imported) == 2 and [o.name for o in report.skipped] == ["broken.png"]
+    assert at.dataframe  # the report table
+    with app_db.session() as s:
+        for o in report.imported:
+            assert masks.head_version(s, o.image_id).source == "auto"
+    # outside the allowed roots: refused with a sentence, not a stack trace
+    at.text_input(key="import_folder").input("/etc").run()
+    _button(at, "Import folder").click().run()
+    assert any("outside the folders" in m for m in _texts(at))
