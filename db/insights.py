@@ -38,7 +38,8 @@ __all__ = [
     "group_summary", "OperatorAgreement", "operator_agreement", "adjudication_queue",
     "model_doubt_candidates", "queue_model_doubts", "image_history", "queue_rank", "ImageOutcome", "image_outcome",
     "recount", "recount_scores", "threshold_curve_for_run", "run_postprocess", "item_crop",
-    "outcome_objects", "outcome_overlay", "OUTCOME_COLOURS", "jobs_table",
+    "outcome_objects", "outcome_overlay", "OUTCOME_COLOURS", "jobs_table", "register_for_count",
+    "count_results", "image_rgb", "canvas_region",
 ]
 
 log = logging.getLogger(__name__)
@@ -952,3 +953,146 @@ def jobs_table(session, project_id: int, *, kinds=None, limit: int = 50, now=Non
     cols = ["job_id", "kind", "status", "progress", "message", "created_at", "started_at",
             "finished_at", "duration_s", "error", "log_tail", "run_id", "run_dir", "created_by"]
     return pd.DataFrame(rows, columns=cols)
+
+
+# --- Counting new images -------------------------------------------------------------------------
+
+def register_for_count(session, settings, project_id: int, *, uploads=None, folder=None,
+                       user_id: int | None = None) -> tuple[list[tuple[str, int]], pd.DataFrame]:
+    """Register the images to count (uploaded ``(name, bytes)`` pairs, or a folder below an
+    import root) as one import batch, without automatic masks.
+
+    Images already in the project are counted as they are. Writes rows: the caller commits.
+
+    Returns
+    -------
+    images : list of (name, image id)
+    problems : DataFrame
+        ``file, problem``: every file that cannot be counted, with the sentence saying why.
+
+    Raises
+    ------
+    ValueError
+        The folder lies outside the import roots or does not exist (``ImportRefused``).
+    """
+    import re
+
+    from db import importing
+
+    options = importing.ImportOptions(prelabel=False, approved=False, user_id=user_id)
+    if folder:
+        report = importing.import_path(session, settings, folder, project=project_id,
+                                       fmt="folder", options=options)
+    else:
+        uploads = list(uploads or [])
+        if not uploads:
+            raise ValueError("Choose at least one image to count.")
+        report = importing.import_uploads(session, settings, project_id, uploads,
+                                          options=options)
+    images, problems = [], []
+    for o in report.outcomes:
+        if o.status == "imported" and o.image_id is not None:
+            images.append((o.name, int(o.image_id)))
+        elif o.reason == "duplicate":
+            found = re.search(r"as image (\d+)", o.message)
+            if found:
+                images.append((o.name, int(found.group(1))))
+            else:
+                problems.append({"file": o.name, "problem": o.message})
+        else:
+            problems.append({"file": o.name, "problem": o.message})
+    problems += [{"file": "", "problem": note} for note in report.notes]
+    return images, pd.DataFrame(problems, columns=["file", "problem"])
+
+
+def count_results(session, storage, job_id: int, *, rois: dict | None = None) -> pd.DataFrame:
+    """The counts a finished count job produced, with density per mm² and optional regions.
+
+    Parameters
+    ----------
+    rois : dict of image id -> bool mask, optional
+        A region of interest per image: only cells whose centre lies inside count, and the
+        density is over the region's area. The labels are rebuilt from the job's stored heatmap
+        with the run's post-processing and threshold.
+
+    Returns
+    -------
+    DataFrame
+        Columns ``file, image_id, count, region, area_mm2, density_per_mm2, model, threshold,
+        problem`` (``problem`` says why an image has no count).
+    """
+    from core.agreement import count_density, count_in_region
+    from core.postprocess import heatmap_to_labels
+    from db.models import Job
+
+    job = session.get(Job, job_id)
+    if job is None:
+        raise ValueError(f"There is no count job {job_id}.")
+    result = job.result or {}
+    project = session.get(Project, job.project_id) if job.project_id else None
+    pixel = project.pixel_size_um if project is not None else None
+    run = (session.scalars(select(ModelRun).where(ModelRun.run_dir == result.get("run_dir")))
+           .first() if result.get("run_dir") else None)
+    rows = []
+    for entry in result.get("counts", []):
+        image = session.get(Image, int(entry["image_id"]))
+        area = image.width * image.height if image is not None else np.nan
+        count, region, problem = entry.get("count"), "whole image", ""
+        roi = (rois or {}).get(int(entry["image_id"]))
+        if roi is not None:
+            try:
+                heat = storage.read_heatmap(entry["heatmap_path"])
+                params = run_postprocess(run) if run is not None else None
+                if params is None:
+                    from core.run import load_run
+                    params = load_run(result["run_dir"], with_model=False).postprocess
+                labels = heatmap_to_labels(heat, params, threshold=result.get("threshold"))
+                count, area, region = count_in_region(labels, roi), int(roi.sum()), "region"
+            except (OSError, ValueError, KeyError) as exc:
+                problem = f"The region could not be applied: {exc}"
+        area_mm2 = area * (pixel / 1000.0) ** 2 if pixel else np.nan
+        rows.append({"file": entry.get("name") or f"image {entry['image_id']}",
+                     "image_id": int(entry["image_id"]), "count": count, "region": region,
+                     "area_mm2": area_mm2,
+                     "density_per_mm2": count_density(count, area, pixel) if count is not None
+                     else np.nan,
+                     "model": result.get("model", ""), "threshold": result.get("threshold"),
+                     "problem": problem})
+    cols = ["file", "image_id", "count", "region", "area_mm2", "density_per_mm2", "model",
+            "threshold", "problem"]
+    return pd.DataFrame(rows, columns=cols)
+
+
+def image_rgb(session, storage, image_id: int) -> np.ndarray:
+    """An image of the project as uint8 RGB; ValueError naming the file when it cannot be read."""
+    image = session.get(Image, image_id)
+    if image is None:
+        raise ValueError(f"There is no image {image_id}.")
+    try:
+        return storage.read_image(image.path)
+    except (OSError, ValueError) as exc:
+        raise ValueError(f"{image.original_name or image.path} cannot be read: {exc}. "
+                         "Import it again.") from exc
+
+
+def canvas_region(objects, shape, scale: float) -> np.ndarray:
+    """A region of interest from shapes drawn on a canvas showing the whole image at ``scale``
+    canvas pixels per image pixel: the union of the filled shapes, in full-resolution pixels.
+
+    Raises
+    ------
+    ValueError
+        When nothing closed was drawn.
+    """
+    from core.strokes import Window, objects_to_edits
+
+    h, w = int(shape[0]), int(shape[1])
+    window = Window(row=0, col=0, height=h, width=w, scale=float(scale))
+    region = np.zeros((h, w), bool)
+    for edit in objects_to_edits(list(objects or []), window, (h, w)):
+        if edit.kind == "add":
+            region[edit.rows, edit.cols] = True
+    if not region.any():
+        raise ValueError("Draw a polygon around the region first (click its corners, "
+                         "right-click to close it).")
+    return region

@@ -287,3 +287,63 @@ def test_only_admins_promote(app_as, part2_run):
     assert not [b for b in at.button if b.key == "train_promote"]
     at = app_as("admin", "pages/train.py")
     assert [b for b in at.button if b.key == "train_promote"]
+
+
+# ---------------------------------------------------------------- count
+
+@pytest.fixture
+def promoted(app_db, part2_run):
+    """part2-run promoted for one test, then the project's previous state restored."""
+    from sqlalchemy import select
+
+    from db.models import ModelRun
+
+    with app_db.session() as s:
+        before = {r.id: r.promoted for r in s.scalars(select(ModelRun).where(
+            ModelRun.project_id == app_db.project_id))}
+        for r in s.scalars(select(ModelRun).where(ModelRun.project_id == app_db.project_id)):
+            r.promoted = r.id == part2_run
+    yield part2_run
+    with app_db.session() as s:
+        for run_id, flag in before.items():
+            s.get(ModelRun, run_id).promoted = flag
+
+
+def test_count_two_images_one_corrupt(app_as, app_db, promoted, monkeypatch):
+    from core.io import encode_png
+    from core.synthetic import make_image
+    from db import jobs as db_jobs
+    from db.models import Job
+    from training import jobs
+
+    monkeypatch.setattr(jobs, "ensure_worker", lambda settings: None)
+    folder = app_db.settings.data_dir / "incoming" / "count-two"
+    folder.mkdir(parents=True, exist_ok=True)
+    rgb, _ = make_image(np.random.default_rng(7), shape=(96, 128))
+    (folder / "good.png").write_bytes(encode_png(rgb))
+    (folder / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n this is not really a png")
+
+    at = app_as("operator", "pages/count.py")
+    assert not at.exception
+    at.radio(key="count_source").set_value("Folder on the server").run()
+    at.text_input(key="count_folder").input(str(folder)).run()
+    at.button(key="count_go").click().run()
+    assert not at.exception, at.exception
+    problems = at.session_state["count_problems"]
+    assert list(problems["file"]) == ["broken.png"] and "broken.png" in problems["problem"][0]
+    job_id = at.session_state["count_job"]
+    with app_db.session() as s:
+        job = s.get(Job, job_id)
+        assert job.kind == "count" and len(job.config["image_ids"]) == 1
+        image_id = job.config["image_ids"][0]
+        # What a worker would write when it is done (the worker itself is tested elsewhere).
+        db_jobs.finish_job(s, job_id, result={
+            "run_dir": job.config["run_dir"], "model": "part2-run", "threshold": 0.5,
+            "counts": [{"image_id": image_id, "name": "good.png", "count": 7,
+                        "heatmap_path": None}]})
+    at.run()
+    assert not at.exception, at.exception
+    counts = at.dataframe[-1].value
+    assert counts["file"].tolist() == ["good.png"] and counts["count"].tolist() == [7]
+    csv = at.get("download_button")
+    assert csv, "a CSV download is offered"

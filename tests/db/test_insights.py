@@ -343,3 +343,82 @@ def test_queue_model_doubts_puts_them_in_the_experts_queue(world):
     # queued as the run's FP.
     assert n == 2 and sorted(q["reason"]) == ["prediction_fp", "uncertain"]
     assert list(q["rank"]) == [2, 3]
+
+
+def test_count_results_with_a_region_and_density(scored):
+    from db.models import Job
+
+    engine, storage, ids = scored
+    with Session(engine) as s, s.begin():
+        run = s.get(ModelRun, ids["scored_run"])
+        res = s.scalars(select(ImageResult).where(ImageResult.run_id == run.id)).one()
+        job = Job(project_id=ids["project"], kind="count", status="done",
+                  result={"run_dir": run.run_dir, "model": "scored", "threshold": 0.5,
+                          "counts": [{"image_id": ids["scored_image"], "name": "s.png",
+                                      "count": 3, "heatmap_path": res.heatmap_path}]})
+        s.add(job)
+        s.flush()
+        job_id = job.id
+    left = np.zeros((80, 80), bool)
+    left[:, :40] = True
+    with Session(engine) as s:
+        whole = insights.count_results(s, storage, job_id)
+        part = insights.count_results(s, storage, job_id, rois={ids["scored_image"]: left})
+    assert whole.iloc[0][["count", "region"]].tolist() == [3, "whole image"]
+    # 80 x 80 px at 1 um: 0.0064 mm²
+    assert whole.iloc[0]["density_per_mm2"] == pytest.approx(3 / 0.0064)
+    assert part.iloc[0][["count", "region"]].tolist() == [2, "region"]
+    assert part.iloc[0]["area_mm2"] == pytest.approx(0.0032)
+
+
+def test_canvas_region_maps_a_drawn_rectangle_to_full_resolution():
+    from core.strokes import TOOL_COLORS
+
+    rect = {"type": "rect", "left": 10, "top": 5, "width": 20, "height": 10,
+            "stroke": TOOL_COLORS["add"], "strokeWidth": 0, "fill": "rgba(0,0,0,0.2)",
+            "scaleX": 1, "scaleY": 1, "angle": 0, "originX": "left", "originY": "top"}
+    region = insights.canvas_region([rect], (100, 200), 0.5)   # canvas at half size
+    rows, cols = np.nonzero(region)
+    assert (rows.min(), rows.max(), cols.min(), cols.max()) == (10, 29, 20, 59)
+    with pytest.raises(ValueError, match="Draw a polygon"):
+        insights.canvas_region([], (100, 200), 0.5)
+
+
+def test_item_crop_outlines_the_object_magnified(world):
+    from core.io import encode_png
+
+    engine, storage, ids = world
+    rgb = np.zeros((40, 40, 3), np.uint8)
+    stored = storage.put_image(rgb)
+    with Session(engine) as s, s.begin():
+        img = s.get(Image, ids["images"][1])
+        img.path, img.width, img.height = str(stored.path), 40, 40
+        it = AdjudicationItem(project_id=ids["project"], image_id=img.id, kind="mask_object",
+                              reason="unsure", version_id=ids["versions"][1], label=1,
+                              centroid_row=10, centroid_col=10, bbox=[7, 7, 14, 14])
+        s.add(it)
+        s.flush()
+        item_id = it.id
+    with Session(engine) as s:
+        crop = insights.item_crop(s, storage, item_id, margin=5, zoom=3)
+    assert crop.shape == (3 * 17, 3 * 17, 3)       # rows 2..19, cut at the box + margin
+    yellow = np.all(crop == insights.ITEM_COLOUR, axis=-1)
+    cyan = np.all(crop == insights.CONTEXT_COLOUR, axis=-1)
+    assert yellow.any() and cyan.any()             # the object, and its neighbour at col 18
+    assert encode_png(crop)
+
+
+def test_jobs_table_durations(world):
+    from db.models import Job
+
+    engine, _, ids = world
+    with Session(engine) as s, s.begin():
+        s.add_all([Job(project_id=ids["project"], kind="train", status="done",
+                       started_at=_at(0), finished_at=_at(90)),
+                   Job(project_id=ids["project"], kind="train", status="running",
+                       started_at=_at(100)),
+                   Job(project_id=ids["project"], kind="count", status="queued")])
+    with Session(engine) as s:
+        t = insights.jobs_table(s, ids["project"], kinds=("train",), now=_at(130))
+    assert list(t["status"]) == ["running", "done"]
+    assert list(t["duration_s"]) == [1800.0, 5400.0]
