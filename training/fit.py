@@ -424,24 +424,31 @@ def tune_threshold(heatmaps, samples, config: TrainConfig) -> dict:
                       "f1": np.asarray(curve.f1).tolist()}}
 
 
-def score_samples(model, samples, config: TrainConfig, threshold: float, *,
-                  progress: Progress | None = None, heatmaps=None):
-    """Predict, post-process and match every sample; returns (metrics dict, ImageResults)."""
+def score_samples(model, samples, params, *, progress: Progress | None = None, heatmaps=None):
+    """Predict, post-process and match every sample; returns (metrics dict, ImageResults).
+
+    ``params`` is a ``core.postprocess.PostprocessParams`` carrying the threshold to use; objects
+    match within one cell diameter (``params.cell_diameter``, 50 px by default, METHOD.md 7).
+    """
     from core.metrics import match_objects, score
     from core.postprocess import heatmap_to_labels
 
     if heatmaps is None:
         heatmaps = predict_samples(model, samples, stage="test", progress=progress)
-    params = postprocess_params(config, threshold)
     results = []
     for sample, heat in zip(samples, heatmaps):
         labels = heatmap_to_labels(heat, params)
-        match = match_objects(sample.labels, labels, max_distance=config.cell_diameter)
+        match = match_objects(sample.labels, labels, max_distance=params.cell_diameter)
         results.append(ImageResult(sample.key, heat, labels, match))
     if not results:
-        return {"n_images": 0, "threshold": threshold}, results
+        return {"n_images": 0, "threshold": params.threshold}, results
     scores = dataclasses.asdict(score(r.match for r in results))
-    return {**scores, "threshold": threshold}, results
+    return {**scores, "threshold": params.threshold}, results
+
+
+def _check_cancel(should_cancel, when: str) -> None:
+    if should_cancel is not None and should_cancel():
+        raise Cancelled(f"cancelled {when}")
 
 
 def train_run(train, validation, test, config: TrainConfig, run_dir, *, manifest: dict,
@@ -479,14 +486,16 @@ def train_run(train, validation, test, config: TrainConfig, run_dir, *, manifest
     result = fit(batches, val, config, run_dir / "checkpoint", progress=progress,
                  should_cancel=should_cancel)
     del batches, val
+    _check_cancel(should_cancel, "after training")
     tuning = list(train) + list(validation)
     thresholds = tune_threshold(predict_samples(result.model, tuning, stage="threshold",
                                                 progress=progress), tuning, config)
-    metrics, results = score_samples(result.model, test, config, thresholds["chosen"],
-                                     progress=progress)
+    _check_cancel(should_cancel, "after threshold tuning")
+    params = postprocess_params(config, thresholds["chosen"])
+    metrics, results = score_samples(result.model, test, params, progress=progress)
     metrics = {**metrics, "best_epoch": result.best_epoch, "epochs_run": len(result.history)}
     save_run(run_dir, model=result.model, config=config.to_dict(),
-             postprocess=postprocess_params(config, thresholds["chosen"]), thresholds=thresholds,
+             postprocess=params, thresholds=thresholds,
              metrics=metrics, manifest=manifest, history=result.history)
     log.info("run %s: test F1 %s over %d images", run_dir, metrics.get("f1"), len(results))
     return RunOutcome(run_dir, thresholds, metrics, results, result.history, result)

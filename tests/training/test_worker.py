@@ -1,0 +1,180 @@
+"""Jobs through the worker: end to end, cancel, a killed worker's job resumed, two workers racing."""
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from db.engine import make_engine, upgrade
+from db.jobs import get_job, request_cancel
+from db.masks import approve, save_mask_version
+from db.models import Image, ImageResult, ModelRun, ObjectOutcome
+from db.projects import create_project, register_image
+from db.settings import Settings
+from training.jobs import REPO_ROOT, ensure_worker, submit
+from training.worker import WorkerOptions, run_worker
+
+from .conftest import draw_sample
+
+pytestmark = pytest.mark.slow
+
+FAST = WorkerOptions(poll=0.2, heartbeat=0.3, stale_after=2.0)
+
+
+@pytest.fixture
+def project_db(tmp_path):
+    """A SQLite database with project 'mice': 5 train and 2 test images, all approved."""
+    settings = Settings(data_dir=tmp_path / "data", db_url=f"sqlite:///{tmp_path / 'ct.db'}")
+    engine = make_engine(settings)
+    upgrade(engine)
+    from db.storage import Storage
+    storage = Storage.from_settings(settings)
+    rng = np.random.default_rng(3)
+    with Session(engine) as s, s.begin():
+        project = create_project(s, "mice", stain="yellow")
+        for i in range(7):
+            sample = draw_sample(rng, f"img{i}")
+            image = register_image(s, storage, project.id, sample.image, name=f"img{i}.png",
+                                   split="train" if i < 5 else "test").image
+            save_mask_version(s, storage, image.id, sample.labels > 0, based_on=None,
+                              source="import", author_id=None)
+            approve(s, image.id, user_id=None)
+    yield settings, engine
+    engine.dispose()
+
+
+def _train_config(tiny_config, **changes):
+    return {"train": {**tiny_config.to_dict(), **changes}}
+
+
+def _job(engine, job_id):
+    with Session(engine) as s:
+        job = get_job(s, job_id)
+        s.expunge(job)
+        return job
+
+
+def test_train_job_end_to_end(project_db, tiny_config):
+    settings, engine = project_db
+    job_id = submit(settings, "train", project="mice", config=_train_config(tiny_config),
+                    start_worker=False, engine=engine)
+    assert _job(engine, job_id).status == "queued"
+    assert run_worker(settings, FAST, engine=engine) == 1
+    job = _job(engine, job_id)
+    assert job.status == "done", job.error
+    assert job.attempts == 1 and job.worker_pid == os.getpid() and job.progress == 1.0
+    assert "Epoch 1/1" in job.log_tail and "Scoring test images" in job.log_tail
+    run_dir = Path(job.result["run_dir"])
+    for name in ("model.keras", "config.json", "thresholds.json", "metrics.json",
+                 "manifest.json", "history.csv"):
+        assert (run_dir / name).is_file(), name
+    manifest = json.loads((run_dir / "manifest.json").read_text())
+    assert len(manifest["train"]) + len(manifest["validation"]) == 5 and len(manifest["test"]) == 2
+    with Session(engine) as s:
+        run = s.scalar(select(ModelRun))
+        results = s.scalars(select(ImageResult).where(ImageResult.run_id == run.id)).all()
+        assert run.run_dir == str(run_dir) and run.threshold == job.result["thresholds"]["chosen"]
+        assert len(results) == 2 and all(Path(r.heatmap_path).is_file() for r in results)
+        n_objects = len(s.scalars(select(ObjectOutcome)).all())
+        assert n_objects == sum(r.tp + r.fp + r.fn for r in results)
+        assert all(img.split_locked for img in s.scalars(select(Image).where(Image.split == "test")))
+
+
+def test_cancel_stops_a_running_training(project_db, tiny_config):
+    settings, engine = project_db
+    job_id = submit(settings, "train", project="mice", config=_train_config(tiny_config, epochs=50),
+                    start_worker=False, engine=engine)
+    worker = threading.Thread(target=run_worker, args=(settings, FAST), kwargs={"engine": engine})
+    worker.start()
+    deadline = time.monotonic() + 120
+    while _job(engine, job_id).status == "queued" and time.monotonic() < deadline:
+        time.sleep(0.1)
+    with Session(engine) as s, s.begin():
+        request_cancel(s, job_id)
+    worker.join(timeout=180)
+    assert not worker.is_alive()
+    job = _job(engine, job_id)
+    assert job.status == "cancelled" and job.cancel_requested
+
+
+def _wait_for_checkpoint(engine, job_id, timeout=240):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        run_dir = (_job(engine, job_id).result or {}).get("run_dir")
+        if run_dir and (Path(run_dir) / "checkpoint" / "state.json").is_file():
+            return Path(run_dir)
+        time.sleep(0.1)
+    raise AssertionError("no checkpoint appeared")
+
+
+def test_killed_worker_is_requeued_and_resumes_from_its_checkpoint(project_db, tiny_config):
+    settings, engine = project_db
+    job_id = submit(settings, "train", project="mice", config=_train_config(tiny_config, epochs=3),
+                    start_worker=False, engine=engine)
+    env = {**os.environ, **settings.as_env(), "PYTHONPATH": str(REPO_ROOT)}
+    proc = subprocess.Popen([sys.executable, "-m", "training", "worker", "--heartbeat", "0.3",
+                             "--stale-after", "1"], cwd=REPO_ROOT, env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        run_dir = _wait_for_checkpoint(engine, job_id)
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+    state = json.loads((run_dir / "checkpoint" / "state.json").read_text())
+    assert 1 <= state["epoch"] < 3, "the worker should die mid-training"
+    assert _job(engine, job_id).status == "running"
+    time.sleep(FAST.stale_after + 0.5)
+    assert run_worker(settings, FAST, engine=engine) == 1
+    job = _job(engine, job_id)
+    assert job.status == "done", job.error
+    assert job.attempts == 2 and "stopped sending heartbeats" in job.log_tail
+    assert job.result["resumed_from"] == state["epoch"]
+    assert job.result["epochs_run"] == 3 and job.result["run_dir"] == str(run_dir)
+
+
+def test_two_workers_race_for_one_job(project_db, tmp_path):
+    from core.model import build_cresunet
+    from core.postprocess import PostprocessParams
+    from core.run import save_run
+
+    settings, engine = project_db
+    run_dir = save_run(tmp_path / "run", model=build_cresunet(2), config={"base_filters": 2},
+                       postprocess=PostprocessParams.paper(cell_diameter=14),
+                       thresholds={"best": 0.5, "knee": None, "chosen": 0.5}, metrics={},
+                       manifest={})
+    with Session(engine) as s:
+        ids = list(s.scalars(select(Image.id).where(Image.split == "test")))
+    job_id = submit(settings, "count", project="mice",
+                    config={"run_dir": str(run_dir), "image_ids": ids}, start_worker=False,
+                    engine=engine)
+    gate = threading.Barrier(2)
+    ran = []
+
+    def serve():
+        gate.wait()
+        ran.append(run_worker(settings, FAST, engine=engine))
+
+    workers = [threading.Thread(target=serve) for _ in range(2)]
+    for w in workers:
+        w.start()
+    for w in workers:
+        w.join(timeout=120)
+    assert sorted(ran) == [0, 1]
+    job = _job(engine, job_id)
+    assert job.status == "done" and job.attempts == 1
+    assert [c["image_id"] for c in job.result["counts"]] == ids
+
+
+def test_no_second_local_worker_and_none_for_remote(tmp_path):
+    settings = Settings(data_dir=tmp_path, db_url=f"sqlite:///{tmp_path / 'x.db'}")
+    (tmp_path / "worker.pid").write_text(f"{os.getpid()}\n")
+    assert ensure_worker(settings) == os.getpid()
+    assert ensure_worker(settings.with_(workers="remote")) is None

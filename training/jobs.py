@@ -1,0 +1,399 @@
+"""Queue jobs, keep a local worker alive, and run the three job kinds (train, evaluate, count).
+
+``submit`` is what the app calls: it queues a row through ``db.jobs`` and makes sure a detached
+worker process serves the queue (unless ``settings.workers == "remote"``: then GPU hosts running
+``python -m training worker`` against the same database take the jobs). The runners below are
+what a worker executes for a claimed job; each receives a :class:`JobContext` whose ``progress``
+writes to the job row and whose ``should_cancel`` reflects the row's cancel flag.
+
+Job configs (JSON on the row)::
+
+    train     {"train": {TrainConfig fields to override}, "name": "optional run name"}
+    evaluate  {"run_dir": "/abs/run"}                       (project: the job's project)
+    count     {"run_dir": "/abs/run", "image_ids": [1, 2, ...]}
+"""
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import datetime as dt
+import fcntl
+import logging
+import os
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from db.settings import Settings
+from training.config import TrainConfig
+
+__all__ = ["submit", "ensure_worker", "worker_pid", "JobContext", "run_job", "run_train",
+           "run_evaluate", "run_count", "load_samples", "PID_FILE", "REPO_ROOT"]
+
+log = logging.getLogger(__name__)
+
+PID_FILE = "worker.pid"
+REPO_ROOT = Path(__file__).resolve().parents[1]
+
+
+# ---------------------------------------------------------------- submitting
+
+
+def submit(settings: Settings, kind: str, *, project: str | int | None = None,
+           config: dict | None = None, created_by: int | None = None,
+           start_worker: bool = True, engine=None) -> int:
+    """Queue a job and make sure a local worker will run it; returns the job id.
+
+    Parameters
+    ----------
+    settings : Settings
+        Database URL and data dir (absolute; handed to the worker's environment).
+    kind : {"train", "evaluate", "count"}
+    project : str or int, optional
+        Project name or id.
+    config : dict, optional
+        The job's JSON config (see the module docstring). A train config is validated here, so a
+        bad setting is refused with a sentence instead of failing later in the worker.
+    created_by : int, optional
+        The user who asked.
+    start_worker : bool
+        Start a detached local worker if none is alive (ignored for ``workers="remote"``).
+    engine : sqlalchemy.Engine, optional
+        Reuse an engine (the app's); by default one is made from the settings.
+    """
+    from db.engine import make_engine
+    from db.jobs import queue_job
+    from db.projects import get_project
+
+    if kind == "train":
+        TrainConfig.from_dict((config or {}).get("train", {}))
+    engine = engine or make_engine(settings)
+    with Session(engine) as session, session.begin():
+        project_id = None if project is None else get_project(session, project).id
+        job_id = queue_job(session, kind, project_id=project_id, config=config or {},
+                           created_by=created_by).id
+    log.info("queued %s job %d", kind, job_id)
+    if start_worker:
+        ensure_worker(settings)
+    return job_id
+
+
+def worker_pid(settings: Settings) -> int | None:
+    """Pid of this data dir's local worker if it is alive, else None."""
+    path = Path(settings.data_dir) / PID_FILE
+    try:
+        pid = int(path.read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return None
+    if not _alive(pid):
+        return None
+    return pid
+
+
+def _alive(pid: int) -> bool:
+    """Whether a process runs with this pid and is not a zombie."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    with contextlib.suppress(OSError):
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return fields[0] != "Z"
+    return True
+
+
+def ensure_worker(settings: Settings) -> int | None:
+    """Start a detached ``python -m training worker`` unless one is alive; return its pid.
+
+    The check and the start happen under a file lock in the data dir, so two requests at once
+    start one worker. The child gets ``settings.as_env()`` (absolute paths), its own session
+    (it survives a restart of the web app) and a log file ``<data_dir>/logs/worker.log``.
+    Returns None when ``settings.workers == "remote"``.
+    """
+    if settings.workers == "remote":
+        return None
+    data_dir = Path(settings.data_dir)
+    data_dir.mkdir(parents=True, exist_ok=True)
+    with open(data_dir / ".worker.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        pid = worker_pid(settings)
+        if pid is not None:
+            return pid
+        (data_dir / "logs").mkdir(exist_ok=True)
+        env = {**os.environ, **settings.as_env(), "TF_CPP_MIN_LOG_LEVEL": "2",
+               "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO_ROOT),
+                                                           os.environ.get("PYTHONPATH")]))}
+        with open(data_dir / "logs" / "worker.log", "ab") as out:
+            proc = subprocess.Popen([sys.executable, "-m", "training", "worker"], cwd=REPO_ROOT,
+                                    env=env, stdin=subprocess.DEVNULL, stdout=out, stderr=out,
+                                    start_new_session=True)
+        (data_dir / PID_FILE).write_text(f"{proc.pid}\n")
+        log.info("started worker process %d", proc.pid)
+        return proc.pid
+
+
+# ---------------------------------------------------------------- running
+
+
+@dataclass(frozen=True)
+class JobContext:
+    """What a runner gets from the worker.
+
+    Attributes
+    ----------
+    settings : Settings
+    engine : sqlalchemy.Engine
+    job_id : int
+    progress : callable(fraction, message)
+        Writes progress (0..1) and a message to the job row.
+    should_cancel : callable() -> bool
+        True once someone asked the job to stop.
+    """
+
+    settings: Settings
+    engine: Any
+    job_id: int
+    progress: Callable[[float, str], None]
+    should_cancel: Callable[[], bool]
+
+    @property
+    def storage(self):
+        from db.storage import Storage
+
+        return Storage.from_settings(self.settings)
+
+
+def run_job(ctx: JobContext) -> dict:
+    """Run the claimed job ``ctx.job_id`` by its kind; returns the result for ``finish_job``."""
+    from db.jobs import get_job
+
+    with Session(ctx.engine) as session:
+        job = get_job(session, ctx.job_id)
+        kind, project_id, config = job.kind, job.project_id, dict(job.config or {})
+        previous = dict(job.result or {})
+    runner = {"train": run_train, "evaluate": run_evaluate, "count": run_count}[kind]
+    return runner(ctx, project_id, config, previous)
+
+
+def load_samples(session: Session, storage, project_id: int, split: str):
+    """Samples (image + labelled ground truth) and manifest pairs of one split of a project."""
+    from db.masks import label_objects
+    from db.runs import training_items
+    from training.data import Sample
+
+    samples, pairs = [], []
+    for item in training_items(session, project_id, split):
+        image = storage.read_image(item.image_path)
+        labels = label_objects(storage.read_mask(item.mask_path))
+        samples.append(Sample(f"image:{item.image_id}", image, labels, hard=bool(item.hard),
+                              manual=bool(item.hand_segmented)))
+        pairs.append((item.image_id, item.mask_version_id))
+    return samples, pairs
+
+
+def _stage_fraction(payload: dict) -> tuple[float, str]:
+    """Map a training progress payload to a job fraction and message."""
+    stage = payload.get("stage")
+    step, steps = payload.get("step", 0), max(payload.get("steps", 1), 1)
+    if stage == "train":
+        done = (payload["epoch"] - 1 + step / steps) / max(payload["epochs"], 1)
+        loss = payload.get("loss")
+        val = payload.get("val_loss")
+        msg = (f"Epoch {payload['epoch']}/{payload['epochs']}, step {step}/{steps}"
+               + (f", loss {loss:.4f}" if loss is not None else "")
+               + (f", val_loss {val:.4f}" if val is not None else "")
+               + f", lr {payload['learning_rate']:.2g}, about {_duration(payload['seconds_left'])} left")
+        return 0.85 * done, msg
+    if stage == "threshold":
+        return 0.85 + 0.08 * step / steps, f"Tuning the threshold: image {step}/{steps}"
+    return 0.93 + 0.07 * step / steps, f"Scoring test images: {step}/{steps}"
+
+
+def _duration(seconds: float) -> str:
+    """'1h02m', '3m05s' or '12s'."""
+    seconds = int(max(seconds, 0))
+    if seconds >= 3600:
+        return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m"
+    if seconds >= 60:
+        return f"{seconds // 60}m{seconds % 60:02d}s"
+    return f"{seconds}s"
+
+
+def _train_setup(ctx: JobContext, project_id: int, config: dict, previous: dict):
+    """The run directory (the same one on a retry, so training resumes) and the TrainConfig."""
+    from db.jobs import get_job
+    from db.projects import get_project
+
+    cfg = TrainConfig.from_dict(config.get("train", {}))
+    run_dir = previous.get("run_dir")
+    if not run_dir:
+        with Session(ctx.engine) as session, session.begin():
+            project = get_project(session, project_id)
+            stamp = dt.datetime.now().strftime("%Y%m%d-%H%M%S")
+            name = config.get("name") or f"{project.name}-{stamp}-job{ctx.job_id}"
+            run_dir = str(ctx.storage.run_dir(name))
+            get_job(session, ctx.job_id).result = {"run_dir": run_dir}
+    return cfg, Path(run_dir)
+
+
+def run_train(ctx: JobContext, project_id: int, config: dict, previous: dict) -> dict:
+    """Train on the project's train split, score its test split, store the run and results."""
+    from training.data import split_samples
+    from training.fit import train_run
+
+    if project_id is None:
+        raise ValueError("A training job needs a project.")
+    cfg, run_dir = _train_setup(ctx, project_id, config, previous)
+    with Session(ctx.engine) as session:
+        train_all, train_pairs = load_samples(session, ctx.storage, project_id, "train")
+        test, test_pairs = load_samples(session, ctx.storage, project_id, "test")
+    if not train_all:
+        raise ValueError("The project has no train images with approved ground truth; approve "
+                         "some masks of train-split images first.")
+    train, validation = split_samples(train_all, cfg.validation_fraction, cfg.seed)
+    pair_of = dict(zip((s.key for s in train_all), train_pairs))
+    manifest = {"train": [pair_of[s.key] for s in train],
+                "validation": [pair_of[s.key] for s in validation], "test": test_pairs}
+    ctx.progress(0.0, f"Training on {len(train)} images, validating on {len(validation)}.")
+    outcome = train_run(train, validation, test, cfg, run_dir, manifest=manifest,
+                        progress=lambda p: ctx.progress(*_stage_fraction(p)),
+                        should_cancel=ctx.should_cancel,
+                        cache_dir=Path(ctx.settings.data_dir) / "cache")
+    run_id = _store_run(ctx, project_id, run_dir, outcome.results, test, test_pairs)
+    return {"run_dir": str(run_dir), "run_id": run_id, "metrics": outcome.metrics,
+            "thresholds": {k: outcome.thresholds[k] for k in ("best", "knee", "chosen")},
+            "resumed_from": outcome.fit.resumed_from, "epochs_run": len(outcome.history)}
+
+
+def _store_run(ctx: JobContext, project_id: int, run_dir: Path, results, samples, pairs,
+               run_id: int | None = None) -> int:
+    """Register the run (unless given) and keep every image's result, objects and heatmap."""
+    from db.runs import get_run, register_run, save_image_result
+
+    truth = {s.key: s.labels for s in samples}
+    version = {f"image:{image_id}": v for image_id, v in pairs}
+    with Session(ctx.engine) as session, session.begin():
+        run = (get_run(session, run_id) if run_id is not None else
+               register_run(session, project_id, run_dir, job_id=ctx.job_id))
+        done = _scored_images(session, run.id)
+        for res in results:
+            image_id = int(res.key.split(":")[1])
+            if image_id in done:
+                continue
+            heat = ctx.storage.put_heatmap(res.heatmap).path
+            save_image_result(session, run.id, image_id, res.match, version_id=version[res.key],
+                              objects=object_outcomes(truth[res.key], res.labels, res.heatmap,
+                                                      res.match),
+                              heatmap_path=heat)
+        return run.id
+
+
+def _scored_images(session: Session, run_id: int) -> set[int]:
+    """Images that already have a result for this run (one result per run and image)."""
+    from db.models import ImageResult
+
+    return set(session.scalars(select(ImageResult.image_id).where(ImageResult.run_id == run_id)))
+
+
+def object_outcomes(true_labels, pred_labels, heatmap, match) -> list[dict]:
+    """TP, FP and FN objects of one image with centroid, bbox, area, IoU and mean probability.
+
+    A TP is described by its predicted object (IoU with its true partner); an FN by the true
+    object it missed; an FP by the predicted object nobody matched.
+
+    >>> t = np.zeros((20, 20), np.int32); t[2:6, 2:6] = 1; t[12:16, 12:16] = 2
+    >>> p = np.zeros((20, 20), np.int32); p[2:6, 3:7] = 1
+    >>> from core.metrics import match_objects
+    >>> rows = object_outcomes(t, p, np.full((20, 20), 0.5, np.float32), match_objects(t, p))
+    >>> [(r["outcome"], r["bbox"]) for r in rows]
+    [('TP', [2, 3, 6, 7]), ('FN', [12, 12, 16, 16])]
+    """
+    true_labels, pred_labels = np.asarray(true_labels), np.asarray(pred_labels)
+    rows = []
+    for true_id, pred_id, _ in match.pairs:
+        inter = np.count_nonzero((true_labels == true_id) & (pred_labels == pred_id))
+        union = np.count_nonzero((true_labels == true_id) | (pred_labels == pred_id))
+        rows.append(_describe(pred_labels, pred_id, heatmap, "TP", inter / union if union else 0.0))
+    rows += [_describe(pred_labels, i, heatmap, "FP", None) for i in match.unmatched_pred]
+    rows += [_describe(true_labels, i, heatmap, "FN", None) for i in match.unmatched_true]
+    return rows
+
+
+def _describe(labels: np.ndarray, label: int, heatmap, outcome: str, iou) -> dict:
+    """Centroid, bbox (min_row, min_col, max_row, max_col), area and mean probability of one object."""
+    inside = labels == label
+    rows, cols = np.nonzero(inside)
+    return {"outcome": outcome, "centroid": (float(rows.mean()), float(cols.mean())),
+            "bbox": [int(rows.min()), int(cols.min()), int(rows.max()) + 1, int(cols.max()) + 1],
+            "area": int(rows.size), "iou": None if iou is None else float(iou),
+            "probability": float(np.asarray(heatmap)[inside].mean())}
+
+
+def _load_run_for(ctx: JobContext, config: dict):
+    """The job's run directory, loaded with its model."""
+    from core.run import load_run
+
+    run_dir = config.get("run_dir")
+    if not run_dir:
+        raise ValueError("The job names no run directory (config 'run_dir').")
+    return load_run(run_dir)
+
+
+def run_evaluate(ctx: JobContext, project_id: int | None, config: dict, previous: dict) -> dict:
+    """Score an existing run on the test split of the project (the run's own when registered)."""
+    from db.models import ModelRun
+    from training.fit import Cancelled, score_samples
+
+    run = _load_run_for(ctx, config)
+    with Session(ctx.engine) as session:
+        row = session.scalar(select(ModelRun).where(ModelRun.run_dir == str(run.path)))
+        project_id = row.project_id if row is not None else project_id
+        run_id = row.id if row is not None else None
+        if project_id is None:
+            raise ValueError(f"{run.path} is not a run of any project; name the project.")
+        test, pairs = load_samples(session, ctx.storage, project_id, "test")
+    if not test:
+        raise ValueError("The project has no test images with approved ground truth.")
+    metrics, results = score_samples(
+        run.model, test, dataclasses.replace(run.postprocess, threshold=run.threshold),
+        progress=lambda p: ctx.progress(p["step"] / p["steps"], f"Scoring {p['step']}/{p['steps']}"))
+    if ctx.should_cancel():
+        raise Cancelled("cancelled after scoring")
+    run_id = _store_run(ctx, project_id, run.path, results, test, pairs, run_id=run_id)
+    return {"run_dir": str(run.path), "run_id": run_id, "metrics": metrics}
+
+
+def run_count(ctx: JobContext, project_id: int | None, config: dict, previous: dict) -> dict:
+    """Count cells on the given images with a run; heatmaps go to storage, counts to the result."""
+    from core.postprocess import heatmap_to_labels
+    from core.predict import predict_heatmap
+    from db.models import Image
+    from training.fit import Cancelled
+
+    run = _load_run_for(ctx, config)
+    ids = [int(i) for i in config.get("image_ids", [])]
+    counts = []
+    for n, image_id in enumerate(ids):
+        if ctx.should_cancel():
+            raise Cancelled(f"cancelled after {n} of {len(ids)} images")
+        with Session(ctx.engine) as session:
+            image = session.get(Image, image_id)
+            if image is None:
+                raise ValueError(f"There is no image {image_id}.")
+            path, name = image.path, image.original_name
+        heat = predict_heatmap(run.model, ctx.storage.read_image(path))
+        labels = heatmap_to_labels(heat, run.postprocess, threshold=run.threshold)
+        count = int(np.count_nonzero(np.unique(labels)))
+        counts.append({"image_id": image_id, "name": name, "count": count,
+                       "heatmap_path": str(ctx.storage.put_heatmap(heat).path)})
+        ctx.progress((n + 1) / len(ids), f"Counted {n + 1}/{len(ids)} images")
+    return {"run_dir": str(run.path), "model": run.name, "threshold": run.threshold,
+            "counts": counts}
