@@ -1,0 +1,89 @@
+"""core.synthetic: determinism, types, label ids, physical cell size, unlabelled artefacts."""
+import numpy as np
+import pytest
+from skimage.measure import regionprops
+
+from core.synthetic import make_dataset, make_image
+
+
+@pytest.fixture(scope="module")
+def dataset():
+    return make_dataset(6, seed=21, shape=(400, 480))
+
+
+def test_deterministic_for_a_seed():
+    first = make_dataset(2, seed=5, shape=(200, 260))
+    second = make_dataset(2, seed=5, shape=(200, 260))
+    for (rgb_a, lab_a), (rgb_b, lab_b) in zip(first, second):
+        np.testing.assert_array_equal(rgb_a, rgb_b)
+        np.testing.assert_array_equal(lab_a, lab_b)
+    other = make_dataset(1, seed=6, shape=(200, 260))[0][0]
+    assert not np.array_equal(first[0][0], other)
+
+
+def test_types_and_shapes(dataset):
+    for rgb, labels in dataset:
+        assert rgb.shape == (400, 480, 3) and rgb.dtype == np.uint8
+        assert labels.shape == (400, 480) and labels.dtype == np.int32
+
+
+def test_label_ids_contiguous(dataset):
+    for _, labels in dataset:
+        ids = np.unique(labels)
+        assert ids[0] == 0 or labels.min() == 0
+        np.testing.assert_array_equal(ids, np.arange(labels.max() + 1))
+
+
+def test_cell_size_is_physical(dataset):
+    # Cells away from the border keep FNC's size whatever the image shape.
+    rows, cols = dataset[0][1].shape
+    diameters = [
+        region.equivalent_diameter_area
+        for _, labels in dataset
+        for region in regionprops(labels)
+        if min(region.bbox[:2]) > 0 and region.bbox[2] < rows and region.bbox[3] < cols
+    ]
+    assert len(diameters) >= 10
+    assert 15 < min(diameters) and max(diameters) < 80
+    assert 32 < np.median(diameters) < 52
+
+
+def test_background_dark_and_reddish(dataset):
+    medians = np.array([np.median(rgb[labels == 0], axis=0) for rgb, labels in dataset])
+    assert (medians[:, 0] <= 10).all() and (medians[:, 1:] <= 1).all()
+
+
+def test_cells_are_yellow_orange(dataset):
+    ratios = []
+    for rgb, labels in dataset:
+        for region in regionprops(labels):
+            r, g, b = rgb[tuple(region.coords.T)].astype(float).max(axis=0)
+            ratios.append((g / r, b / r))
+    ratios = np.median(ratios, axis=0)
+    assert 0.6 < ratios[0] < 1.0 and ratios[1] < 0.2
+
+
+def test_bright_artefacts_outside_labels(dataset):
+    # Specks (and rods) are bright but unlabelled; every image has at least one speck.
+    for rgb, labels in dataset:
+        assert (rgb[labels == 0].max(axis=-1) > 60).any()
+
+
+def test_density_varies_and_small_images_hold_few_cells():
+    counts = [labels.max() for _, labels in make_dataset(30, seed=3, shape=(300, 400))]
+    assert min(counts) <= 1 and max(counts) >= 5
+    assert all(labels.max() <= 20 for _, labels in make_dataset(5, seed=4, shape=(128, 128)))
+
+
+def test_touching_cells_keep_separate_ids():
+    touching = 0
+    for _, labels in make_dataset(8, seed=9, shape=(500, 500)):
+        right = (labels[:, 1:] != labels[:, :-1]) & (labels[:, 1:] > 0) & (labels[:, :-1] > 0)
+        down = (labels[1:] != labels[:-1]) & (labels[1:] > 0) & (labels[:-1] > 0)
+        touching += right.sum() + down.sum()
+    assert touching > 0
+
+
+def test_rejects_bad_shape():
+    with pytest.raises(ValueError, match="shape"):
+        make_image(np.random.default_rng(0), shape=(0, 10))
