@@ -65,6 +65,12 @@ def read_image(source, *, name=None):
         Not an image, an unsupported format, truncated, zero-sized or above
         ``MAX_PIXELS``.
 
+    Notes
+    -----
+    Files that Pillow decodes (PNG, JPEG, and TIFFs tifffile cannot read alone) also
+    meet Pillow's own decompression-bomb guard, ``PIL.Image.MAX_IMAGE_PIXELS`` (about
+    89 megapixels by default); tripping it raises ``ImageError`` as well.
+
     Examples
     --------
     >>> import numpy as np
