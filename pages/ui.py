@@ -7,7 +7,7 @@ nothing else is cached anywhere in the app. Keep it small and stable: other page
 - :func:`settings`, :func:`engine`, :func:`storage`, :func:`session`: the backend handles;
 - :func:`model_run`: a run directory loaded once (keras is imported only then);
 - :func:`require`: the server-side role check at the top of every page;
-- :func:`project_id`, :func:`sidebar`: the chosen project and its state.
+- :func:`project_id`, :func:`sidebar`: the chosen project and its state (``db.review``).
 """
 from __future__ import annotations
 
@@ -181,23 +181,6 @@ def project_id() -> int | None:
     return pid
 
 
-def project_state(pid: int) -> dict:
-    """What the sidebar shows about a project."""
-    from db import insights
-
-    with session() as s:
-        counts = insights.image_counts(s, pid)
-        queue = insights.adjudication_queue(s, pid)
-        runs = insights.runs_overview(s, pid)
-    promoted = runs[runs["promoted"]].tail(1)
-    return {
-        "images": len(counts),
-        "reviewed": float(counts["approved"].mean()) if len(counts) else 0.0,
-        "pending": len(queue),
-        "model": None if promoted.empty else promoted.iloc[0].to_dict(),
-    }
-
-
 def sidebar(who: Who) -> None:
     """The signed-in user, the project picker and the project's state."""
     with st.sidebar:
@@ -218,16 +201,19 @@ def sidebar(who: Who) -> None:
         pid = st.selectbox("Project", ids, index=ids.index(current) if current in ids else 0,
                            format_func=names.get, key="ui_project")
         st.session_state["project_id"] = pid
-        state = project_state(pid)
+        from db.review import project_state
+
+        with session() as s:
+            state = project_state(s, pid)
         a, b = st.columns(2)
-        a.metric("Images", state["images"])
-        b.metric("Reviewed", f"{state['reviewed']:.0%}")
-        st.metric("Cells pending adjudication", state["pending"])
-        m = state["model"]
-        if m is None:
+        a.metric("Images", state["n_images"])
+        b.metric("Reviewed", f"{state['share_reviewed']:.0%}")
+        st.metric("Cells pending adjudication", state["pending_adjudications"])
+        if state["model_run_id"] is None:
             st.caption("No promoted model yet.")
         else:
-            st.caption(f"Model **{m['name']}**: F1 {_fmt(m.get('f1'))}, MAE {_fmt(m.get('mae'))}")
+            st.caption(f"Model **{state['model_name']}**: F1 {_fmt(state['f1'])}, "
+                       f"MAE {_fmt(state['mae'])}")
 
 
 def _fmt(value) -> str:

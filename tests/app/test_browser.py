@@ -1,0 +1,150 @@
+"""One real-browser path: sign in, draw a filled cell on the Correct canvas with the mouse, save.
+
+Starts ``streamlit run app.py`` on 127.0.0.1 (a free port) against the shared test database and
+drives Debian's Chromium with Playwright (never a downloaded browser). Screenshots of the Review
+and Correct pages go to ``docs/screenshots/`` (the README shows them).
+"""
+from __future__ import annotations
+
+import math
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+pytestmark = [pytest.mark.browser, pytest.mark.slow]
+
+ROOT = Path(__file__).resolve().parents[2]
+CHROMIUM = "/usr/bin/chromium"
+ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
+        "--disable-component-update", "--disable-sync", "--no-first-run"]
+SHOTS = ROOT / "docs" / "screenshots"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def start_server(port: int, env: dict) -> subprocess.Popen:
+    """``streamlit run app.py`` on 127.0.0.1:port; returns once it answers its health check."""
+    cmd = [sys.executable, "-m", "streamlit", "run", str(ROOT / "app.py"),
+           "--server.address=127.0.0.1", f"--server.port={port}", "--server.headless=true",
+           "--browser.gatherUsageStats=false", "--server.fileWatcherType=none"]
+    proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    deadline = time.time() + 60
+    while time.time() < deadline:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/_stcore/health", timeout=2) as r:
+                if r.status == 200:
+                    return proc
+        except OSError:
+            time.sleep(0.3)
+        if proc.poll() is not None:
+            break
+    proc.kill()
+    out = proc.stdout.read().decode(errors="replace") if proc.stdout else ""
+    raise RuntimeError(f"streamlit did not start on port {port}:\n{out[-3000:]}")
+
+
+@pytest.fixture(scope="module")
+def server(app_db):
+    if not Path(CHROMIUM).exists():
+        print(f"\nBrowser test skipped: {CHROMIUM} is missing (make test installs Debian's chromium).")
+        pytest.skip(f"{CHROMIUM} is missing; `make test` installs Debian's chromium.")
+    port = free_port()
+    proc = start_server(port, dict(os.environ))
+    yield f"http://127.0.0.1:{port}"
+    proc.terminate()
+    try:
+        proc.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+
+
+@pytest.fixture(scope="module")
+def browser():
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        b = p.chromium.launch(executable_path=CHROMIUM, args=ARGS, headless=True)
+        yield b
+        b.close()
+
+
+def sign_in(page, base: str, name: str, password: str) -> None:
+    page.goto(base)
+    page.get_by_role("textbox", name="Name").fill(name)
+    page.get_by_role("textbox", name="Password").fill(password)
+    page.get_by_role("button", name="Sign in").click()
+    page.get_by_role("heading", name="Review").wait_for(timeout=30_000)
+
+
+def empty_spot(labels: np.ndarray, size: int = 60) -> tuple[int, int]:
+    """Centre (row, col) of a size x size square with no object near it."""
+    grown = np.pad(labels > 0, size)
+    for r in range(size, labels.shape[0] - size, size // 2):
+        for c in range(size, labels.shape[1] - size, size // 2):
+            if not grown[r:r + 2 * size, c:c + 2 * size].any():
+                return r, c
+    raise AssertionError("no empty place to draw a cell")
+
+
+def test_draw_a_cell_with_the_mouse_and_save(server, browser, app_db):
+    from db import masks
+
+    SHOTS.mkdir(parents=True, exist_ok=True)
+    page = browser.new_page(viewport={"width": 1400, "height": 1000})
+    sign_in(page, server, "operator", "operator-demo")
+    page.locator("[data-testid=stPlotlyChart]").first.wait_for(timeout=30_000)
+    page.wait_for_timeout(1000)
+    page.screenshot(path=str(SHOTS / "review.png"), full_page=True)
+
+    page.get_by_role("link", name="Correct").click()
+    canvas = page.locator("canvas.upper-canvas").first
+    canvas.wait_for(timeout=30_000)
+    page.get_by_text("Add cell (freehand)").click()
+    page.wait_for_timeout(1500)
+    canvas = page.locator("canvas.upper-canvas").first
+    canvas.wait_for(timeout=30_000)
+
+    # The image Correct opened on (named in its picker), and an empty place on it
+    picker = page.locator("[data-testid=stMain] [data-testid=stSelectbox]").first
+    shown = picker.text_content() + " " + " ".join(picker.locator("input").evaluate_all("els => els.map(e => e.value + ' ' + (e.getAttribute('aria-label') || ''))"))
+    with app_db.session() as s:
+        from db import insights
+
+        table = insights.image_counts(s, app_db.project_id)
+        image_id = int(next((i for i, n in zip(table["image_id"], table["name"]) if n in shown), -1))
+        assert image_id > 0, (shown, list(table["name"]))
+        head = masks.head_version(s, image_id)
+        n_versions, n_objects = len(masks.versions(s, image_id)), head.object_count
+    labels = masks.label_objects(app_db.storage.read_mask(head.path))
+    row, col = empty_spot(labels)
+    box = canvas.bounding_box()
+    scale = box["width"] / labels.shape[1]  # zoom 1: the whole image across the canvas
+    cx, cy, radius = box["x"] + col * scale, box["y"] + row * scale, 20 * scale
+    page.mouse.move(cx + radius, cy)
+    page.mouse.down()
+    for k in range(1, 41):
+        a = 2 * math.pi * k / 40
+        page.mouse.move(cx + radius * math.cos(a), cy + radius * math.sin(a), steps=2)
+    page.mouse.up()
+    after = page.locator("[data-testid=stMetric]").filter(has_text="After your edits")
+    after.filter(has_text=str(n_objects + 1)).wait_for(timeout=30_000)
+    page.screenshot(path=str(SHOTS / "correct.png"), full_page=True)
+
+    page.get_by_role("button", name="Save").click()
+    page.get_by_text("Saved version").wait_for(timeout=30_000)
+    with app_db.session() as s:
+        new = masks.head_version(s, image_id)
+        assert len(masks.versions(s, image_id)) == n_versions + 1
+    assert new.source == "manual" and new.object_count == n_objects + 1
+    page.close()
