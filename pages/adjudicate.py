@@ -26,6 +26,8 @@ with queue_tab:
     with ui.session() as s:
         queue = insights.adjudication_queue(s, pid)
         doubts = insights.model_doubt_candidates(s, pid)
+    if st.session_state.get("adj_last"):
+        st.success(st.session_state.pop("adj_last"))
     top = st.columns([3, 2])
     top[0].markdown(f"**{len(queue)}** objects wait for an expert.")
     if not doubts.empty and top[1].button(
@@ -95,8 +97,6 @@ with queue_tab:
                     st.rerun()
                 except ValueError as exc:
                     st.error(str(exc))
-        if st.session_state.get("adj_last"):
-            st.success(st.session_state["adj_last"])
         with st.expander("The whole queue"):
             st.dataframe(queue[["name", "reason", "kind", "probability", "priority",
                                 "created_at"]], hide_index=True, width="stretch")

@@ -159,7 +159,7 @@ def test_expert_adjudicates_an_item_and_a_new_version_appears(app_as, app_db):
     at.text_input(key="adj_reason_text").input("faint but round").run()
     at.button(key="adj_drop").click().run()
     assert not at.exception, at.exception
-    assert any("now has version" in s.value for s in at.success)
+    assert any("now has version" in s.value for s in at.success), (_errors(at), at.caption)
     with app_db.session() as s:
         decision = s.scalars(select(AdjudicationDecision)
                              .where(AdjudicationDecision.item_id == item_id)).one()
