@@ -139,6 +139,11 @@ def _build_or_resume(config: TrainConfig, checkpoint_dir: Path, state: dict | No
     if state is not None:
         model = keras.saving.load_model(checkpoint_dir / state["last"],
                                         custom_objects={"weighted_bce": weighted_bce})
+        # The saved compile config does not keep how steps run; apply this config's choice.
+        if config.execution == "eager":
+            model.run_eagerly = True
+        else:
+            model.jit_compile = config.execution == "xla"
         model.optimizer.learning_rate = state["learning_rate"]
         log.info("resuming after epoch %d at learning rate %.3g", state["epoch"],
                  state["learning_rate"])
@@ -146,8 +151,14 @@ def _build_or_resume(config: TrainConfig, checkpoint_dir: Path, state: dict | No
     keras.utils.set_random_seed(config.seed)
     model = build_cresunet(config.base_filters)
     model.compile(optimizer=keras.optimizers.Adam(learning_rate=config.learning_rate),
-                  loss=weighted_bce)
+                  loss=weighted_bce, **_execution(config))
     return model
+
+
+def _execution(config: TrainConfig) -> dict:
+    """``compile`` arguments for ``config.execution``."""
+    return {"graph": {"jit_compile": False}, "xla": {"jit_compile": True},
+            "eager": {"run_eagerly": True}}[config.execution]
 
 
 def _restorable(base, saved: dict | None, names: tuple[str, ...]):

@@ -38,5 +38,5 @@ def samples():
 def tiny_config():
     """base_filters=2, 64 px crops, one epoch, light augmentation: seconds, not minutes."""
     return TrainConfig(base_filters=2, crop_size=64, batch_size=4, epochs=1, cell_diameter=14,
-                       sigma=6.0, ring=12, loader_workers=2,
+                       sigma=6.0, ring=12, loader_workers=2, execution="eager",
                        augment=AugmentConfig(elastic_prob=0.2))

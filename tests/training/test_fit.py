@@ -1,10 +1,12 @@
-"""Fitting: a one-epoch run writes a complete run dir; resume continues; cancel stops."""
-import json
+"""Fitting: resume continues where the checkpoint left off; cancel stops.
 
+The complete run (threshold, scoring, run directory) is exercised through the worker in
+``test_worker.py``.
+"""
 import pytest
 
 from training.data import CropBatches, prepare, split_samples
-from training.fit import Cancelled, fit, load_state, train_run
+from training.fit import Cancelled, fit, load_state
 
 pytestmark = pytest.mark.slow
 
@@ -13,21 +15,6 @@ def _batches(samples, cfg):
     train, val = split_samples(samples, 0.3, cfg.seed)
     return (CropBatches(prepare(train, cfg), cfg, augment=True),
             CropBatches(prepare(val, cfg), cfg, augment=False, shuffle=False))
-
-
-def test_one_epoch_run_writes_a_complete_run_dir(samples, tiny_config, tmp_path):
-    train, val = split_samples(samples[:4], 0.3, 0)
-    seen = []
-    out = train_run(train, val, samples[4:], tiny_config, tmp_path / "run",
-                    manifest={"train": [s.key for s in train]}, progress=seen.append)
-    names = {p.name for p in (tmp_path / "run").iterdir()}
-    assert {"model.keras", "config.json", "thresholds.json", "metrics.json", "manifest.json",
-            "history.csv", "checkpoint"} <= names
-    thresholds = json.loads((tmp_path / "run" / "thresholds.json").read_text())
-    assert thresholds["chosen"] == thresholds["best"]
-    assert out.metrics["n_images"] == 2 and len(out.results) == 2
-    assert {p["stage"] for p in seen} >= {"train", "threshold", "test"}
-    assert any("seconds_left" in p for p in seen)
 
 
 def test_resume_continues_at_the_next_epoch(samples, tiny_config, tmp_path):
