@@ -34,7 +34,7 @@ from db.settings import Settings
 from training.config import TrainConfig
 
 __all__ = ["submit", "ensure_worker", "worker_pid", "JobContext", "run_job", "run_train",
-           "run_evaluate", "run_count", "load_samples", "PID_FILE", "REPO_ROOT"]
+           "run_evaluate", "run_count", "evaluate_run", "load_samples", "PID_FILE", "REPO_ROOT"]
 
 log = logging.getLogger(__name__)
 
@@ -397,3 +397,21 @@ def run_count(ctx: JobContext, project_id: int | None, config: dict, previous: d
         ctx.progress((n + 1) / len(ids), f"Counted {n + 1}/{len(ids)} images")
     return {"run_dir": str(run.path), "model": run.name, "threshold": run.threshold,
             "counts": counts}
+
+
+def evaluate_run(settings: Settings, run_id: int, *, engine=None) -> dict:
+    """Score a registered run on its project's test split now, in this process (no job row).
+
+    For callers that need the results at once, such as the demo seeding; the app queues an
+    ``evaluate`` job instead. Returns ``{"run_dir", "run_id", "metrics"}``.
+    """
+    from db.engine import make_engine
+    from db.runs import get_run
+
+    engine = engine or make_engine(settings)
+    with Session(engine) as session:
+        run = get_run(session, run_id)
+        project_id, run_dir = run.project_id, run.run_dir
+    ctx = JobContext(settings, engine, job_id=None, progress=lambda fraction, message: None,
+                     should_cancel=lambda: False)
+    return run_evaluate(ctx, project_id, {"run_dir": run_dir}, {})

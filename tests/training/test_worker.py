@@ -178,3 +178,43 @@ def test_no_second_local_worker_and_none_for_remote(tmp_path):
     (tmp_path / "worker.pid").write_text(f"{os.getpid()}\n")
     assert ensure_worker(settings) == os.getpid()
     assert ensure_worker(settings.with_(workers="remote")) is None
+
+
+def test_evaluate_job_scores_a_registered_run_once_per_image(project_db, tmp_path):
+    from core.model import build_cresunet
+    from core.postprocess import PostprocessParams
+    from core.run import save_run
+    from db.runs import register_run
+    from training.jobs import evaluate_run
+
+    settings, engine = project_db
+    run_dir = save_run(tmp_path / "run", model=build_cresunet(2), config={"base_filters": 2},
+                       postprocess=PostprocessParams.paper(cell_diameter=14),
+                       thresholds={"best": 0.5, "knee": None, "chosen": 0.5}, metrics={},
+                       manifest={})
+    with Session(engine) as s, s.begin():
+        project_id = s.scalar(select(Image.project_id))
+        run_id = register_run(s, project_id, run_dir).id
+    job_id = submit(settings, "evaluate", config={"run_dir": str(run_dir)}, start_worker=False,
+                    engine=engine)
+    assert run_worker(settings, FAST, engine=engine) == 1
+    job = _job(engine, job_id)
+    assert job.status == "done", job.error
+    assert job.result["run_id"] == run_id and job.result["metrics"]["n_images"] == 2
+    again = evaluate_run(settings, run_id, engine=engine)  # no duplicate rows the second time
+    assert again["metrics"]["n_images"] == 2
+    with Session(engine) as s:
+        assert len(s.scalars(select(ImageResult)).all()) == 2
+
+
+def test_cli_status_lists_jobs(project_db, capsys, monkeypatch):
+    from training.__main__ import main
+
+    settings, engine = project_db
+    submit(settings, "train", project="mice", config={"train": {"epochs": 1}},
+           start_worker=False, engine=engine)
+    for key, value in settings.as_env().items():
+        monkeypatch.setenv(key, value)
+    assert main(["status"]) == 0
+    out = capsys.readouterr().out
+    assert "local worker: not running" in out and "train" in out and "queued" in out
