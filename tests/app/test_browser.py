@@ -84,7 +84,7 @@ def sign_in(page, base: str, name: str, password: str) -> None:
     page.get_by_role("textbox", name="Name").fill(name)
     page.get_by_role("textbox", name="Password").fill(password)
     page.get_by_role("button", name="Sign in").click()
-    page.get_by_role("heading", name="Review").wait_for(timeout=30_000)
+    page.get_by_role("heading", name="Review").wait_for(timeout=60_000)
 
 
 def empty_spot(labels: np.ndarray, size: int = 60) -> tuple[int, int]:
@@ -103,17 +103,19 @@ def test_draw_a_cell_with_the_mouse_and_save(server, browser, app_db):
     SHOTS.mkdir(parents=True, exist_ok=True)
     page = browser.new_page(viewport={"width": 1400, "height": 1000})
     sign_in(page, server, "operator", "operator-demo")
-    page.locator("[data-testid=stPlotlyChart]").first.wait_for(timeout=30_000)
+    page.locator("[data-testid=stPlotlyChart]").first.wait_for(timeout=60_000)
     page.wait_for_timeout(1000)
     page.screenshot(path=str(SHOTS / "review.png"), full_page=True)
 
     page.get_by_role("link", name="Correct").click()
     canvas = page.locator("canvas.upper-canvas").first
-    canvas.wait_for(timeout=30_000)
+    canvas.wait_for(timeout=60_000)
     page.get_by_text("Add cell (freehand)").click()
-    page.wait_for_timeout(1500)
+    # Draw only once the rerun has switched the canvas to freehand (the caption names the tool).
+    page.get_by_text("Add cell (freehand). Showing").wait_for(timeout=60_000)
+    page.wait_for_timeout(1000)
     canvas = page.locator("canvas.upper-canvas").first
-    canvas.wait_for(timeout=30_000)
+    canvas.wait_for(timeout=60_000)
 
     # The image Correct opened on (named in its picker), and an empty place on it
     picker = page.locator("[data-testid=stMain] [data-testid=stSelectbox]").first
@@ -138,11 +140,11 @@ def test_draw_a_cell_with_the_mouse_and_save(server, browser, app_db):
         page.mouse.move(cx + radius * math.cos(a), cy + radius * math.sin(a), steps=2)
     page.mouse.up()
     after = page.locator("[data-testid=stMetric]").filter(has_text="After your edits")
-    after.filter(has_text=str(n_objects + 1)).wait_for(timeout=30_000)
+    after.filter(has_text=str(n_objects + 1)).wait_for(timeout=60_000)
     page.screenshot(path=str(SHOTS / "correct.png"), full_page=True)
 
     page.get_by_role("button", name="Save").click()
-    page.get_by_text("Saved version").wait_for(timeout=30_000)
+    page.get_by_text("Saved version").wait_for(timeout=60_000)
     with app_db.session() as s:
         new = masks.head_version(s, image_id)
         assert len(masks.versions(s, image_id)) == n_versions + 1
