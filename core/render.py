@@ -283,7 +283,8 @@ def outcome_boxes(match, true_labels, pred_labels):
     Returns
     -------
     list of OutcomeBox
-        TP (the predicted object's box), then FP, then FN, each in ascending label order.
+        TP (the predicted object's box) in the order of ``match.pairs`` (by true id), then FP,
+        then FN, each in ascending label order.
 
     Raises
     ------
@@ -300,7 +301,7 @@ def outcome_boxes(match, true_labels, pred_labels):
     ...     match_objects(t, p), t, p)]
     [('TP', 1, 1, 1, 3, 4), ('FP', 2, 6, 6, 8, 8)]
     """
-    groups = [("TP", pred_labels, "pred_labels", sorted(int(p) for _, p, _ in match.pairs)),
+    groups = [("TP", pred_labels, "pred_labels", [int(p) for _, p, _ in match.pairs]),
               ("FP", pred_labels, "pred_labels", sorted(int(i) for i in match.unmatched_pred)),
               ("FN", true_labels, "true_labels", sorted(int(i) for i in match.unmatched_true))]
     found = {}
