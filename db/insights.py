@@ -768,13 +768,6 @@ ITEM_COLOUR = (255, 255, 0)
 CONTEXT_COLOUR = (0, 200, 255)
 
 
-def _outline(rgb: np.ndarray, mask: np.ndarray, colour) -> None:
-    """Paint the inner boundary of ``mask`` onto ``rgb`` in place."""
-    from skimage.segmentation import find_boundaries
-
-    rgb[find_boundaries(mask, mode="inner")] = colour
-
-
 def item_crop(session, storage, item_id: int, *, margin: int = 40, zoom: int = 4) -> np.ndarray:
     """A magnified crop around an adjudication item: its object outlined in yellow, the other
     cells of the current mask in cyan, so the expert sees the object in context.
@@ -795,6 +788,7 @@ def item_crop(session, storage, item_id: int, *, margin: int = 40, zoom: int = 4
     ValueError
         When the item, its image or its mask cannot be read; the message names the file.
     """
+    from core.render import crop_around, draw_boxes, draw_outlines
     from db import masks
 
     item = session.get(AdjudicationItem, item_id)
@@ -810,22 +804,19 @@ def item_crop(session, storage, item_id: int, *, margin: int = 40, zoom: int = 4
                                                       item.centroid_row + 1,
                                                       item.centroid_col + 1]))
     h, w = rgb.shape[:2]
-    top, left = max(r0 - margin, 0), max(c0 - margin, 0)
-    bottom, right = min(r1 + margin, h), min(c1 + margin, w)
-    crop = rgb[top:bottom, left:right].copy()
+    bbox = (r0, c0, r1, c1)
     head = masks.head_version(session, image.id)
-    context = (storage.read_mask(head.path)[top:bottom, left:right] if head is not None
-               else np.zeros(crop.shape[:2], bool))
-    obj = _item_object(session, storage, item, (h, w))[top:bottom, left:right]
-    crop = np.repeat(np.repeat(crop, zoom, axis=0), zoom, axis=1)
-    big = lambda m: np.repeat(np.repeat(m, zoom, axis=0), zoom, axis=1)  # noqa: E731
-    _outline(crop, big(context & ~obj), CONTEXT_COLOUR)
-    _outline(crop, big(obj), ITEM_COLOUR)
+    context = storage.read_mask(head.path) if head is not None else np.zeros((h, w), bool)
+    obj = _item_object(session, storage, item, (h, w))
+    # One label image, 1 = the other cells, 2 = the item's object, so each gets its own colour.
+    labels = np.where(obj, 2, np.where(context, 1, 0)).astype(np.uint8)
+    crop = crop_around(rgb, bbox, margin=margin, scale=zoom)
+    crop = draw_outlines(crop, crop_around(labels, bbox, margin=margin, scale=zoom),
+                         color=CONTEXT_COLOUR, colors={2: ITEM_COLOUR})
     if not obj.any():  # nothing to outline (e.g. an FN already erased): mark the box instead
-        rr0, cc0 = (r0 - top) * zoom, (c0 - left) * zoom
-        rr1, cc1 = (r1 - top) * zoom - 1, (c1 - left) * zoom - 1
-        crop[[rr0, rr1], cc0:cc1 + 1] = ITEM_COLOUR
-        crop[rr0:rr1 + 1, [cc0, cc1]] = ITEM_COLOUR
+        top, left = max(r0 - margin, 0), max(c0 - margin, 0)
+        box = [((r0 - top) * zoom, (c0 - left) * zoom, (r1 - top) * zoom, (c1 - left) * zoom)]
+        crop = draw_boxes(crop, box, color=ITEM_COLOUR, thickness=1)
     return crop
 
 
@@ -861,6 +852,8 @@ def _item_object(session, storage, item: AdjudicationItem, shape) -> np.ndarray:
 
 #: Paper Fig. 7: TP green, FP red, FN blue.
 OUTCOME_COLOURS = {"TP": (0, 220, 0), "FP": (255, 40, 40), "FN": (60, 120, 255)}
+#: The heatmap layer of :func:`outcome_overlay`.
+HEATMAP_COLOUR = (255, 0, 80)
 
 
 def outcome_objects(outcome: ImageOutcome) -> pd.DataFrame:
@@ -872,22 +865,10 @@ def outcome_objects(outcome: ImageOutcome) -> pd.DataFrame:
         Columns ``outcome, label, r0, c0, r1, c1`` (box max exclusive): TP and FP are predicted
         objects (``label`` in ``pred_labels``), FN are true objects (in ``true_labels``).
     """
-    from scipy import ndimage as ndi
+    from core.render import OutcomeBox, outcome_boxes
 
-    m = outcome.match
-    kinds = [("TP", outcome.pred_labels, [p for _, p, _ in m.pairs]),
-             ("FP", outcome.pred_labels, list(m.unmatched_pred)),
-             ("FN", outcome.true_labels, list(m.unmatched_true))]
-    rows = []
-    for kind, labels, ids in kinds:
-        boxes = ndi.find_objects(labels)
-        for i in ids:
-            sl = boxes[int(i) - 1] if 0 < int(i) <= len(boxes) else None
-            if sl is None:
-                continue
-            rows.append({"outcome": kind, "label": int(i), "r0": sl[0].start, "c0": sl[1].start,
-                         "r1": sl[0].stop, "c1": sl[1].stop})
-    return pd.DataFrame(rows, columns=["outcome", "label", "r0", "c0", "r1", "c1"])
+    boxes = outcome_boxes(outcome.match, outcome.true_labels, outcome.pred_labels)
+    return pd.DataFrame(boxes, columns=list(OutcomeBox._fields))
 
 
 def outcome_overlay(rgb: np.ndarray, outcome: ImageOutcome, *, boxes: bool = True,
@@ -898,22 +879,18 @@ def outcome_overlay(rgb: np.ndarray, outcome: ImageOutcome, *, boxes: bool = Tru
     Boxes around objects, TP green, FP red, FN blue (paper Fig. 7); optionally the heatmap blended
     in red and the predicted objects' outlines in yellow.
     """
+    from core.render import draw_outcome_boxes, draw_outlines, heatmap_overlay
+
     out = np.array(rgb, dtype=np.uint8, copy=True)
     if heatmap:
-        p = np.clip(outcome.heatmap, 0.0, 1.0)[..., None]
-        out = (out * (1 - 0.5 * p) + np.array([255, 0, 80]) * 0.5 * p).astype(np.uint8)
+        # One colour whose opacity grows with p: only likely cells are tinted.
+        out = heatmap_overlay(out, outcome.heatmap, alpha=0.5, colormap=[HEATMAP_COLOUR],
+                              fade=True)
     if outlines:
-        _outline(out, outcome.pred_labels > 0, ITEM_COLOUR)
+        out = draw_outlines(out, outcome.pred_labels > 0, color=ITEM_COLOUR)
     if boxes:
-        h, w = out.shape[:2]
-        for o in outcome_objects(outcome).itertuples():
-            colour = OUTCOME_COLOURS[o.outcome]
-            r0, c0 = max(o.r0 - pad, 0), max(o.c0 - pad, 0)
-            r1, c1 = min(o.r1 + pad, h) - 1, min(o.c1 + pad, w) - 1
-            out[r0:r0 + width, c0:c1 + 1] = colour
-            out[r1 - width + 1:r1 + 1, c0:c1 + 1] = colour
-            out[r0:r1 + 1, c0:c0 + width] = colour
-            out[r0:r1 + 1, c1 - width + 1:c1 + 1] = colour
+        out = draw_outcome_boxes(out, outcome.match, outcome.true_labels, outcome.pred_labels,
+                                 thickness=width, pad=pad, colors=OUTCOME_COLOURS)
     return out
 
 
