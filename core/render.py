@@ -13,8 +13,8 @@ boxes are ``(r0, c0, r1, c1)`` with the maximum exclusive (as ``ndi.find_objects
 Speed: a 1600 x 1200 image with 300 objects must redraw within a Streamlit rerun, so no function
 loops over objects with a whole-frame operation; boxes work per bounding box, outlines with
 neighbour comparisons, and colour tables go through Pillow's C lookups. Measured on the 2-core
-CI machine while other jobs ran (best of 15): outlines 12 ms, TP/FP/FN boxes 24 ms, heatmap
-28 ms, display adjust 16 ms.
+CI machine, 300 objects (median of 15): outlines 7 ms, TP/FP/FN boxes 11 ms, heatmap 15 ms,
+display adjust 13 ms; about twice that while other jobs shared the cores.
 """
 from __future__ import annotations
 
