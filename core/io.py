@@ -67,9 +67,10 @@ def read_image(source, *, name=None):
 
     Notes
     -----
-    Files that Pillow decodes (PNG, JPEG, and TIFFs tifffile cannot read alone) also
-    meet Pillow's own decompression-bomb guard, ``PIL.Image.MAX_IMAGE_PIXELS`` (about
-    89 megapixels by default); tripping it raises ``ImageError`` as well.
+    The size is checked from the header against ``MAX_PIXELS`` before any pixel is
+    decoded. Pillow's own, lower warning level (about 89 megapixels) is silenced because
+    that check already guards; its hard error, far above ``MAX_PIXELS``, becomes
+    ``ImageError`` like every other failure.
 
     Examples
     --------
@@ -375,7 +376,9 @@ def _decode_pil(data, label):
     """Decode with Pillow; its decompression-bomb guard is turned into ImageError too."""
     try:
         with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            # Our own header check enforces MAX_PIXELS; Pillow's 89 MP warning would
+            # otherwise refuse legal 89-100 MP images.
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
             image = Image.open(io.BytesIO(data))
             _check_size(label, image.height, image.width)
             image.load()

@@ -209,3 +209,17 @@ def test_writers_validate_and_encode_without_path(rgb):
         write_image(None, rgb.astype(np.float32))
     with pytest.raises(ValueError, match="PNG"):
         write_image("x.jpg", rgb)
+
+
+def test_pillow_bomb_warning_does_not_refuse_images_below_max_pixels(monkeypatch):
+    """Pillow warns from ~89 MP; our own limit is 100 MP, so its warning must not refuse.
+
+    Scaled down: Pillow's level set to 1,000 px, an image of 1,600 px (warning range,
+    below Pillow's hard error at twice the level) still reads.
+    """
+    from PIL import Image
+
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 1000)
+    gray = np.full((40, 40), 7, dtype=np.uint8)
+    out = read_image(encode_png(gray), name="big.png")
+    assert out.shape == (40, 40, 3) and int(out.max()) == 7
