@@ -162,8 +162,10 @@ if b4.button("Save", type="primary", disabled=not (pending or current)):
 if "cx_saved" in st.session_state:
     saved, count, conflict, other = st.session_state["cx_saved"]
     if conflict is None:
-        st.success(f"Saved version {saved} with {count} objects.")
-        st.session_state.pop("cx_saved")
+        if pending or current:  # the next edit has begun: the message has served
+            st.session_state.pop("cx_saved")
+        else:
+            st.success(f"Saved version {saved} with {count} objects.")
     else:
         st.warning(conflict)
         k1, k2 = st.columns(2)

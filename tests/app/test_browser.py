@@ -11,6 +11,7 @@ import os
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.request
 from pathlib import Path
@@ -143,8 +144,13 @@ def test_draw_a_cell_with_the_mouse_and_save(server, browser, app_db):
     after.filter(has_text=str(n_objects + 1)).wait_for(timeout=60_000)
     page.screenshot(path=str(SHOTS / "correct.png"), full_page=True)
 
-    page.get_by_role("button", name="Save").click()
-    page.get_by_text("Saved version").wait_for(timeout=60_000)
+    page.wait_for_timeout(1500)  # let the canvas's last message and its rerun settle
+    page.get_by_role("button", name="Save", exact=True).click()
+    try:
+        page.get_by_text("Saved version").wait_for(timeout=60_000)
+    except Exception:
+        page.screenshot(path=str(Path(tempfile.gettempdir()) / "celltally-failed-save.png"))
+        raise
     with app_db.session() as s:
         new = masks.head_version(s, image_id)
         assert len(masks.versions(s, image_id)) == n_versions + 1
