@@ -2,7 +2,8 @@
 
 Starts ``streamlit run app.py`` on 127.0.0.1 (a free port) against the shared test database and
 drives Debian's Chromium with Playwright (never a downloaded browser). Screenshots of the Review
-and Correct pages go to ``docs/screenshots/`` (the README shows them).
+and Correct pages are kept under ``tests/artifacts/`` (ignored by git); with
+``CELLTALLY_README_SHOTS=1`` they go to ``docs/screenshots/`` instead, which the README shows.
 """
 from __future__ import annotations
 
@@ -25,7 +26,8 @@ ROOT = Path(__file__).resolve().parents[2]
 CHROMIUM = "/usr/bin/chromium"
 ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
         "--disable-component-update", "--disable-sync", "--no-first-run"]
-SHOTS = ROOT / "docs" / "screenshots"
+SHOTS = ROOT / ("docs/screenshots" if os.environ.get("CELLTALLY_README_SHOTS") == "1"
+                else "tests/artifacts")
 
 
 def free_port() -> int:
