@@ -2,21 +2,25 @@
 
 :func:`make_engine` builds an engine for any SQLAlchemy URL; SQLite connections get WAL, foreign
 keys and a busy timeout through a connect event. :func:`upgrade` migrates a database to the
-current schema with Alembic, configured in code (no ``alembic.ini`` needed). There are no engine
-or session globals: the app caches its engine itself, tests build their own.
+current schema with Alembic, configured in code (no ``alembic.ini`` needed). :func:`transaction`
+frames one unit of work for callers that are not db functions (pages, the demo seeder, scripts).
+There are no engine or session globals: the app caches its engine itself, tests build their own.
 """
 from __future__ import annotations
 
 import logging
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Iterator
 
 from sqlalchemy import Engine, create_engine, event, inspect
 from sqlalchemy.engine import make_url
+from sqlalchemy.orm import Session
 
 from db.settings import Settings
 
-__all__ = ["make_engine", "upgrade", "current_revision", "head_revision", "MIGRATIONS_DIR",
-           "SQLITE_BUSY_TIMEOUT_MS"]
+__all__ = ["make_engine", "transaction", "upgrade", "current_revision", "head_revision",
+           "MIGRATIONS_DIR", "SQLITE_BUSY_TIMEOUT_MS"]
 
 log = logging.getLogger(__name__)
 
@@ -72,6 +76,32 @@ def _sqlite_pragmas(dbapi_connection, _record) -> None:
         cur.execute("PRAGMA synchronous=NORMAL")
     finally:
         cur.close()
+
+
+@contextmanager
+def transaction(engine: Engine) -> Iterator[Session]:
+    """A session in one transaction: committed when the block ends, rolled back if it raises.
+
+    The session does not expire its objects on commit, so rows read inside the block can still
+    be read (not lazily loaded) after it, as a page does when it renders what it fetched.
+
+    Parameters
+    ----------
+    engine : Engine
+
+    Yields
+    ------
+    Session
+        Inside ``session.begin()``; db functions called with it never commit themselves.
+
+    >>> from sqlalchemy import text
+    >>> e = make_engine("sqlite://")
+    >>> with transaction(e) as s:
+    ...     s.execute(text("SELECT 1")).scalar()
+    1
+    """
+    with Session(engine, expire_on_commit=False) as session, session.begin():
+        yield session
 
 
 def _alembic_config(engine: Engine):

@@ -99,7 +99,7 @@ def image_row(s, image_id: int):
 @contextmanager
 def session():
     """One transaction: commits when the block ends, rolls back if it raises."""
-    from training.seed_demo import transaction
+    from db.engine import transaction
 
     with transaction(engine()) as s:
         yield s

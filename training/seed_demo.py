@@ -18,10 +18,9 @@ What it builds:
 from __future__ import annotations
 
 import logging
-from contextlib import contextmanager
 from pathlib import Path
 
-from sqlalchemy.orm import Session
+from db.engine import transaction
 
 log = logging.getLogger(__name__)
 
@@ -30,13 +29,6 @@ DEMO_USERS = (("admin", "admin-demo", "admin"), ("expert", "expert-demo", "exper
               ("operator", "operator-demo", "operator"), ("viewer", "viewer-demo", "viewer"))
 DEMO_PROJECT = "Demo (yellow)"
 DEMO_MODEL_DIR = Path(__file__).resolve().parents[1] / "models" / "demo"
-
-
-@contextmanager
-def transaction(engine):
-    """A session in one transaction: committed when the block ends, rolled back if it raises."""
-    with Session(engine, expire_on_commit=False) as s, s.begin():
-        yield s
 
 
 def seed_demo(settings, *, engine=None, n_images: int = 24, shape=(600, 800), seed: int = 0,

@@ -44,10 +44,10 @@ class AppDB:
 
 @pytest.fixture(scope="session")
 def app_db(tmp_path_factory):
-    from db.engine import make_engine
+    from db.engine import make_engine, transaction
     from db.settings import Settings
     from db.storage import Storage
-    from training.seed_demo import seed_demo, transaction
+    from training.seed_demo import seed_demo
 
     data_dir = tmp_path_factory.mktemp("app-db")
     env = {"CELLTALLY_DATA_DIR": str(data_dir), "CELLTALLY_DB_URL": f"sqlite:///{data_dir}/app.db",
