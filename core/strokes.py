@@ -28,7 +28,7 @@ from skimage import draw, measure, segmentation
 
 __all__ = [
     "TOOL_COLORS", "Window", "Edit", "window_at", "objects_to_edits", "apply_edits",
-    "adjust_display", "outline_overlay", "compare_masks", "remove_objects",
+    "compare_masks", "remove_objects",
 ]
 
 #: Stroke colour of each tool on the canvas; the kind of an edit is read back from it.
@@ -416,68 +416,8 @@ def _relabel(labels: np.ndarray) -> np.ndarray:
     return relabelled.astype(np.int32)
 
 
-# ---------------------------------------------------------------- what the review shows
-# (display helpers the Review and Correct pages need; they move to core.render once it has them)
-
-def adjust_display(rgb: np.ndarray, *, brightness: float = 0.0, contrast: float = 1.0,
-                   gamma: float = 1.0) -> np.ndarray:
-    """Brighten dim cells for display only: ``((x/255)**gamma * contrast + brightness)``, clipped.
-
-    ``brightness`` is a fraction of full scale (-1..1). The stored image is never changed.
-
-    >>> x = np.array([[[0, 64, 255]]], np.uint8)
-    >>> adjust_display(x, contrast=2.0).tolist()
-    [[[0, 128, 255]]]
-    """
-    if brightness == 0 and contrast == 1 and gamma == 1:
-        return np.asarray(rgb, np.uint8)
-    lut = np.arange(256, dtype=np.float32) / 255.0
-    lut = np.clip(lut ** float(gamma) * float(contrast) + float(brightness), 0.0, 1.0)
-    return np.rint(lut * 255).astype(np.uint8)[np.asarray(rgb, np.uint8)]
-
-
-def outline_overlay(rgb: np.ndarray, labels: np.ndarray, *, colour=(255, 255, 0),
-                    colours: dict | None = None, thick: set | frozenset = frozenset()) -> np.ndarray:
-    """The image with every object's inner outline painted on it (a new array).
-
-    ``colours`` maps some labels to their own colour; labels in ``thick`` get a 3-pixel outline.
-    An outline pixel is an object pixel with a 4-neighbour of another label (skimage's
-    ``find_boundaries(mode="inner")``, computed with four shifted comparisons: 6x faster on a
-    1600x1200 image, which keeps a Review rerun within its budget).
-
-    >>> lab = np.zeros((5, 5), np.int32); lab[1:4, 1:4] = 1
-    >>> out = outline_overlay(np.zeros((5, 5, 3), np.uint8), lab)
-    >>> int((out[..., 0] == 255).sum()), int(out[2, 2, 0])
-    (8, 0)
-    """
-    labels = np.asarray(labels)
-    out = np.array(rgb, np.uint8, copy=True)
-    edge = _inner_edge(labels)
-    lut = np.empty((int(labels.max()) + 1, 3), np.uint8)
-    lut[:] = colour
-    for lab, col in (colours or {}).items():
-        if 0 < lab < len(lut):
-            lut[lab] = col
-    out[edge] = lut[labels[edge]]
-    for lab in thick:
-        rr, cc = np.nonzero(labels == lab)
-        if len(rr) == 0:
-            continue
-        r0, r1, c0, c1 = max(rr.min() - 1, 0), rr.max() + 2, max(cc.min() - 1, 0), cc.max() + 2
-        obj = labels[r0:r1, c0:c1] == lab
-        ring = ndi.binary_dilation(edge[r0:r1, c0:c1] & obj, iterations=1) & obj
-        out[r0:r1, c0:c1][ring] = lut[lab]
-    return out
-
-
-def _inner_edge(labels: np.ndarray) -> np.ndarray:
-    """Object pixels with a 4-neighbour of a different label."""
-    p = np.pad(labels, 1, mode="edge")
-    centre = p[1:-1, 1:-1]
-    edge = ((p[:-2, 1:-1] != centre) | (p[2:, 1:-1] != centre)
-            | (p[1:-1, :-2] != centre) | (p[1:-1, 2:] != centre))
-    return edge & (centre > 0)
-
+# ---------------------------------------------------------------- what the review compares
+# (drawing outlines and adjusting the display live in core.render)
 
 def compare_masks(old: np.ndarray, new: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Objects that would appear and disappear if ``old`` were replaced by ``new``.

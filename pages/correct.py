@@ -13,7 +13,7 @@ import numpy as np
 import streamlit as st
 from streamlit_drawable_canvas import st_canvas
 
-from core import strokes
+from core import render, strokes
 from db import insights, masks
 from pages import ui
 
@@ -86,9 +86,9 @@ def background(labels) -> bytes:
     """The window of the image with outlines, magnified to the canvas, as JPEG bytes."""
     from PIL import Image as PILImage
 
-    view = strokes.outline_overlay(
-        strokes.adjust_display(window.crop(rgb), brightness=brightness, contrast=contrast,
-                               gamma=gamma), window.crop(labels))
+    view = render.draw_outlines(
+        render.adjust_display(window.crop(rgb), brightness=brightness, contrast=contrast,
+                              gamma=gamma), window.crop(labels), color=(255, 255, 0))
     pic = PILImage.fromarray(view).resize((canvas_w, canvas_h), PILImage.NEAREST)
     buf = io.BytesIO()
     pic.save(buf, format="JPEG", quality=90)

@@ -10,7 +10,7 @@ import numpy as np
 import plotly.graph_objects as go
 import streamlit as st
 
-from core import strokes
+from core import render, strokes
 from core.prelabel import METHODS, PrelabelParams, auto_mask
 from db import insights, masks
 from pages import ui
@@ -119,16 +119,27 @@ if preview:
         st.error(str(err))
 
 # ---------------------------------------------------------------- the figure
+def emphasise(over, labels, obj, color):
+    """Redraw one object's outline 2 px thick, working in its bounding box (plus a 1 px margin,
+    so the box edge never passes for the object's boundary) instead of the whole frame."""
+    r0, c0, r1, c1 = obj.bbox
+    box = (slice(max(r0 - 1, 0), r1 + 1), slice(max(c0 - 1, 0), c1 + 1))
+    over[box] = render.draw_outlines(over[box], labels[box] == obj.label, color=color, thickness=2)
+    return over
+
+
 picked = st.session_state.get("rv_object")
-shown_rgb = strokes.adjust_display(rgb, brightness=brightness, contrast=contrast, gamma=gamma)
+shown_rgb = render.adjust_display(rgb, brightness=brightness, contrast=contrast, gamma=gamma)
 colours = {lab: VERDICT_COLOURS[v] for lab, v in mine.items()}
 if picked:
     colours[picked] = (0, 200, 255)
-over = strokes.outline_overlay(shown_rgb, labels, colours=colours,
-                               thick={picked} if picked else frozenset())
+over = render.draw_outlines(shown_rgb, labels, color=(255, 255, 0), colors=colours)
+for obj in objects:
+    if obj.label == picked:
+        over = emphasise(over, labels, obj, colours[picked])
 if appeared is not None:
-    over = strokes.outline_overlay(over, appeared, colour=(0, 255, 0))
-    over = strokes.outline_overlay(over, disappeared, colour=(255, 0, 0), thick=set(range(1, int(disappeared.max()) + 1)))
+    over = render.draw_outlines(over, appeared, color=(0, 255, 0))
+    over = render.draw_outlines(over, disappeared, color=(255, 0, 0), thickness=2)
 
 
 def encoded(rgb_array) -> str:

@@ -170,3 +170,13 @@ def test_scaled_and_rotated_rect():
     [r] = objects_to_edits([rot], w, (60, 60))
     # rotating about the top-left corner by 90 degrees puts the square to the left of it
     assert (r.rows.min(), r.rows.max(), r.cols.min(), r.cols.max()) == (10, 19, 0, 9)
+
+
+def test_display_helpers_are_not_duplicated_here():
+    """Outlines and display adjust live in core.render; the pages use those."""
+    import core.render
+    import core.strokes
+
+    for name in ("adjust_display", "outline_overlay"):
+        assert not hasattr(core.strokes, name), f"core.strokes.{name} duplicates core.render"
+    assert callable(core.render.adjust_display) and callable(core.render.draw_outlines)
