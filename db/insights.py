@@ -162,8 +162,9 @@ def image_counts(session, project_id: int, *, run_id: int | None = None) -> pd.D
     Returns
     -------
     DataFrame
-        Columns ``image_id, name, animal, region, condition, split, review_status, area_px,
-        count, approved, n_pred``.
+        Columns ``image_id, name, animal, region, condition, split, split_locked,
+        review_status, area_px, count, approved, n_pred``; ``split_locked`` is True once a run
+        was scored on the image (moving it then needs an admin and a reason).
     """
     images = session.scalars(select(Image).where(Image.project_id == project_id,
                                                  Image.archived.is_(False))
@@ -182,13 +183,14 @@ def image_counts(session, project_id: int, *, run_id: int | None = None) -> pd.D
         rows.append({
             "image_id": img.id, "name": img.original_name or f"image {img.id}",
             "animal": img.animal, "region": img.region, "condition": img.condition,
-            "split": img.split, "review_status": img.review_status,
+            "split": img.split, "split_locked": bool(img.split_locked),
+            "review_status": img.review_status,
             "area_px": img.width * img.height,
             "count": counts.get(version, np.nan) if version else np.nan,
             "approved": img.id in gt, "n_pred": pred.get(img.id, np.nan),
         })
-    cols = ["image_id", "name", "animal", "region", "condition", "split", "review_status",
-            "area_px", "count", "approved", "n_pred"]
+    cols = ["image_id", "name", "animal", "region", "condition", "split", "split_locked",
+            "review_status", "area_px", "count", "approved", "n_pred"]
     return pd.DataFrame(rows, columns=cols)
 
 

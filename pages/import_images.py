@@ -100,7 +100,7 @@ if who.role == "admin":
     st.subheader("Splits")
     with ui.session() as s:
         table = insights.image_counts(s, pid)
-    locked = table[table["split_locked"]] if "split_locked" in table else table.head(0)
+    locked = table[table["split_locked"]]
     st.caption(f"{(table['split'] == 'train').sum()} train, {(table['split'] == 'test').sum()} test, "
                f"{(table['split'] == 'unassigned').sum()} unassigned; {len(locked)} locked "
                "(a run was scored on them).")

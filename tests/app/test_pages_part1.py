@@ -250,3 +250,18 @@ def test_import_folder_reports_bad_file_and_auto_masks_the_rest(app_as, app_db):
     at.text_input(key="import_folder").input("/etc").run()
     _button(at, "Import folder").click().run()
     assert any("outside the folders" in m for m in _texts(at))
+
+
+def test_admin_split_panel_lists_locked_images(app_as, app_db):
+    from db import insights, projects
+
+    with app_db.session() as s:
+        table = insights.image_counts(s, app_db.project_id)
+        image_id = int(table["image_id"].iloc[-1])
+        projects.lock_splits(s, [image_id])
+        n_locked = int(insights.image_counts(s, app_db.project_id)["split_locked"].sum())
+    at = app_as("admin", "pages/import_images.py")
+    assert not at.exception, at.exception
+    assert any(f"{n_locked} locked" in c.value for c in at.caption), [c.value for c in at.caption]
+    shown = [d.value for d in at.dataframe if "split" in d.value.columns]
+    assert shown and image_id in shown[-1]["image_id"].tolist()

@@ -145,6 +145,20 @@ def test_image_counts_prefer_ground_truth_and_group_with_density(world):
         insights.group_summary(s, ids["project"], "colour")
 
 
+def test_image_counts_show_split_locks(world):
+    from db.projects import lock_splits
+
+    engine, _, ids = world
+    with Session(engine) as s, s.begin():
+        assert not insights.image_counts(s, ids["project"])["split_locked"].any()
+        third = int(insights.image_counts(s, ids["project"])["image_id"][2])
+        lock_splits(s, [third])
+    with Session(engine) as s:
+        t = insights.image_counts(s, ids["project"])
+    assert t["split_locked"].dtype == bool
+    assert t.loc[t["split_locked"], "image_id"].tolist() == [third]
+
+
 def test_queue_orders_unsure_then_disagreement_then_sent(world):
     engine, _, ids = world
     img = ids["images"][1]
