@@ -734,20 +734,23 @@ def import_uploads(session: Session, settings: Settings, project: Project | str 
 
 
 def run_import_cli(args: Any, settings: Settings, *, out=None) -> int:
-    """``python -m db import PATH --project NAME [--masks DIR] [--format F] [--approved]``.
+    """``python -m db import PATH --project NAME [--masks DIR] [--format F] [--approved]
+    [--no-prelabel] [--user NAME]``.
 
-    Runs the import in one transaction and writes the report. Returns the exit status: 0 when
-    the batch ran (even if files were skipped), 2 when the import was refused.
+    Runs the import in one transaction and writes the report. ``--user`` names the person the
+    batch, its mask versions and approvals are recorded under. Returns the exit status: 0 when
+    the batch ran (even if files were skipped), 2 when the import was refused (including an
+    unknown user name).
     """
     from db.engine import make_engine
 
     out = out or sys.stdout
-    options = ImportOptions(approved=True if getattr(args, "approved", False) else None,
-                            prelabel=not getattr(args, "no_prelabel", False),
-                            user_id=getattr(args, "user_id", None))
     engine = make_engine(settings)
     try:
         with Session(engine) as session, session.begin():
+            options = ImportOptions(approved=True if getattr(args, "approved", False) else None,
+                                    prelabel=not getattr(args, "no_prelabel", False),
+                                    user_id=_cli_user_id(session, getattr(args, "user", None)))
             report = import_path(session, settings, args.path, project=args.project,
                                  fmt=getattr(args, "format", None),
                                  masks=getattr(args, "masks", None), options=options,
@@ -759,6 +762,21 @@ def run_import_cli(args: Any, settings: Settings, *, out=None) -> int:
         engine.dispose()
     out.write("\n".join(report.lines()) + "\n")
     return 0
+
+
+def _cli_user_id(session: Session, name: str | None) -> int | None:
+    """The id of the user called ``name`` (None for no name), or a ValueError saying who exists."""
+    if not name:
+        return None
+    from db.users import get_user, list_users
+
+    found = get_user(session, name)
+    if found is None:
+        known = ", ".join(u.name for u in list_users(session)) or "none yet"
+        raise ValueError(f"There is no user {name!r} to record the import under (users: "
+                         f"{known}); add one with `python -m db user add {name}` or leave out "
+                         f"--user.")
+    return found.id
 
 
 def _log_progress(done: int, total: int, name: str) -> None:

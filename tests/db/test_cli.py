@@ -4,6 +4,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 from sqlalchemy.orm import Session
 
@@ -76,3 +77,28 @@ def test_python_dash_m_db_runs(tmp_path):
                          capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, out.stderr
     assert "revision" in out.stdout and (tmp_path / "celltally.db").exists()
+
+
+def test_import_a_folder_under_a_user_name(local, monkeypatch, capsys):
+    from core.io import write_image
+    from db.models import ImportBatch, Image, MaskVersion
+
+    folder = local.data_dir / "incoming"
+    folder.mkdir()
+    for i in range(2):
+        rgb = np.random.default_rng(i).integers(0, 255, (30, 40, 3), dtype=np.uint8)
+        write_image(folder / f"cells_{i}.png", rgb)
+    (folder / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\nnot a png")
+    monkeypatch.setenv("CELLTALLY_PASSWORD", "a long enough password")
+    assert cli.main(["project", "create", "Yellow", "--stain", "yellow"], local) == 0
+    assert cli.main(["user", "add", "ann", "--role", "operator"], local) == 0
+    assert cli.main(["import", str(folder), "--project", "Yellow", "--user", "nobody"], local) == 2
+    assert cli.main(["import", str(folder), "--project", "Yellow", "--user", "ann"], local) == 0
+    assert "Imported 2 images; skipped 1 file (1 corrupt)." in capsys.readouterr().out
+    engine = make_engine(local)
+    with Session(engine) as s:
+        ann = s.query(User).filter_by(name="ann").one()
+        [batch] = s.query(ImportBatch).all()       # the refused run left nothing behind
+        assert batch.user_id == ann.id
+        assert s.query(Image).count() == 2 and s.query(MaskVersion).count() == 2
+    engine.dispose()
