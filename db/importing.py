@@ -119,6 +119,8 @@ class FileOutcome:
     message : str
         A sentence naming the file, the problem and what to do.
     image_id : int or None
+        The image the file became; for a ``duplicate``, the image already in the project
+        with the same pixels (callers that only need the image, such as counting, use it).
     mask : str or None
         ``import``, ``auto`` or None (no mask).
     """
@@ -131,8 +133,8 @@ class FileOutcome:
     mask: str | None = None
 
 
-def _skip(name: str, reason: str, message: str) -> FileOutcome:
-    return FileOutcome(name, "skipped", reason, message)
+def _skip(name: str, reason: str, message: str, image_id: int | None = None) -> FileOutcome:
+    return FileOutcome(name, "skipped", reason, message, image_id)
 
 
 @dataclass
@@ -193,7 +195,8 @@ class ImportReport:
         return {"source": self.source, "summary": self.summary(),
                 "imported": [{"name": o.name, "image_id": o.image_id, "mask": o.mask}
                              for o in self.imported],
-                "skipped": [{"name": o.name, "reason": o.reason, "message": o.message}
+                "skipped": [{"name": o.name, "reason": o.reason, "message": o.message,
+                             **({"image_id": o.image_id} if o.image_id is not None else {})}
                             for o in self.skipped],
                 "notes": list(self.notes)}
 
@@ -547,7 +550,7 @@ def _import_one(session: Session, storage: Storage, project: Project, batch_id: 
                                 batch_id=batch_id, split=item.split or "unassigned",
                                 metadata=item.metadata)
     if not registered.created:
-        return _skip(item.name, "duplicate", registered.message)
+        return _skip(item.name, "duplicate", registered.message, registered.image.id)
     image = registered.image
     kind = _first_mask(session, storage, image, rgb, mask, options)
     said = {"import": " with its mask" + (" (approved ground truth)" if options.approved else ""),

@@ -809,7 +809,11 @@ def item_crop(session, storage, item_id: int, *, margin: int = 40, zoom: int = 4
     bbox = (r0, c0, r1, c1)
     head = masks.head_version(session, image.id)
     context = storage.read_mask(head.path) if head is not None else np.zeros((h, w), bool)
-    obj = _item_object(session, storage, item, (h, w))
+    try:
+        obj = masks.item_pixels(session, storage, item, (h, w))
+    except (OSError, ValueError) as exc:  # the crop still helps; the box marks where to look
+        log.warning("Adjudication item %s: its object cannot be drawn: %s", item.id, exc)
+        obj = np.zeros((h, w), bool)
     # One label image, 1 = the other cells, 2 = the item's object, so each gets its own colour.
     labels = np.where(obj, 2, np.where(context, 1, 0)).astype(np.uint8)
     crop = crop_around(rgb, bbox, margin=margin, scale=zoom)
@@ -820,36 +824,6 @@ def item_crop(session, storage, item_id: int, *, margin: int = 40, zoom: int = 4
         box = [((r0 - top) * zoom, (c0 - left) * zoom, (r1 - top) * zoom, (c1 - left) * zoom)]
         crop = draw_boxes(crop, box, color=ITEM_COLOUR, thickness=1)
     return crop
-
-
-def _item_object(session, storage, item: AdjudicationItem, shape) -> np.ndarray:
-    """The pixels of the object an item is about (bool, image shape); empty when unknown."""
-    from db import masks
-
-    r0, c0, r1, c1 = (int(v) for v in (item.bbox or [0, 0, 0, 0]))
-
-    def in_box(binary: np.ndarray) -> np.ndarray:
-        labels = masks.label_objects(binary)
-        inside = labels[r0:r1, c0:c1]
-        ids, counts = np.unique(inside[inside > 0], return_counts=True)
-        return labels == ids[np.argmax(counts)] if ids.size else np.zeros(shape, bool)
-
-    try:
-        if item.kind == "mask_object" and item.version_id is not None and item.label:
-            labels = masks.label_objects(storage.read_mask(
-                session.get(MaskVersion, item.version_id).path))
-            return labels == item.label
-        if item.kind == "run_fp" and item.run_id is not None:
-            result = session.scalars(select(ImageResult).where(
-                ImageResult.run_id == item.run_id, ImageResult.image_id == item.image_id)).first()
-            run = session.get(ModelRun, item.run_id)
-            if result is not None and result.heatmap_path:
-                return in_box(storage.read_heatmap(result.heatmap_path) > (run.threshold or 0.5))
-        if item.version_id is not None:
-            return in_box(storage.read_mask(session.get(MaskVersion, item.version_id).path))
-    except (OSError, ValueError) as exc:
-        log.warning("item %s: object not drawable: %s", item.id, exc)
-    return np.zeros(shape, bool)
 
 
 #: Paper Fig. 7: TP green, FP red, FN blue.
@@ -954,8 +928,6 @@ def register_for_count(session, settings, project_id: int, *, uploads=None, fold
     ValueError
         The folder lies outside the import roots or does not exist (``ImportRefused``).
     """
-    import re
-
     from db import importing
 
     options = importing.ImportOptions(prelabel=False, approved=False, user_id=user_id)
@@ -970,14 +942,9 @@ def register_for_count(session, settings, project_id: int, *, uploads=None, fold
                                           options=options)
     images, problems = [], []
     for o in report.outcomes:
-        if o.status == "imported" and o.image_id is not None:
+        # A duplicate names the image already holding its pixels: that one is counted.
+        if o.image_id is not None and (o.status == "imported" or o.reason == "duplicate"):
             images.append((o.name, int(o.image_id)))
-        elif o.reason == "duplicate":
-            found = re.search(r"as image (\d+)", o.message)
-            if found:
-                images.append((o.name, int(found.group(1))))
-            else:
-                problems.append({"file": o.name, "problem": o.message})
         else:
             problems.append({"file": o.name, "problem": o.message})
     problems += [{"file": "", "problem": note} for note in report.notes]

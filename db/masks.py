@@ -38,7 +38,7 @@ __all__ = ["ConflictError", "ObjectInfo", "label_objects", "count_objects", "obj
            "save_mask_version", "make_head", "head_version", "versions", "approve",
            "ground_truth", "record_decision", "decisions", "assign_review", "assignments",
            "finish_assignment", "HistoryEntry", "history", "queue_mask_object", "queue_run_object",
-           "adjudication_queue", "pending_adjudications", "decide_adjudication", "IOU_SAME_CELL",
+           "adjudication_queue", "pending_adjudications", "item_pixels", "decide_adjudication", "IOU_SAME_CELL",
            "PRIORITY"]
 
 log = logging.getLogger(__name__)
@@ -544,9 +544,32 @@ def _component_in_box(binary: np.ndarray, bbox) -> np.ndarray:
     return labels == ids[np.argmax(counts)]
 
 
-def _item_pixels(session: Session, storage: Storage, item: AdjudicationItem,
-                 shape: tuple[int, int]) -> np.ndarray:
-    """The pixels of the object an item is about, as a bool mask of the image's shape."""
+def item_pixels(session: Session, storage: Storage, item: AdjudicationItem,
+                shape: tuple[int, int]) -> np.ndarray:
+    """The pixels of the object an adjudication item is about.
+
+    Parameters
+    ----------
+    session : Session
+    storage : Storage
+    item : AdjudicationItem
+    shape : (rows, cols)
+        The image's shape, for items that name nothing to look in.
+
+    Returns
+    -------
+    ndarray of bool, shape ``shape``
+        For a ``mask_object``, object ``item.label`` of its mask version. For a predicted
+        object (``run_fp``), the component of the run's thresholded heatmap that fills most of
+        the item's box. Otherwise (a missed cell, ``run_fn``), the component of the item's
+        version (the ground truth it was scored against) filling most of the box. Empty when
+        the item names no version or has no box to look in.
+
+    Raises
+    ------
+    ValueError
+        When the version, the object or the run's heatmap the item names is not there.
+    """
     if item.kind == "mask_object":
         version = _get_version(session, item.version_id, item.image_id)
         return _object_pixels(storage, {}, version, item.label)
@@ -554,12 +577,12 @@ def _item_pixels(session: Session, storage: Storage, item: AdjudicationItem,
         result = session.scalar(select(ImageResult).where(
             ImageResult.run_id == item.run_id, ImageResult.image_id == item.image_id))
         run = session.get(ModelRun, item.run_id)
-        if result is None or not result.heatmap_path:
+        if result is None or not result.heatmap_path or item.bbox is None:
             raise ValueError(f"Run {item.run_id} kept no heatmap for image {item.image_id}; "
                              f"the predicted object cannot be drawn.")
         prob = storage.read_heatmap(result.heatmap_path)
         return _component_in_box(prob > (run.threshold or 0.5), item.bbox)
-    if item.version_id is None:
+    if item.version_id is None or item.bbox is None:
         return np.zeros(shape, dtype=bool)
     truth = storage.read_mask(_get_version(session, item.version_id, item.image_id).path)
     return _component_in_box(truth, item.bbox)
@@ -586,7 +609,7 @@ def decide_adjudication(session: Session, storage: Storage, item_id: int, *, exp
     head = head_version(session, image.id)
     mask = (storage.read_mask(head.path) if head is not None
             else np.zeros((image.height, image.width), dtype=bool))
-    pixels = _item_pixels(session, storage, item, mask.shape)
+    pixels = item_pixels(session, storage, item, mask.shape)
     mask = (mask | pixels) if verdict == "keep" else (mask & ~pixels)
     was_approved = image.review_status == "approved"
     version = save_mask_version(session, storage, image.id, mask, based_on=image.head_version_id,

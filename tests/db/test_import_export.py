@@ -284,7 +284,23 @@ def test_reimport_is_a_no_op_that_says_so(engine, settings, storage, project):
     assert "already in the project" in report.skipped[0].message
     with Session(engine) as s:
         after = (s.scalar(select(func.count(Image.id))), s.scalar(select(func.count(MaskVersion.id))))
+        by_name = {im.original_name: im.id for im in s.scalars(select(Image))}
     assert before == after
+    # The outcome names the image that already holds the pixels; nobody parses the message.
+    assert {o.name: o.image_id for o in report.skipped} == by_name
+
+
+def test_count_registration_counts_duplicates_as_the_image_they_repeat(engine, settings, project):
+    from db import insights
+
+    _import_folder_with_masks(engine, settings, n=2)
+    uploads = [(p.name, p.read_bytes()) for p in sorted((settings.data_dir / "in" / "images").iterdir())]
+    uploads.append(("junk.png", b"not an image"))
+    with Session(engine) as s, s.begin():
+        images, problems = insights.register_for_count(s, settings, "P", uploads=uploads)
+        ids = {im.original_name: im.id for im in s.scalars(select(Image))}
+    assert images == [(name, ids[name]) for name in ("img0.png", "img1.png")]
+    assert problems["file"].tolist() == ["junk.png"]
 
 
 def test_images_without_masks_get_auto_masks_and_imported_ones_never(engine, settings, storage,

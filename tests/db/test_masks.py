@@ -147,6 +147,23 @@ def test_expert_decision_makes_an_adjudicated_version(engine, storage, image_id)
         assert kinds[-3:] == ["version", "approval", "adjudication"]
 
 
+def test_item_pixels_is_the_queued_object(engine, storage, image_id):
+    from db.models import AdjudicationItem
+
+    v1 = save(engine, storage, image_id, disks((10, 10), (25, 40)), None, source="auto")
+    with Session(engine) as s, s.begin():
+        item = masks.queue_mask_object(s, storage, image_id, v1, 2, reason="unsure")
+        pixels = masks.item_pixels(s, storage, item, (40, 60))
+        assert pixels.dtype == bool and (pixels == disks((25, 40))).all()
+        missed = AdjudicationItem(project_id=item.project_id, image_id=image_id, kind="run_fn",
+                                  version_id=v1, bbox=None, reason="prediction_fn")
+        assert not masks.item_pixels(s, storage, missed, (40, 60)).any()  # no box to look in
+        gone = AdjudicationItem(project_id=item.project_id, image_id=image_id, kind="mask_object",
+                                version_id=v1, label=9, reason="unsure")
+        with pytest.raises(ValueError, match="no object 9"):
+            masks.item_pixels(s, storage, gone, (40, 60))
+
+
 def test_blind_reviews_stay_off_the_head(engine, storage, image_id):
     with Session(engine) as s, s.begin():
         ann, bob = user(s, "ann").id, user(s, "bob").id
