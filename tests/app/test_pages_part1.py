@@ -265,3 +265,24 @@ def test_admin_split_panel_lists_locked_images(app_as, app_db):
     assert any(f"{n_locked} locked" in c.value for c in at.caption), [c.value for c in at.caption]
     shown = [d.value for d in at.dataframe if "split" in d.value.columns]
     assert shown and image_id in shown[-1]["image_id"].tolist()
+
+
+def test_import_uploads_one_good_one_corrupt(app_as, app_db):
+    from core.io import write_image
+    from core.synthetic import make_dataset
+    from db import masks
+
+    [(rgb, _)] = make_dataset(1, 123, shape=(200, 300))
+    at = app_as("operator", "pages/import_images.py")
+    at.file_uploader(key="import_files").set_value([
+        ("uploaded_cells.png", write_image(None, rgb), "image/png"),
+        ("uploaded_broken.png", b"\x89PNG\r\n\x1a\ntruncated", "image/png")]).run()
+    _button(at, "Import uploads").click().run()
+    assert not at.exception, at.exception
+    report = at.session_state["import_report"]
+    assert [o.name for o in report.imported] == ["uploaded_cells.png"]
+    assert [(o.name, o.reason) for o in report.skipped] == [("uploaded_broken.png", "corrupt")]
+    assert any("skipped 1 file" in w.value for w in at.warning)
+    assert sorted(at.dataframe[0].value["file"]) == ["uploaded_broken.png", "uploaded_cells.png"]
+    with app_db.session() as s:
+        assert masks.head_version(s, report.imported[0].image_id).source == "auto"

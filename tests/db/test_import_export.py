@@ -359,6 +359,18 @@ def test_uploads_pair_masks_and_json(engine, settings, storage, project):
     _same_objects(mask2, found["two.png"])
 
 
+def test_uploads_above_the_limit_are_refused_by_name(engine, settings, storage, project):
+    rgb, _ = _picture(3)
+    big = np.random.default_rng(0).integers(0, 255, 1_200_000, dtype=np.uint8).tobytes()
+    files = [("fine.png", core_io.write_image(None, rgb)), ("huge.png", big),
+             ("broken.png", b"\x89PNG\r\n\x1a\nthen nothing")]
+    report = _run(engine, I.import_uploads, settings.with_(upload_limit_mb=1), "P", files)
+    assert [o.name for o in report.imported] == ["fine.png"]
+    reasons = {o.name: o.reason for o in report.skipped}
+    assert reasons == {"huge.png": "too large", "broken.png": "corrupt"}
+    assert "1 MB upload limit" in next(o.message for o in report.skipped if o.name == "huge.png")
+
+
 # ------------------------------------------------------------------ counts and the CLI
 
 def test_counts_csv_and_filters(engine, settings, storage, project):
