@@ -68,6 +68,11 @@ class PrelabelParams:
         Objects smaller than this many px are dropped (default 150 px: specks of debris
         go, cells cut by the image border mostly stay; the paper's 200 px at 50 px
         diameter, scaled to 43 px).
+    threshold : float or None
+        A manual threshold on the signal's scale (the smoothed, background-subtracted
+        signal of :func:`threshold_signal`, 0-255 for 8-bit images); pixels above it are
+        foreground. None (default) uses ``method``. :func:`auto_threshold` gives the value
+        ``method`` would pick, a natural place to start moving it from.
 
     Examples
     --------
@@ -86,6 +91,7 @@ class PrelabelParams:
     method: str = "li"
     fill_holes_area: int = 300
     min_area: int = 150
+    threshold: float | None = None
 
     def __post_init__(self):
         for field, allowed in (("channel", CHANNELS), ("denoise", DENOISERS), ("method", METHODS)):
@@ -106,6 +112,11 @@ class PrelabelParams:
             value = getattr(self, field)
             if isinstance(value, bool) or not float(value).is_integer() or value < 0:
                 raise ValueError(f"{field} must be a whole number of px >= 0 (got {value!r})")
+        t = self.threshold
+        if t is not None and (isinstance(t, bool) or not isinstance(t, (int, float, np.number))
+                              or not np.isfinite(t)):
+            raise ValueError(f"threshold must be a finite number on the signal's scale or None "
+                             f"for the automatic method (got {t!r})")
 
 
 def auto_mask(rgb, params=PrelabelParams()):
@@ -119,7 +130,8 @@ def auto_mask(rgb, params=PrelabelParams()):
     Returns
     -------
     mask : ndarray of bool, shape (rows, cols)
-        Empty when the signal is flat (nothing to separate).
+        Pixels of the signal above ``params.threshold``, or above the automatic method's
+        threshold when that is None (then empty when the signal is flat: nothing to separate).
 
     Examples
     --------
@@ -130,14 +142,16 @@ def auto_mask(rgb, params=PrelabelParams()):
     >>> mask = auto_mask(rgb)
     >>> bool(mask[40, 40]), bool(mask[5, 5])
     (True, False)
+    >>> bool(auto_mask(rgb, PrelabelParams(threshold=250.0)).any())   # above every pixel
+    False
     """
-    rgb = np.asarray(rgb)
-    if rgb.ndim != 3 or rgb.shape[-1] != 3:
-        raise ValueError(f"auto_mask takes an RGB image (rows, cols, 3); got shape {rgb.shape}")
-    signal = _subtract_background(_denoise(select_signal(rgb, params.channel), params), params)
-    if signal.max() <= signal.min():
+    signal = threshold_signal(rgb, params)
+    if params.threshold is not None:
+        threshold = float(params.threshold)
+    elif signal.max() <= signal.min():
         return np.zeros(signal.shape, bool)
-    threshold = _THRESHOLDS[params.method](signal)
+    else:
+        threshold = _THRESHOLDS[params.method](signal)
     mask = signal > threshold
     mask = morphology.remove_small_holes(mask, max_size=int(params.fill_holes_area))
     if params.min_area > 0:
@@ -145,6 +159,70 @@ def auto_mask(rgb, params=PrelabelParams()):
     logger.debug("auto_mask: %s threshold %.2f, %.2f%% foreground",
                  params.method, threshold, 100 * mask.mean())
     return mask
+
+
+def threshold_signal(rgb, params=PrelabelParams()):
+    """The signal :func:`auto_mask` thresholds: channel mix, smoothing, background removed.
+
+    Parameters
+    ----------
+    rgb : ndarray of uint8, shape (rows, cols, 3)
+    params : PrelabelParams, optional
+        ``channel``, ``denoise``, ``sigma`` and ``background_radius`` are used.
+
+    Returns
+    -------
+    signal : ndarray of float32, shape (rows, cols)
+        On the scale of the image's values (0-255 for 8-bit images), the scale of
+        ``PrelabelParams.threshold``.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> rgb = np.zeros((5, 5, 3), np.uint8); rgb[2, 2] = (200, 160, 14)
+    >>> float(threshold_signal(rgb, PrelabelParams(denoise="none", background_radius=None))[2, 2])
+    146.0
+    """
+    rgb = np.asarray(rgb)
+    if rgb.ndim != 3 or rgb.shape[-1] != 3:
+        raise ValueError(f"Pre-labelling takes an RGB image (rows, cols, 3); got shape "
+                         f"{rgb.shape}. core.io.read_image returns one.")
+    return _subtract_background(_denoise(select_signal(rgb, params.channel), params), params)
+
+
+def auto_threshold(rgb, params=PrelabelParams()):
+    """The threshold ``params.method`` picks for an image, on the signal's scale.
+
+    ``params.threshold`` is ignored: this is the value a manual threshold starts from, so a
+    person moving it sees where the automatic method stood.
+
+    Parameters
+    ----------
+    rgb : ndarray of uint8, shape (rows, cols, 3)
+    params : PrelabelParams, optional
+
+    Returns
+    -------
+    float
+        Pixels of :func:`threshold_signal` above it are foreground. For a flat signal, its
+        value (no pixel lies above it, as :func:`auto_mask` then finds nothing).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from skimage.draw import disk
+    >>> rgb = np.zeros((80, 80, 3), dtype=np.uint8)
+    >>> rgb[disk((40, 40), 15)] = (200, 160, 14)
+    >>> t = auto_threshold(rgb)
+    >>> 0 < t < 146
+    True
+    >>> bool((auto_mask(rgb, PrelabelParams(threshold=t)) == auto_mask(rgb)).all())
+    True
+    """
+    signal = threshold_signal(rgb, params)
+    if signal.max() <= signal.min():
+        return float(signal.max())
+    return float(_THRESHOLDS[params.method](signal))
 
 
 def select_signal(rgb, channel="yellow"):

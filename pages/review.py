@@ -11,7 +11,7 @@ import plotly.graph_objects as go
 import streamlit as st
 
 from core import render, strokes
-from core.prelabel import METHODS, PrelabelParams, auto_mask
+from core.prelabel import METHODS, PrelabelParams, auto_mask, auto_threshold
 from db import insights, masks
 from pages import ui
 
@@ -95,10 +95,19 @@ with right:
         min_area = st.slider("Smallest object (px)", 0, 1000, PrelabelParams().min_area, 10,
                              key="rv_min_area")
         sigma = st.slider("Smoothing sigma (px)", 0.0, 6.0, PrelabelParams().sigma, 0.5, key="rv_sigma")
+        threshold = None
+        if preview:  # the automatic value costs a pass over the image: only when previewing
+            start = round(auto_threshold(rgb, PrelabelParams(method=method, sigma=sigma)) * 2) / 2
+            # Keyed by what the automatic value depends on, so it restarts there when they change.
+            moved = st.slider("Threshold (signal, 0-255)", 0.0, 255.0, start, 0.5,
+                              key=f"rv_threshold_{image_id}_{method}_{sigma}",
+                              help=f"Starts at the {method} method's value ({start:g}); higher "
+                                   "keeps only brighter objects.")
+            threshold = None if moved == start else moved
 appeared = disappeared = None
 if preview:
     try:
-        params = PrelabelParams(method=method, min_area=min_area, sigma=sigma)
+        params = PrelabelParams(method=method, min_area=min_area, sigma=sigma, threshold=threshold)
         new_mask = auto_mask(rgb, params)
         appeared, disappeared = strokes.compare_masks(labels > 0, new_mask)
         with right:
@@ -111,7 +120,9 @@ if preview:
                     with ui.session() as s:
                         masks.save_mask_version(s, ui.storage(), image_id, new_mask, based_on=head_id,
                                                 source="auto", author_id=who.id,
-                                                note=f"prelabel {method}, min {min_area}, sigma {sigma}")
+                                                note=f"prelabel {method}, min {min_area}, sigma "
+                                                     f"{sigma}, threshold "
+                                                     f"{'auto' if threshold is None else threshold}")
                     st.rerun()
                 except masks.ConflictError as err:
                     st.warning(str(err))

@@ -193,6 +193,37 @@ def test_review_threshold_preview_shows_new_count_before_saving(app_as, app_db):
         assert len(masks.versions(s, image_id)) == before     # nothing saved
 
 
+def test_review_threshold_slider_starts_at_the_method_and_previews_changes(app_as, app_db):
+    from core.prelabel import PrelabelParams, auto_threshold
+    from db import masks
+    from db.models import Image
+
+    at = app_as("expert", "pages/review.py")
+    image_id = at.session_state["rv_image"]
+    with app_db.session() as s:
+        before = len(masks.versions(s, image_id))
+        rgb = app_db.storage.read_image(s.get(Image, image_id).path)
+    at.toggle(key="rv_preview").set_value(True).run()
+    slider = next(w for w in at.slider if w.label.startswith("Threshold (signal"))
+    assert slider.value == round(auto_threshold(rgb, PrelabelParams()) * 2) / 2
+
+    def preview():
+        count = next(m for m in at.metric if m.label == "Objects with these parameters").value
+        caption = next(c.value for c in at.caption if "would disappear" in c.value)
+        return int(count), [int(w) for w in caption.split() if w.isdigit()]
+
+    count_auto, _ = preview()
+    slider.set_value(250.0).run()               # above almost every pixel: objects vanish
+    assert not at.exception, at.exception
+    count_high, (appear, disappear) = preview()
+    assert count_high < count_auto and disappear > 0 and appear == 0
+    next(w for w in at.slider if w.label.startswith("Threshold (signal")).set_value(1.0).run()
+    count_low, _ = preview()
+    assert count_low != count_high
+    with app_db.session() as s:
+        assert len(masks.versions(s, image_id)) == before     # nothing saved
+
+
 def test_correct_injected_drawing_is_saved_as_new_version(app_as, app_db):
     from core.strokes import TOOL_COLORS
     from db import masks

@@ -6,7 +6,8 @@ import pytest
 from skimage.draw import disk
 from skimage.measure import label
 
-from core.prelabel import METHODS, PrelabelParams, auto_mask, select_signal
+from core.prelabel import (METHODS, PrelabelParams, auto_mask, auto_threshold, select_signal,
+                           threshold_signal)
 from core.synthetic import make_image
 
 CENTRES = [(40, 50), (45, 150), (130, 60), (140, 170), (200, 110)]
@@ -77,6 +78,9 @@ def test_yellow_signal_ignores_grey_and_red():
     ({"background_radius": -3}, "background_radius must be >= 0"),
     ({"fill_holes_area": 2.5}, "fill_holes_area must be a whole number"),
     ({"min_area": -1}, "min_area must be a whole number"),
+    ({"threshold": float("nan")}, "threshold must be a finite number"),
+    ({"threshold": "high"}, "threshold must be a finite number"),
+    ({"threshold": True}, "threshold must be a finite number"),
 ])
 def test_params_validation(change, message):
     with pytest.raises(ValueError, match=message):
@@ -106,3 +110,36 @@ def test_recovers_most_synthetic_cells():
             found += mask[labels == cell].mean() > 0.5
         total += labels.max()
     assert found / total > 0.7
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_auto_threshold_is_what_auto_mask_uses(disks, method):
+    rgb, _ = disks
+    params = PrelabelParams(method=method)
+    t = auto_threshold(rgb, params)
+    assert isinstance(t, float) and 0 < t < threshold_signal(rgb, params).max()
+    manual = auto_mask(rgb, PrelabelParams(method=method, threshold=t))
+    assert np.array_equal(manual, auto_mask(rgb, params))
+    # the manual value wins over the method, and auto_threshold ignores it
+    assert auto_threshold(rgb, PrelabelParams(method=method, threshold=1.0)) == t
+
+
+def test_manual_threshold_moves_objects_in_and_out(disks):
+    rgb, truth = disks
+    no_bg = PrelabelParams(background_radius=None, min_area=0)
+    signal = threshold_signal(rgb, no_bg)
+    # Disk i peaks near 0.73 * (100 + 15 i): between the 3rd and 4th disk's peak only the
+    # last two disks stay, above every peak nothing does.
+    peaks = sorted(float(signal[label(truth) == k].max()) for k in range(1, 6))
+    between = (peaks[2] + peaks[3]) / 2
+    assert label(auto_mask(rgb, PrelabelParams(background_radius=None, min_area=0,
+                                               threshold=between))).max() == 2
+    assert not auto_mask(rgb, PrelabelParams(threshold=peaks[-1] + 1)).any()
+    low = auto_mask(rgb, PrelabelParams(threshold=auto_threshold(rgb) - 10))
+    assert low.sum() > auto_mask(rgb).sum() and (low | auto_mask(rgb)).sum() == low.sum()
+
+
+def test_flat_image_threshold_keeps_the_mask_empty():
+    flat = np.full((20, 30, 3), 7, np.uint8)
+    assert auto_threshold(flat) == 0.0 and not auto_mask(flat).any()
+    assert not auto_mask(flat, PrelabelParams(threshold=auto_threshold(flat))).any()
