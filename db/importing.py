@@ -18,7 +18,6 @@ Folder imports only read below ``settings.import_roots``.
 from __future__ import annotations
 
 import logging
-import os
 import sys
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -33,7 +32,7 @@ from db.masks import approve, save_mask_version
 from db.models import STAINS, Image, Project
 from db.projects import create_batch, finish_batch, get_project, register_image
 from db.settings import Settings
-from db.storage import Storage, pixel_hash
+from db.storage import Storage
 
 __all__ = ["ImportRefused", "ImportItem", "ImportOptions", "FileOutcome", "ImportReport",
            "Collected", "collect_folder", "collect_uploads", "collect_fnc", "collect_annotations",
@@ -45,7 +44,6 @@ IMAGE_SUFFIXES = (".png", ".tif", ".tiff", ".jpg", ".jpeg")
 FORMATS = ("folder", "fnc", "via", "coco")
 _SPLIT_WORDS = {"train": "train", "trainval": "train", "training": "train", "test": "test",
                 "unassigned": "unassigned"}
-_PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
 Progress = Callable[[int, int, str], None]
 
@@ -545,10 +543,11 @@ def _import_one(session: Session, storage: Storage, project: Project, batch_id: 
     """Validate one item fully, then register it and give it its first mask."""
     rgb, data = _read_image(item)
     mask = _item_mask(item, rgb.shape[:2])
-    _store_original(storage, rgb, data)
+    # The file's own bytes go along: the store keeps an 8-bit RGB PNG as it is (re-encoding
+    # a 1600x1200 image costs several times more than the check).
     registered = register_image(session, storage, project.id, rgb, name=item.name,
                                 batch_id=batch_id, split=item.split or "unassigned",
-                                metadata=item.metadata)
+                                metadata=item.metadata, encoded=data)
     if not registered.created:
         return _skip(item.name, "duplicate", registered.message, registered.image.id)
     image = registered.image
@@ -600,26 +599,6 @@ def _item_mask(item: ImportItem, shape: tuple[int, int]) -> np.ndarray | None:
         return formats.regions_to_labels(item.annotation.regions, shape) > 0
     except formats.FormatError as exc:
         raise _Skipped(_skip(item.name, "corrupt", str(exc))) from None
-
-
-def _store_original(storage: Storage, rgb: np.ndarray, data: bytes) -> None:
-    """Keep an 8-bit RGB PNG's own bytes as the stored copy of its pixels.
-
-    The store names files by pixel hash and re-encodes what it is given; re-encoding a
-    1600x1200 photo costs more than a second, keeping the original file nothing. Only a plain
-    8-bit RGB PNG qualifies: it decodes to exactly ``rgb``. Anything else is left to
-    ``Storage.put_image`` (which then finds nothing stored yet and encodes).
-    """
-    if not (data[:8] == _PNG_MAGIC and data[12:16] == b"IHDR" and data[24] == 8
-            and data[25] == 2):
-        return
-    path = storage.path_for("images", pixel_hash(rgb))
-    if path.exists():
-        return
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_bytes(data)
-    os.replace(tmp, path)
 
 
 def _first_mask(session: Session, storage: Storage, image: Image, rgb: np.ndarray,

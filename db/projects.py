@@ -112,13 +112,17 @@ class Registered:
 
 def register_image(session: Session, storage: Storage, project_id: int, source: Any, *,
                    name: str | None = None, batch_id: int | None = None, split: str = "unassigned",
-                   metadata: dict[str, Any] | None = None) -> Registered:
+                   metadata: dict[str, Any] | None = None,
+                   encoded: bytes | None = None) -> Registered:
     """Store an image once and add it to a project.
 
     Parameters
     ----------
     source : ndarray, path, bytes or file object
         An RGB uint8 array already read, or anything ``core.io.read_image`` reads.
+    encoded : bytes, optional
+        The file an array ``source`` was read from, handed to ``Storage.put_image`` so an
+        8-bit RGB PNG is kept as it is (bytes given as ``source`` are used so already).
     name : str, optional
         The original file name (metadata is parsed from it where it looks like FNC's).
     split : {'train', 'test', 'unassigned'}
@@ -141,7 +145,9 @@ def register_image(session: Session, storage: Storage, project_id: int, source: 
     if found is not None:
         return Registered(found, False, f"{name or 'The image'} is already in the project as image "
                           f"{found.id} ({found.original_name}); nothing was changed.")
-    stored = storage.put_image(rgb)
+    if encoded is None and isinstance(source, (bytes, bytearray)):
+        encoded = bytes(source)
+    stored = storage.put_image(rgb, encoded=encoded)
     fields = {"stain": project.stain, **parse_fnc_name(name or ""), **(metadata or {})}
     unknown = set(fields) - set(METADATA_FIELDS)
     if unknown:

@@ -25,11 +25,15 @@ import numpy as np
 from core import io as core_io
 from db.settings import Settings
 
-__all__ = ["Storage", "Stored", "pixel_hash"]
+__all__ = ["Storage", "Stored", "pixel_hash", "STORE_PNG_LEVEL"]
 
 log = logging.getLogger(__name__)
 
 _RUN_NAME = re.compile(r"[^A-Za-z0-9._-]+")
+_PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+#: zlib level of the PNGs the store encodes: level 1 writes a noisy 1600x1200 RGB image in
+#: about 0.15 s instead of about 1 s at Pillow's default, for files about 20% larger.
+STORE_PNG_LEVEL = 1
 
 
 def pixel_hash(array: np.ndarray) -> str:
@@ -45,11 +49,43 @@ def pixel_hash(array: np.ndarray) -> str:
     return digest.hexdigest()
 
 
-def _write_png(path: Path, array: np.ndarray) -> None:
-    """Write a PNG so that a reader never sees half a file (rename is atomic)."""
+def _write_bytes(path: Path, data: bytes) -> None:
+    """Write a file so that a reader never sees half of it (rename is atomic)."""
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_bytes(core_io.encode_png(array))
+    tmp.write_bytes(data)
     os.replace(tmp, path)
+
+
+def _write_png(path: Path, array: np.ndarray) -> None:
+    """Encode and write a PNG at the store's fast compression level."""
+    _write_bytes(path, core_io.encode_png(array, compress_level=STORE_PNG_LEVEL))
+
+
+def _is_rgb8_png(data: bytes) -> bool:
+    """Whether ``data`` starts like a plain 8-bit RGB PNG (no palette, alpha or 16 bits)."""
+    return (len(data) > 26 and data[:8] == _PNG_MAGIC and data[12:16] == b"IHDR"
+            and data[24] == 8 and data[25] == 2)
+
+
+def _keep_or_encode(encoded: bytes | None):
+    """A writer that stores ``encoded`` as it is when it decodes to the pixels, else encodes.
+
+    Keeping the file costs one decode (~50 ms for 1600x1200) instead of an encode; checking
+    the decoded pixels, not trusting the caller, is what keeps "named by pixel hash" true.
+    """
+    def write(path: Path, rgb: np.ndarray) -> None:
+        if encoded is not None and _is_rgb8_png(encoded):
+            try:
+                same = np.array_equal(core_io.read_image(encoded), rgb)
+            except core_io.ImageError:
+                same = False
+            if same:
+                _write_bytes(path, encoded)
+                return
+            log.debug("The PNG handed to put_image differs from its pixels; encoding those.")
+        _write_png(path, rgb)
+
+    return write
 
 
 @dataclass(frozen=True)
@@ -104,13 +140,30 @@ class Storage:
             raise ValueError(f"Unknown storage kind {kind!r}; use images, masks or heatmaps.")
         return self.root / kind / sha256[:2] / f"{sha256}.png"
 
-    def put_image(self, rgb: np.ndarray) -> Stored:
-        """Store an RGB uint8 image (rows, cols, 3) once; see :class:`Stored`."""
+    def put_image(self, rgb: np.ndarray, *, encoded: bytes | None = None) -> Stored:
+        """Store an RGB uint8 image once; see :class:`Stored`.
+
+        Parameters
+        ----------
+        rgb : ndarray of uint8, shape (rows, cols, 3)
+        encoded : bytes, optional
+            The file ``rgb`` was read from. A plain 8-bit RGB PNG that decodes to exactly
+            ``rgb`` is stored byte for byte (no re-encoding); anything else is ignored and
+            the pixels are encoded at :data:`STORE_PNG_LEVEL`.
+
+        Examples
+        --------
+        >>> import tempfile
+        >>> st, rgb = Storage(tempfile.mkdtemp()), np.zeros((4, 5, 3), np.uint8)
+        >>> png = core_io.write_image(None, rgb)
+        >>> st.put_image(rgb, encoded=png).path.read_bytes() == png
+        True
+        """
         rgb = np.asarray(rgb)
         if rgb.dtype != np.uint8 or rgb.ndim != 3 or rgb.shape[-1] != 3:
             raise ValueError(f"Images are stored as uint8 (rows, cols, 3); got {rgb.dtype} "
                              f"{rgb.shape}. Read the file with core.io.read_image first.")
-        return self._put("images", rgb, core_io.write_image)
+        return self._put("images", rgb, _keep_or_encode(encoded))
 
     def put_mask(self, mask: np.ndarray) -> Stored:
         """Store a mask (nonzero = foreground) once, as a 0/255 PNG."""

@@ -66,6 +66,25 @@ def test_storage_stores_pixels_once(storage, rng):
     assert other.sha256 != first.sha256
 
 
+def test_put_image_keeps_a_matching_png_and_encodes_anything_else(storage, rng):
+    from core.io import encode_png
+    from db.storage import STORE_PNG_LEVEL
+
+    rgb = rng.integers(0, 255, (12, 16, 3), dtype=np.uint8)
+    png = encode_png(rgb, compress_level=9)
+    kept = storage.put_image(rgb, encoded=png)
+    assert kept.path.read_bytes() == png                      # the caller's file, byte for byte
+    other = rng.integers(0, 255, (12, 16, 3), dtype=np.uint8)
+    wrong = storage.put_image(other, encoded=png)             # bytes of other pixels: not kept
+    assert np.array_equal(storage.read_image(wrong.path), other)
+    assert wrong.path.read_bytes() == encode_png(other, compress_level=STORE_PNG_LEVEL)
+    rgba = np.dstack([other[::-1], np.full((12, 16), 255, np.uint8)])
+    alpha = storage.put_image(other[::-1].copy(), encoded=encode_png(rgba))  # not plain RGB
+    assert alpha.path.read_bytes() == encode_png(other[::-1], compress_level=STORE_PNG_LEVEL)
+    plain = storage.put_image(rgb[:, ::-1].copy(), encoded=b"not a png")
+    assert np.array_equal(storage.read_image(plain.path), rgb[:, ::-1])
+
+
 def test_storage_masks_and_heatmaps_round_trip(storage):
     mask = np.zeros((10, 10), dtype=np.int32)
     mask[2:5, 2:5] = 7

@@ -8,6 +8,7 @@ import csv
 import io
 import json
 import zipfile
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -272,6 +273,23 @@ def test_bad_files_are_named_and_the_rest_is_imported(engine, settings, storage,
         batch = s.get(ImportBatch, report.batch_id)
         assert {d["name"] for d in batch.report["skipped"]} == set(reasons)
         assert s.scalar(select(func.count(Image.id))) == 2
+
+
+def test_import_stores_images_through_the_store_keeping_png_files(engine, settings, storage,
+                                                                   project, monkeypatch):
+    from db.storage import Storage
+
+    calls = []
+    real = Storage.put_image
+    monkeypatch.setattr(Storage, "put_image",
+                        lambda self, rgb, **kw: calls.append(kw) or real(self, rgb, **kw))
+    _import_folder_with_masks(engine, settings, n=2)
+    folder = settings.data_dir / "in" / "images"
+    assert len(calls) == 2 and all(kw.get("encoded") for kw in calls)
+    with Session(engine) as s:
+        stored = {im.original_name: Path(im.path) for im in s.scalars(select(Image))}
+    for name, path in stored.items():
+        assert path.read_bytes() == (folder / name).read_bytes()
 
 
 def test_reimport_is_a_no_op_that_says_so(engine, settings, storage, project):
