@@ -208,7 +208,7 @@ def export_masks_zip(session: Session, storage: Storage, project: Project | str 
     with zipfile.ZipFile(buffer, "w", compression=zipfile.ZIP_STORED) as zf:
         for row, name in _unique_names(rows, ".png"):
             # Stored masks are already 0/255 PNGs: copy the file rather than re-encode it.
-            zf.writestr(f"masks/{name}", Path(row.version.path).read_bytes())
+            zf.writestr(f"masks/{name}", storage.resolve(row.version.path).read_bytes())
         zf.writestr("counts.csv", export_counts(session, project, filters=filters, which=which))
     return buffer.getvalue()
 

@@ -186,7 +186,7 @@ def save_mask_version(session: Session, storage: Storage, image_id: int, mask: n
         _get_version(session, based_on, image_id)
     stored = storage.put_mask(mask)
     version = MaskVersion(image_id=image_id, parent_id=based_on, source=source, author_id=author_id,
-                          path=str(stored.path), sha256=stored.sha256,
+                          path=storage.key(stored.path), sha256=stored.sha256,
                           object_count=count_objects(mask), note=note, conflict=False)
     session.add(version)
     session.flush()

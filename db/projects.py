@@ -152,7 +152,7 @@ def register_image(session: Session, storage: Storage, project_id: int, source: 
     unknown = set(fields) - set(METADATA_FIELDS)
     if unknown:
         raise ValueError(f"Unknown metadata {sorted(unknown)}; use {', '.join(METADATA_FIELDS)}.")
-    image = Image(project_id=project.id, batch_id=batch_id, sha256=sha, path=str(stored.path),
+    image = Image(project_id=project.id, batch_id=batch_id, sha256=sha, path=storage.key(stored.path),
                   original_name=name or "", width=int(rgb.shape[1]), height=int(rgb.shape[0]),
                   split=split, review_status="to_review", **fields)
     session.add(image)

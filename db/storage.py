@@ -9,7 +9,11 @@ arrives. Layout below ``root``::
     heatmaps/ab/abcdef....png   uint8 probabilities (p * 255, rounded)
     runs/<name>/                one directory per trained model (see core.run)
 
-Paths handed out are absolute; the database stores them as given.
+Paths handed out (``Stored.path``) are absolute. The database records files by their
+:meth:`Storage.key`, the path below the data dir (``images/ab/abcdef....png``), so a worker
+that mounts the shared data dir somewhere else finds the same files; :meth:`Storage.resolve`
+(and every ``read_*``) turns a key back into a path, and still reads the absolute paths older
+rows hold.
 """
 from __future__ import annotations
 
@@ -34,6 +38,7 @@ _PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 #: zlib level of the PNGs the store encodes: level 1 writes a noisy 1600x1200 RGB image in
 #: about 0.15 s instead of about 1 s at Pillow's default, for files about 20% larger.
 STORE_PNG_LEVEL = 1
+_KINDS = ("images", "masks", "heatmaps")
 
 
 def pixel_hash(array: np.ndarray) -> str:
@@ -136,9 +141,47 @@ class Storage:
 
     def path_for(self, kind: str, sha256: str) -> Path:
         """Where a file of ``kind`` (images, masks or heatmaps) with this hash is kept."""
-        if kind not in ("images", "masks", "heatmaps"):
+        if kind not in _KINDS:
             raise ValueError(f"Unknown storage kind {kind!r}; use images, masks or heatmaps.")
         return self.root / kind / sha256[:2] / f"{sha256}.png"
+
+    def key(self, path: str | Path) -> str:
+        """How the database records a stored file: its path below the root, with ``/``.
+
+        A path outside the store (a run directory elsewhere, say) is kept absolute.
+
+        >>> import tempfile
+        >>> st = Storage(tempfile.mkdtemp())
+        >>> st.key(st.path_for("masks", "ab12"))
+        'masks/ab/ab12.png'
+        >>> st.key("/elsewhere/x.png")
+        '/elsewhere/x.png'
+        """
+        path = Path(path)
+        if path.is_absolute() and path.is_relative_to(self.root):
+            return path.relative_to(self.root).as_posix()
+        return str(path)
+
+    def resolve(self, path: str | Path) -> Path:
+        """The file a recorded path names: a key below the root, or an absolute path.
+
+        An absolute path written by an installation that mounted the data dir elsewhere is
+        found by its last three parts (``images/ab/<hash>.png``): files are named by content,
+        so the same name below this root is the same file.
+
+        >>> import tempfile
+        >>> st = Storage(tempfile.mkdtemp())
+        >>> st.resolve("images/ab/ab12.png") == st.root / "images" / "ab" / "ab12.png"
+        True
+        """
+        path = Path(path)
+        if not path.is_absolute():
+            return self.root / path
+        if not path.exists() and len(path.parts) > 3 and path.parts[-3] in _KINDS:
+            moved = self.root.joinpath(*path.parts[-3:])
+            if moved.exists():
+                return moved
+        return path
 
     def put_image(self, rgb: np.ndarray, *, encoded: bytes | None = None) -> Stored:
         """Store an RGB uint8 image once; see :class:`Stored`.
@@ -192,16 +235,16 @@ class Storage:
         return Stored(sha, path, False)
 
     def read_image(self, path: str | Path) -> np.ndarray:
-        """Read a stored image back as uint8 (rows, cols, 3)."""
-        return core_io.read_image(Path(path))
+        """Read a stored image (key or absolute path) back as uint8 (rows, cols, 3)."""
+        return core_io.read_image(self.resolve(path))
 
     def read_mask(self, path: str | Path) -> np.ndarray:
-        """Read a stored mask back as bool (rows, cols)."""
-        return core_io.read_mask(Path(path))
+        """Read a stored mask (key or absolute path) back as bool (rows, cols)."""
+        return core_io.read_mask(self.resolve(path))
 
     def read_heatmap(self, path: str | Path) -> np.ndarray:
-        """Read a stored heatmap back as float32 probabilities in [0, 1]."""
-        return core_io.read_image(Path(path))[..., 0].astype(np.float32) / 255.0
+        """Read a stored heatmap (key or absolute path) back as float32 probabilities in [0, 1]."""
+        return core_io.read_image(self.resolve(path))[..., 0].astype(np.float32) / 255.0
 
     def run_dir(self, name: str) -> Path:
         """A new, empty directory for a run, ``runs/<name>`` (suffixed when taken)."""

@@ -1,4 +1,6 @@
 """Engine settings, migrations from an empty database, and the content-hash store."""
+from pathlib import Path
+
 import numpy as np
 import pytest
 from sqlalchemy import func, inspect, select, text
@@ -99,3 +101,46 @@ def test_storage_masks_and_heatmaps_round_trip(storage):
 def test_run_dirs_are_unique(storage):
     a, b = storage.run_dir("yellow 2024/1"), storage.run_dir("yellow 2024/1")
     assert a != b and a.is_dir() and b.is_dir() and a.parent == storage.root / "runs"
+
+
+def test_rows_record_paths_below_the_data_dir_and_survive_a_move(engine, settings, rng):
+    import shutil
+
+    from sqlalchemy.orm import Session
+
+    from db.masks import save_mask_version
+    from db.models import Image, MaskVersion
+    from db.projects import create_project, register_image
+    from db.storage import Storage
+
+    storage = Storage.from_settings(settings)
+    rgb = rng.integers(0, 255, (12, 16, 3), dtype=np.uint8)
+    mask = np.zeros((12, 16), bool)
+    mask[3:7, 4:9] = True
+    with Session(engine) as s, s.begin():
+        pid = create_project(s, "P", stain="yellow").id
+        image = register_image(s, storage, pid, rgb, name="a.png").image
+        version = save_mask_version(s, storage, image.id, mask, based_on=None, source="manual",
+                                    author_id=None)
+        image_path, mask_path, image_id, version_id = image.path, version.path, image.id, version.id
+        old = register_image(s, storage, pid, rgb[::-1].copy(), name="old.png").image
+        old.path = str(storage.resolve(old.path))  # a row written before keys: absolute
+        old_id = old.id
+    assert image_path.startswith("images/") and mask_path.startswith("masks/")
+    # A GPU host mounts the shared data dir elsewhere: keys and old absolute rows still read.
+    moved = settings.data_dir.parent / "mounted-elsewhere"
+    shutil.copytree(settings.data_dir, moved)
+    shutil.rmtree(settings.data_dir / "images")
+    there = Storage(moved)
+    with Session(engine) as s:
+        assert np.array_equal(there.read_image(s.get(Image, image_id).path), rgb)
+        assert np.array_equal(there.read_mask(s.get(MaskVersion, version_id).path), mask)
+        assert np.array_equal(there.read_image(s.get(Image, old_id).path), rgb[::-1])
+
+
+def test_storage_keys_and_resolve(storage):
+    path = storage.path_for("images", "cd" * 32)
+    assert storage.key(path) == f"images/cd/{'cd' * 32}.png"
+    assert storage.resolve(storage.key(path)) == path
+    assert storage.resolve("/not/in/the/store.png") == Path("/not/in/the/store.png")
+    assert storage.key("/not/in/the/store.png") == "/not/in/the/store.png"

@@ -287,7 +287,7 @@ def test_import_stores_images_through_the_store_keeping_png_files(engine, settin
     folder = settings.data_dir / "in" / "images"
     assert len(calls) == 2 and all(kw.get("encoded") for kw in calls)
     with Session(engine) as s:
-        stored = {im.original_name: Path(im.path) for im in s.scalars(select(Image))}
+        stored = {im.original_name: storage.resolve(im.path) for im in s.scalars(select(Image))}
     for name, path in stored.items():
         assert path.read_bytes() == (folder / name).read_bytes()
 
