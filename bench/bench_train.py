@@ -95,23 +95,23 @@ def main_bench() -> None:
           f"waiting for data {100 * share['wait_share']:.0f}% (target <= 20%)")
 
 
-def main_lr_compare(epochs: int, steps: int) -> None:
+def main_lr_compare(epochs: int, steps: int, seed: int) -> None:
     from training.demo import DEMO_CONFIG, demo_data
     from training.fit import train_run
 
-    train, validation, test = demo_data(0)
+    train, validation, test = demo_data(seed)
     print(f"# lr comparison {today()}  {machine_line()}")
     print(f"base {DEMO_CONFIG.base_filters}, crops {DEMO_CONFIG.crop_size}, batch "
           f"{DEMO_CONFIG.batch_size}, {epochs} epochs x {steps} steps, {len(train)} train / "
           f"{len(validation)} validation / {len(test)} test synthetic 600x800 images")
     for lr in (0.006, 0.001):
         config = dataclasses.replace(DEMO_CONFIG, learning_rate=lr, epochs=epochs,
-                                     steps_per_epoch=steps)
+                                     steps_per_epoch=steps, seed=seed)
         start = time.perf_counter()
         with tempfile.TemporaryDirectory() as tmp:
             out = train_run(train, validation, test, config, Path(tmp) / "run", manifest={})
         best_val = min(r["val_loss"] for r in out.history if r["val_loss"] is not None)
-        print(json.dumps({"learning_rate": lr, "best_val_loss": round(best_val, 4),
+        print(json.dumps({"seed": seed, "learning_rate": lr, "best_val_loss": round(best_val, 4),
                           "final_loss": round(out.history[-1]["loss"], 4),
                           "test_f1": round(out.metrics["f1"], 3),
                           "test_mae": round(out.metrics["mae"], 2),
@@ -124,8 +124,9 @@ if __name__ == "__main__":
     parser.add_argument("--lr-compare", action="store_true")
     parser.add_argument("--epochs", type=int, default=6)
     parser.add_argument("--steps", type=int, default=30)
+    parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
     if args.lr_compare:
-        main_lr_compare(args.epochs, args.steps)
+        main_lr_compare(args.epochs, args.steps, args.seed)
     else:
         main_bench()

@@ -254,6 +254,8 @@ def _checkpointer_class(keras):
                      "plateau": self.plateau.counters(), "early_stopping": self.stopper.counters(),
                      "best": self.best, "history": self.history,
                      "random": {"seed": self.config.seed, "next_epoch": epochs_done},
+                     # EarlyStopping ran before this callback: a resume must not train on.
+                     "stopped_early": bool(self.model.stop_training),
                      "config": self.config.to_dict()}
             text = json.dumps(state, indent=1)
             _write_atomic(self.directory / STATE_FILE, lambda p: p.write_text(text))
@@ -355,7 +357,7 @@ def fit(train: CropBatches, validation: CropBatches | None, config: TrainConfig,
                  Reporter(config.epochs, len(train), progress, should_cancel)]
     workers = config.loader_workers
     val_data = keras_dataset(validation, workers=workers) if monitor == "val_loss" else None
-    if done < config.epochs:
+    if done < config.epochs and not (state or {}).get("stopped_early"):
         model.fit(keras_dataset(train, workers=workers), validation_data=val_data,
                   epochs=config.epochs, initial_epoch=done, shuffle=False, verbose=0,
                   callbacks=callbacks)
