@@ -288,7 +288,7 @@ def _store_run(ctx: JobContext, project_id: int, run_dir: Path, results, samples
             image_id = int(res.key.split(":")[1])
             if image_id in done:
                 continue
-            heat = ctx.storage.put_heatmap(res.heatmap).path
+            heat = ctx.storage.key(ctx.storage.put_heatmap(res.heatmap).path)
             save_image_result(session, run.id, image_id, res.match, version_id=version[res.key],
                               objects=object_outcomes(truth[res.key], res.labels, res.heatmap,
                                                       res.match),
@@ -393,7 +393,7 @@ def run_count(ctx: JobContext, project_id: int | None, config: dict, previous: d
         labels = heatmap_to_labels(heat, run.postprocess, threshold=run.threshold)
         count = int(np.count_nonzero(np.unique(labels)))
         counts.append({"image_id": image_id, "name": name, "count": count,
-                       "heatmap_path": str(ctx.storage.put_heatmap(heat).path)})
+                       "heatmap_path": ctx.storage.key(ctx.storage.put_heatmap(heat).path)})
         ctx.progress((n + 1) / len(ids), f"Counted {n + 1}/{len(ids)} images")
     return {"run_dir": str(run.path), "model": run.name, "threshold": run.threshold,
             "counts": counts}

@@ -19,6 +19,7 @@ from db.masks import approve, save_mask_version
 from db.models import Image, ImageResult, ModelRun, ObjectOutcome
 from db.projects import create_project, register_image
 from db.settings import Settings
+from db.storage import Storage
 from training.jobs import REPO_ROOT, ensure_worker, submit
 from training.worker import WorkerOptions, run_worker
 
@@ -35,7 +36,6 @@ def project_db(tmp_path):
     settings = Settings(data_dir=tmp_path / "data", db_url=f"sqlite:///{tmp_path / 'ct.db'}")
     engine = make_engine(settings)
     upgrade(engine)
-    from db.storage import Storage
     storage = Storage.from_settings(settings)
     rng = np.random.default_rng(3)
     with Session(engine) as s, s.begin():
@@ -82,7 +82,9 @@ def test_train_job_end_to_end(project_db, tiny_config):
         run = s.scalar(select(ModelRun))
         results = s.scalars(select(ImageResult).where(ImageResult.run_id == run.id)).all()
         assert run.run_dir == str(run_dir) and run.threshold == job.result["thresholds"]["chosen"]
-        assert len(results) == 2 and all(Path(r.heatmap_path).is_file() for r in results)
+        storage = Storage.from_settings(settings)
+        assert len(results) == 2
+        assert all(storage.resolve(r.heatmap_path).is_file() for r in results)
         n_objects = len(s.scalars(select(ObjectOutcome)).all())
         assert n_objects == sum(r.tp + r.fp + r.fn for r in results)
         assert all(img.split_locked for img in s.scalars(select(Image).where(Image.split == "test")))
