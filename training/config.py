@@ -5,7 +5,7 @@ cut by 30% after 4 flat epochs, early stopping after 20) and section 3 (weighted
 a 50 px ring, class weights cell 1.5 / background 1).
 
 The learning rate default (0.001, the authors' code) was chosen by a short comparison with the
-paper's 0.006 on synthetic data; see ``bench/results_train.md``.
+paper's 0.006 on synthetic data; see ``bench/RESULTS.md``.
 """
 from __future__ import annotations
 
