@@ -712,8 +712,8 @@ def threshold_curve_for_run(session, storage, run_id: int, *, compute: bool = Fa
     """
     run = _get_run(session, run_id)
     marks = _run_thresholds(run)
-    stored = (run.metrics or {}).get("threshold_curve")
-    if isinstance(stored, dict) and stored.get("thresholds") and stored.get("f1"):
+    stored = _tuning_curve(run)
+    if stored is not None:
         return {**_curve_lists(stored), **marks, "source": "training images"}
     cache = Path(run.run_dir) / CURVE_FILE
     if cache.is_file():
@@ -751,16 +751,34 @@ def _curve_lists(d: dict) -> dict:
             if k in d}
 
 
+def _thresholds_file(run: ModelRun) -> dict:
+    """The run's thresholds.json, or {} when it is missing or unreadable."""
+    try:
+        got = json.loads((Path(run.run_dir) / "thresholds.json").read_text())
+    except (OSError, ValueError):
+        return {}
+    return got if isinstance(got, dict) else {}
+
+
 def _run_thresholds(run: ModelRun) -> dict:
     """best, knee and chosen of a run: its thresholds.json where readable, else the database."""
-    marks = {"best": None, "knee": None, "chosen": run.threshold}
-    try:
-        t = json.loads((Path(run.run_dir) / "thresholds.json").read_text())
-        marks.update({k: t.get(k) for k in ("best", "knee")})
-        marks["chosen"] = run.threshold if run.threshold is not None else t.get("chosen")
-    except (OSError, ValueError):
-        pass
+    t = _thresholds_file(run)
+    marks = {"best": t.get("best"), "knee": t.get("knee"), "chosen": run.threshold}
+    if run.threshold is None:
+        marks["chosen"] = t.get("chosen")
     return marks
+
+
+def _tuning_curve(run: ModelRun) -> dict | None:
+    """The F1 curve of the run's own threshold tuning (training images), where it kept one.
+
+    Training writes it into ``thresholds.json`` (``curve``: thresholds and f1); runs may also
+    carry one in their metrics (``threshold_curve``, with precision and recall).
+    """
+    for curve in ((run.metrics or {}).get("threshold_curve"), _thresholds_file(run).get("curve")):
+        if isinstance(curve, dict) and curve.get("thresholds") and curve.get("f1"):
+            return curve
+    return None
 
 
 # --- What an expert looks at ------------------------------------------------------------------

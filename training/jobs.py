@@ -274,8 +274,12 @@ def run_train(ctx: JobContext, project_id: int, config: dict, previous: dict) ->
 
 
 def _store_run(ctx: JobContext, project_id: int, run_dir: Path, results, samples, pairs,
-               run_id: int | None = None) -> int:
-    """Register the run (unless given) and keep every image's result, objects and heatmap."""
+               run_id: int | None = None, metrics: dict | None = None) -> int:
+    """Register the run (unless given) and keep every image's result, objects and heatmap.
+
+    ``metrics`` (a re-evaluation's scores) replace the run's stored scores, so the Dashboard's
+    figures describe the same test images as its per-image results.
+    """
     from db.runs import get_run, register_run, save_image_result
 
     truth = {s.key: s.labels for s in samples}
@@ -283,6 +287,8 @@ def _store_run(ctx: JobContext, project_id: int, run_dir: Path, results, samples
     with Session(ctx.engine) as session, session.begin():
         run = (get_run(session, run_id) if run_id is not None else
                register_run(session, project_id, run_dir, job_id=ctx.job_id))
+        if metrics is not None:
+            run.metrics = {**(run.metrics or {}), **metrics}
         done = _scored_images(session, run.id)
         for res in results:
             image_id = int(res.key.split(":")[1])
@@ -367,7 +373,8 @@ def run_evaluate(ctx: JobContext, project_id: int | None, config: dict, previous
         progress=lambda p: ctx.progress(p["step"] / p["steps"], f"Scoring {p['step']}/{p['steps']}"))
     if ctx.should_cancel():
         raise Cancelled("cancelled after scoring")
-    run_id = _store_run(ctx, project_id, run.path, results, test, pairs, run_id=run_id)
+    run_id = _store_run(ctx, project_id, run.path, results, test, pairs, run_id=run_id,
+                        metrics=metrics)
     return {"run_dir": str(run.path), "run_id": run_id, "metrics": metrics}
 
 

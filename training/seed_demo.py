@@ -11,9 +11,9 @@ What it builds:
   (``core.synthetic``), each with its automatic threshold mask (source ``auto``);
 - a seeded random split (a quarter test), and the generator's true cells as an approved
   version (source ``manual``) for every test image and every other train image;
-- the demo model from ``models/demo/`` registered as the project's promoted run, when both the
-  run directory and ``db.runs`` are there (scored on the test images where ``training.evaluate``
-  is available).
+- the demo model from ``models/demo/`` registered as the project's promoted run and scored on
+  the demo test split (``training.jobs.evaluate_run``: per-image results, object outcomes,
+  heatmaps).
 """
 from __future__ import annotations
 
@@ -102,28 +102,28 @@ def seed_demo(settings, *, engine=None, n_images: int = 24, shape=(600, 800), se
 
 
 def _register_demo_model(engine, settings, storage, pid: int, model_dir: Path) -> None:
-    """Register (and score, where the training code can) the committed demo run, once."""
+    """Register, promote and score the committed demo run on the test split, once.
+
+    A start that stopped after registering (the server killed while scoring) scores the run
+    on the next start: the check is for results, not for the run row.
+    """
+    from db import runs, users
+    from training.jobs import evaluate_run
+
     if not (model_dir / "config.json").is_file():
         log.info("No demo model at %s; run `make demo-model` to build it.", model_dir)
         return
-    try:
-        from db import runs
-    except ImportError:
-        log.info("db.runs is not available; the demo model is not registered.")
-        return
-    from db import users
-
     with transaction(engine) as s:
-        if any(r.run_dir == str(model_dir.resolve()) for r in runs.list_runs(s, pid)):
-            return
-        run_id = runs.register_run(s, pid, model_dir, name="demo").id
-        runs.promote_run(s, run_id, actor=users.get_user(s, "admin"))
-    try:
-        from training.evaluate import evaluate_run
-    except ImportError:
-        log.info("training.evaluate is not available; the demo model keeps its own metrics.json.")
-        return
-    evaluate_run(settings, run_id)
+        run = next((r for r in runs.list_runs(s, pid)
+                    if r.run_dir == str(model_dir.resolve())), None)
+        if run is None:
+            run = runs.register_run(s, pid, model_dir, name="demo")
+            runs.promote_run(s, run.id, actor=users.get_user(s, "admin"))
+        run_id, scored = run.id, bool(runs.image_results(s, run.id, limit=1))
+    if not scored:
+        # Scored here, in this process, so the Predictions and Dashboard pages have per-image
+        # results, object outcomes and heatmaps on the first visit (no job, no worker).
+        evaluate_run(settings, run_id, engine=engine)
 
 
 def prelabel_with_model(session, storage, run, image_ids, *, user_id=None, progress=None) -> int:
