@@ -82,10 +82,15 @@ else:
             if key in curve:
                 fig.add_trace(go.Scatter(x=curve["thresholds"], y=curve[key], name=key,
                                          mode="lines", line={"dash": dash}))
-        for mark, colour in (("chosen", "green"), ("knee", "orange"), ("best", "grey")):
+        # Marks at the same threshold share one line and label (they overprint otherwise).
+        at: dict[float, list[str]] = {}
+        for mark in ("chosen", "knee", "best"):
             if curve.get(mark) is not None:
-                fig.add_vline(x=curve[mark], line_color=colour, line_dash="dash",
-                              annotation_text=f"{mark} {curve[mark]:.3f}")
+                at.setdefault(round(float(curve[mark]), 4), []).append(mark)
+        colour = {"chosen": "green", "knee": "orange", "best": "grey"}
+        for x, marks in at.items():
+            fig.add_vline(x=x, line_color=colour[marks[0]], line_dash="dash",
+                          annotation_text=f"{' = '.join(marks)} {x:.3f}")
         fig.update_layout(xaxis_title="threshold", yaxis_title="score", height=360,
                           title=f"Scores against threshold ({curve['source']})")
         st.plotly_chart(fig, key="dash_fig_curve")
