@@ -86,6 +86,8 @@ if queued:
             job_id = jobs.submit(ui.settings(), "train", project=pid, created_by=who.id,
                                  config={"train": config.to_dict(), "name": name.strip() or None},
                                  engine=ui.engine())
+            # Watched from now on, so even a job that ends before the next refresh is announced.
+            st.session_state.setdefault("train_watched", set()).add(job_id)
             st.success(f"Training job {job_id} is queued.")
         except ValueError as exc:
             st.error(str(exc))
@@ -100,14 +102,36 @@ def _duration(seconds) -> str:
         f"{seconds // 60}m{seconds % 60:02d}s")
 
 
+def _ended_note(job) -> tuple[str, str]:
+    """(kind of box, sentence) for a job this session watched until it ended."""
+    if job.status == "done":
+        run = (f"; run {int(job.run_id)} is listed under Runs" if pd.notna(job.run_id)
+               else "")
+        return "success", f"Job {job.job_id} ({job.kind}) is done{run}."
+    if job.status == "failed":
+        return "error", f"Job {job.job_id} ({job.kind}) failed: {job.error or job.message}"
+    return "info", f"Job {job.job_id} ({job.kind}) was cancelled: {job.message}"
+
+
 @st.fragment(run_every=REFRESH_S)
 def live_jobs():
     """Re-read the job rows every few seconds; the state is in the database, so a reload of the
-    page finds the same jobs."""
+    page finds the same jobs. A job seen running here and then ending is announced, and the
+    whole page reruns once so the past jobs and runs below include it."""
     with ui.session() as s:
         table = insights.jobs_table(s, pid, kinds=("train", "evaluate"))
     active = table[table["status"].isin(ACTIVE)]
+    watched = st.session_state.setdefault("train_watched", set())
+    ended = table[table["job_id"].isin(watched) & ~table["status"].isin(ACTIVE)]
+    notes = st.session_state.setdefault("train_ended", [])
+    notes.extend(_ended_note(j) for j in ended.itertuples())
+    watched.difference_update(ended["job_id"])
+    watched.update(int(i) for i in active["job_id"])
+    if not ended.empty:
+        st.rerun()
     st.subheader("Running and queued")
+    for box, note in notes[-3:]:
+        getattr(st, box)(note)
     if active.empty:
         st.caption("No training job is running.")
     for j in active.itertuples():

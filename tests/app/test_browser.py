@@ -1,4 +1,5 @@
-"""One real-browser path: sign in, draw a filled cell on the Correct canvas with the mouse, save.
+"""Two real-browser paths: sign in, draw a filled cell on the Correct canvas with the mouse, save;
+and queue a tiny training job from the Train page and watch its progress until it is done.
 
 Starts ``streamlit run app.py`` on 127.0.0.1 (a free port) against the shared test database and
 drives Debian's Chromium with Playwright (never a downloaded browser). Screenshots of the Review
@@ -9,6 +10,8 @@ from __future__ import annotations
 
 import math
 import os
+import re
+import signal
 import socket
 import subprocess
 import sys
@@ -157,4 +160,68 @@ def test_draw_a_cell_with_the_mouse_and_save(server, browser, app_db):
         new = masks.head_version(s, image_id)
         assert len(masks.versions(s, image_id)) == n_versions + 1
     assert new.source == "manual" and new.object_count == n_objects + 1
+    page.close()
+
+
+#: The Train form's fields for a job that trains in seconds: base 2, one epoch of two 64 px steps.
+TINY = {"Base filters": 2, "Most epochs": 1, "Crop size (multiple of 8)": 64, "Batch size": 2,
+        "Steps per epoch (0 = all crops)": 2}
+
+
+@pytest.fixture
+def worker_stopped(app_db):
+    """After the test: the detached worker the Train page started is gone, and no job of the
+    test is left running (a worker ends by itself once the queue is empty; this is for failures)."""
+    from training.jobs import _alive, worker_pid
+
+    yield
+    pid = worker_pid(app_db.settings)
+    if pid is None:
+        return
+    # Started with its own session (training.jobs.ensure_worker), so its group id is its pid.
+    os.killpg(pid, signal.SIGTERM)
+    deadline = time.time() + 15
+    while _alive(pid) and time.time() < deadline:
+        time.sleep(0.2)
+    if _alive(pid):
+        os.killpg(pid, signal.SIGKILL)
+
+
+def test_queue_a_tiny_training_job_and_watch_it_finish(server, browser, app_db, worker_stopped):
+    from sqlalchemy import select
+
+    from db.models import ImageResult, Job, ModelRun
+
+    page = browser.new_page(viewport={"width": 1400, "height": 1000})
+    sign_in(page, server, "operator", "operator-demo")
+    page.get_by_role("link", name="Train").click()
+    page.get_by_role("button", name="Retrain").wait_for(timeout=60_000)
+    for label, value in TINY.items():
+        box = page.get_by_label(label, exact=True)
+        box.fill(str(value))
+        box.press("Tab")
+    page.get_by_text("Augment crops").click()  # off: the fewest seconds per step
+    page.get_by_label("Run name (optional)").fill("browser-tiny")
+    page.get_by_role("button", name="Retrain").click()
+    queued = page.get_by_text(re.compile(r"Training job \d+ is queued"))
+    queued.wait_for(timeout=60_000)
+    job_id = int(re.search(r"job (\d+)", queued.text_content()).group(1))
+
+    # The live progress lists the job (queued or running), then announces it done.
+    page.get_by_text(f"Job {job_id} (train, ").first.wait_for(timeout=30_000)
+    try:
+        page.get_by_text(f"Job {job_id} (train) is done").wait_for(timeout=150_000)
+    except Exception:
+        page.screenshot(path=str(Path(tempfile.gettempdir()) / "celltally-failed-train.png"),
+                        full_page=True)
+        with app_db.session() as s:
+            job = s.get(Job, job_id)
+            raise AssertionError(f"job {job_id} is {job.status}: {job.message} {job.error}")
+    SHOTS.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(SHOTS / "train.png"), full_page=True)
+    with app_db.session() as s:
+        assert s.get(Job, job_id).status == "done"
+        run = s.scalars(select(ModelRun).where(ModelRun.job_id == job_id)).one()
+        assert run.config["base_filters"] == 2 and run.config["epochs"] == 1
+        assert s.scalars(select(ImageResult).where(ImageResult.run_id == run.id)).all()
     page.close()

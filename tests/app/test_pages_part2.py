@@ -280,6 +280,9 @@ def test_queue_a_tiny_training_job_and_see_it_listed(app_as, app_db, monkeypatch
     at.button(key=f"train_cancel_{job.id}").click().run()
     with app_db.session() as s:
         assert s.get(Job, job.id).cancel_requested or s.get(Job, job.id).status == "cancelled"
+    # The job this session watched is announced when it ends (a queued one ends at once).
+    at.run()
+    assert any(f"Job {job.id} (train) was cancelled" in i.value for i in at.info)
 
 
 def test_only_admins_promote(app_as, part2_run):
