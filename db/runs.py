@@ -12,7 +12,7 @@ import logging
 from pathlib import Path
 from typing import Any, Iterable, Mapping, NamedTuple
 
-from sqlalchemy import func, select
+from sqlalchemy import delete, func, select
 from sqlalchemy.orm import Session
 
 from db import audit
@@ -23,8 +23,9 @@ from db.projects import get_project, lock_splits
 from db.users import require_role
 
 __all__ = ["TrainingItem", "training_items", "register_run", "get_run", "list_runs",
-           "promote_run", "promoted_run", "set_threshold", "save_image_result", "image_results",
-           "object_outcomes", "run_scores", "RUN_FILES"]
+           "promote_run", "promoted_run", "set_threshold", "save_image_result",
+           "ScoredImage", "replace_image_results", "image_results", "object_outcomes",
+           "run_scores", "RUN_FILES"]
 
 log = logging.getLogger(__name__)
 
@@ -218,6 +219,62 @@ def save_image_result(session: Session, run_id: int, image_id: int, scores: Any,
     lock_splits(session, [image_id])
     session.flush()
     return result
+
+
+class ScoredImage(NamedTuple):
+    """One image's result for :func:`replace_image_results` (the fields of
+    :func:`save_image_result`)."""
+
+    image_id: int
+    scores: Any
+    objects: Iterable[Any] = ()
+    heatmap_path: str | Path | None = None
+    version_id: int | None = None
+
+
+def replace_image_results(session: Session, run_id: int, results: Iterable[ScoredImage], *,
+                          metrics: Mapping[str, Any] | None = None) -> list[ImageResult]:
+    """Replace every per-image result of a run (and their objects) by ``results``.
+
+    What a re-evaluation stores: images scored before and missing now lose their result, the
+    others get the new one. It all happens in the caller's transaction, so readers see the old
+    results or the new ones, never a mix; scored images' splits stay locked.
+
+    Parameters
+    ----------
+    results : iterable of ScoredImage (or mappings with its fields)
+        At most one per image.
+    metrics : mapping, optional
+        The scores of this evaluation; they replace those keys of the run's stored metrics
+        (the Dashboard's figures), other keys (epochs run, say) are kept.
+
+    Returns
+    -------
+    list of ImageResult
+        The new rows, in the order given.
+    """
+    run = get_run(session, run_id)
+    rows = [ScoredImage(**r) if isinstance(r, Mapping) else ScoredImage(*r) for r in results]
+    ids = [int(r.image_id) for r in rows]
+    if len(set(ids)) != len(ids):
+        twice = sorted({i for i in ids if ids.count(i) > 1})
+        raise ValueError(f"Images {twice} have more than one result; give one result per image.")
+    old = set(session.scalars(select(ImageResult.id).where(ImageResult.run_id == run.id)))
+    if old:
+        session.execute(delete(ObjectOutcome).where(ObjectOutcome.result_id.in_(old)),
+                        execution_options={"synchronize_session": False})
+        session.execute(delete(ImageResult).where(ImageResult.id.in_(old)),
+                        execution_options={"synchronize_session": False})
+    # The bulk deletes bypass the session; forget the loaded copies of what they removed.
+    for obj in list(session.identity_map.values()):
+        if (isinstance(obj, ImageResult) and obj.id in old
+                or isinstance(obj, ObjectOutcome) and obj.result_id in old):
+            session.expunge(obj)
+    if metrics is not None:
+        run.metrics = {**(run.metrics or {}), **dict(metrics)}
+    return [save_image_result(session, run.id, r.image_id, r.scores, objects=r.objects,
+                              heatmap_path=r.heatmap_path, version_id=r.version_id)
+            for r in rows]
 
 
 def image_results(session: Session, run_id: int, *, sort: str = "errors", only_errors: bool = False,

@@ -275,38 +275,29 @@ def run_train(ctx: JobContext, project_id: int, config: dict, previous: dict) ->
 
 def _store_run(ctx: JobContext, project_id: int, run_dir: Path, results, samples, pairs,
                run_id: int | None = None, metrics: dict | None = None) -> int:
-    """Register the run (unless given) and keep every image's result, objects and heatmap.
+    """Register the run (unless given) and store every image's result, objects and heatmap.
 
+    The run's earlier results are replaced in the same transaction, so a re-evaluation (after
+    new ground truth, say) rescores every test image instead of adding only new ones.
     ``metrics`` (a re-evaluation's scores) replace the run's stored scores, so the Dashboard's
     figures describe the same test images as its per-image results.
     """
-    from db.runs import get_run, register_run, save_image_result
+    from db.runs import ScoredImage, get_run, register_run, replace_image_results
 
     truth = {s.key: s.labels for s in samples}
     version = {f"image:{image_id}": v for image_id, v in pairs}
+    scored = []
+    for res in results:
+        heat = ctx.storage.key(ctx.storage.put_heatmap(res.heatmap).path)
+        scored.append(ScoredImage(int(res.key.split(":")[1]), res.match,
+                                  object_outcomes(truth[res.key], res.labels, res.heatmap,
+                                                  res.match),
+                                  heatmap_path=heat, version_id=version[res.key]))
     with Session(ctx.engine) as session, session.begin():
         run = (get_run(session, run_id) if run_id is not None else
                register_run(session, project_id, run_dir, job_id=ctx.job_id))
-        if metrics is not None:
-            run.metrics = {**(run.metrics or {}), **metrics}
-        done = _scored_images(session, run.id)
-        for res in results:
-            image_id = int(res.key.split(":")[1])
-            if image_id in done:
-                continue
-            heat = ctx.storage.key(ctx.storage.put_heatmap(res.heatmap).path)
-            save_image_result(session, run.id, image_id, res.match, version_id=version[res.key],
-                              objects=object_outcomes(truth[res.key], res.labels, res.heatmap,
-                                                      res.match),
-                              heatmap_path=heat)
+        replace_image_results(session, run.id, scored, metrics=metrics)
         return run.id
-
-
-def _scored_images(session: Session, run_id: int) -> set[int]:
-    """Images that already have a result for this run (one result per run and image)."""
-    from db.models import ImageResult
-
-    return set(session.scalars(select(ImageResult.image_id).where(ImageResult.run_id == run_id)))
 
 
 def object_outcomes(true_labels, pred_labels, heatmap, match) -> list[dict]:

@@ -129,3 +129,34 @@ def test_training_items_results_promotion(engine, storage, tmp_path):
         runs.set_threshold(s, run.id, 0.45, actor=admin)
         saved = json.loads((tmp_path / "run1" / "thresholds.json").read_text())
         assert saved["chosen"] == 0.45 and saved["best"] == 0.6
+
+
+def test_replace_image_results_swaps_results_and_objects_at_once(engine, storage, tmp_path):
+    with Session(engine) as s, s.begin():
+        p, images = project_with_images(s, storage, 3)
+        for image in images:
+            image.split = "test"
+        run = runs.register_run(s, p.id, _run_dir(tmp_path, {}))
+        tp = {"outcome": "TP", "centroid": (10, 10), "bbox": (5, 5, 16, 16), "iou": 0.9}
+        fp = {"outcome": "FP", "centroid": (30, 40), "bbox": (25, 35, 35, 45)}
+        for image in images[:2]:
+            runs.save_image_result(s, run.id, image.id, {"tp": 1, "fp": 1, "fn": 0, "n_true": 1,
+                                                         "n_pred": 2, "iou": 0.5},
+                                   objects=[tp, fp])
+        new = runs.replace_image_results(s, run.id, [
+            runs.ScoredImage(images[1].id, {"tp": 1, "fp": 0, "fn": 0, "n_true": 1, "n_pred": 1,
+                                            "iou": 0.9}, [tp], heatmap_path="heatmaps/ab/x.png"),
+            {"image_id": images[2].id, "scores": {"tp": 0, "fp": 0, "fn": 2, "n_true": 2,
+                                                  "n_pred": 0, "iou": 0.0}}],
+            metrics={"f1": 0.4, "n_images": 2})
+        rows = {r["image_id"]: r for r in runs.image_results(s, run.id)}
+        assert set(rows) == {images[1].id, images[2].id}
+        assert (rows[images[1].id]["fp"], rows[images[1].id]["heatmap_path"]) == (0, "heatmaps/ab/x.png")
+        assert [o.outcome for o in runs.object_outcomes(s, new[0].id)] == ["TP"]
+        assert s.get(Image, images[2].id).split_locked
+        assert runs.get_run(s, run.id).metrics == {"f1": 0.4, "mae": 1.5, "n_images": 2}
+        with pytest.raises(ValueError, match="one result per image"):
+            runs.replace_image_results(s, run.id, [(images[0].id, {}), (images[0].id, {})])
+    with Session(engine) as s:  # committed: no objects of the replaced results are left
+        from db.models import ObjectOutcome
+        assert len(s.query(ObjectOutcome).all()) == 1

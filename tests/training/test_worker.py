@@ -23,7 +23,7 @@ from db.storage import Storage
 from training.jobs import REPO_ROOT, ensure_worker, submit
 from training.worker import WorkerOptions, run_worker
 
-from .conftest import draw_sample
+from .conftest import SHAPE, draw_sample
 
 pytestmark = pytest.mark.slow
 
@@ -207,6 +207,42 @@ def test_evaluate_job_scores_a_registered_run_once_per_image(project_db, tmp_pat
     assert again["metrics"]["n_images"] == 2
     with Session(engine) as s:
         assert len(s.scalars(select(ImageResult)).all()) == 2
+
+
+def test_a_reevaluation_replaces_every_result(project_db, tmp_path):
+    """New ground truth on a test image, then evaluate again: that image is rescored."""
+    from core.model import build_cresunet
+    from core.postprocess import PostprocessParams
+    from core.run import save_run
+    from db.runs import register_run
+    from training.jobs import evaluate_run
+
+    settings, engine = project_db
+    storage = Storage.from_settings(settings)
+    run_dir = save_run(tmp_path / "run", model=build_cresunet(2), config={"base_filters": 2},
+                       postprocess=PostprocessParams.paper(cell_diameter=14),
+                       thresholds={"best": 0.5, "knee": None, "chosen": 0.5}, metrics={},
+                       manifest={})
+    with Session(engine) as s, s.begin():
+        test_id = s.scalars(select(Image.id).where(Image.split == "test")).first()
+        run_id = register_run(s, s.get(Image, test_id).project_id, run_dir).id
+    evaluate_run(settings, run_id, engine=engine)
+    with Session(engine) as s, s.begin():  # the expert finds no cell at all on it
+        image = s.get(Image, test_id)
+        empty = save_mask_version(s, storage, test_id, np.zeros(SHAPE, bool),
+                                  based_on=image.head_version_id, source="manual", author_id=None)
+        approve(s, test_id, user_id=None, version_id=empty.id)
+        empty_id = empty.id
+    metrics = evaluate_run(settings, run_id, engine=engine)["metrics"]
+    with Session(engine) as s:
+        results = s.scalars(select(ImageResult).where(ImageResult.run_id == run_id)).all()
+        rescored = next(r for r in results if r.image_id == test_id)
+        assert len(results) == 2 and rescored.version_id == empty_id and rescored.n_true == 0
+        assert not s.scalars(select(ObjectOutcome).where(ObjectOutcome.result_id == rescored.id,
+                                                         ObjectOutcome.outcome != "FP")).all()
+        outcomes = s.scalars(select(ObjectOutcome)).all()
+        assert {o.result_id for o in outcomes} <= {r.id for r in results}  # none left behind
+        assert s.get(ModelRun, run_id).metrics["tp"] == metrics["tp"] == sum(r.tp for r in results)
 
 
 def test_cli_status_lists_jobs(project_db, capsys, monkeypatch):
