@@ -66,7 +66,8 @@ def _add_import(sub) -> None:
 
 def _add_export(sub) -> None:
     exp = sub.add_parser("export", help="export counts, masks, COCO or VIA")
-    exp.add_argument("what", choices=["counts", "masks", "coco", "via"])
+    exp.add_argument("kind", choices=["counts", "masks", "coco", "via"],
+                     help="what to write: a counts CSV, a zip of masks, COCO JSON or VIA JSON")
     exp.add_argument("--project", required=True)
     exp.add_argument("--out", required=True, type=Path)
     exp.add_argument("--split", choices=["train", "test", "unassigned"], default=None)

@@ -47,7 +47,7 @@ def test_import_and_export_arguments_parse():
         ["import", "/data/fnc", "--project", "Y", "--format", "fnc", "--masks", "/m", "--approved"])
     assert (args.format, args.approved, args.masks, args.no_prelabel) == ("fnc", True, Path("/m"), False)
     args = cli.build_parser().parse_args(["export", "counts", "--project", "Y", "--out", "c.csv"])
-    assert (args.what, args.out, args.split) == ("counts", Path("c.csv"), None)
+    assert (args.kind, args.out, args.split) == ("counts", Path("c.csv"), None)
 
 
 def test_backup_of_a_live_sqlite_database(local, tmp_path):
@@ -102,3 +102,72 @@ def test_import_a_folder_under_a_user_name(local, monkeypatch, capsys):
         assert batch.user_id == ann.id
         assert s.query(Image).count() == 2 and s.query(MaskVersion).count() == 2
     engine.dispose()
+
+
+# ------------------------------------------------------------------ import, split, export on both databases
+
+def _cells_folder(root: Path, n: int = 3) -> Path:
+    """``root/images`` with n small pictures, and ``root/masks`` with a two-cell mask for each."""
+    from core.io import write_image, write_mask
+
+    for k in range(n):
+        rgb = np.random.default_rng(k).integers(0, 30, (40, 48, 3), dtype=np.uint8)
+        mask = np.zeros((40, 48), bool)
+        mask[5:12, 6:14] = mask[22:31, 28:37] = True
+        rgb[mask] = (220, 180, 20)
+        (root / "images").mkdir(parents=True, exist_ok=True)
+        (root / "masks").mkdir(parents=True, exist_ok=True)
+        write_image(root / "images" / f"cells_{k}.png", rgb)
+        write_mask(root / "masks" / f"cells_{k}.png", mask)
+    return root
+
+
+@pytest.fixture
+def imported(settings, capsys):
+    """Project Y with three images and their masks, imported through the command line."""
+    folder = _cells_folder(settings.data_dir / "incoming")
+    assert cli.main(["project", "create", "Y", "--stain", "yellow"], settings) == 0
+    assert cli.main(["import", str(folder / "images"), "--masks", str(folder / "masks"),
+                     "--project", "Y", "--approved"], settings) == 0
+    assert "Imported 3 images." in capsys.readouterr().out
+    return settings
+
+
+def _parsed_export(kind: str, path: Path):
+    """The export file read back: CSV rows, zip names, or the JSON document."""
+    import csv
+    import io
+    import json
+    import zipfile
+
+    if kind == "counts":
+        return list(csv.DictReader(io.StringIO(path.read_text())))
+    if kind == "masks":
+        with zipfile.ZipFile(path) as zf:
+            return zf.namelist()
+    return json.loads(path.read_text())
+
+
+@pytest.mark.parametrize("kind", ["counts", "masks", "coco", "via"])
+def test_export_through_the_parser_writes_every_kind(imported, kind, tmp_path, capsys):
+    out = tmp_path / "out" / f"export.{kind}"
+    assert cli.main(["export", kind, "--project", "Y", "--out", str(out)], imported) == 0
+    assert f"Wrote {kind} for 3 images to {out}." in capsys.readouterr().out
+    assert out.stat().st_size > 0
+    found = _parsed_export(kind, out)
+    if kind == "counts":
+        assert sorted(r["image"] for r in found) == [f"cells_{k}.png" for k in range(3)]
+    elif kind == "masks":
+        assert len([n for n in found if n.endswith(".png")]) == 3
+    elif kind == "coco":
+        assert found["categories"][0]["name"] == "yellow cell"
+        assert len(found["images"]) == 3 and len(found["annotations"]) == 6
+    else:
+        files = found["_via_img_metadata"].values()
+        assert sorted(len(f["regions"]) for f in files) == [2, 2, 2]
+
+
+def test_export_of_an_unknown_project_says_so(imported, tmp_path, capsys):
+    out = tmp_path / "nothing.csv"
+    assert cli.main(["export", "counts", "--project", "Nope", "--out", str(out)], imported) == 2
+    assert "Export failed" in capsys.readouterr().err and not out.exists()
