@@ -14,7 +14,9 @@ def full_frame_reference(labels, sigma, ring, cell_weight=1.5, background_weight
     total = np.zeros(labels.shape)
     for i in np.unique(labels)[1:]:
         d = ndi.distance_transform_edt(labels != i)
-        total += np.exp(-d**2 / (2 * sigma**2)) * (d <= ring)
+        total += np.exp(-d**2 / (2 * sigma**2))
+    near = ndi.distance_transform_edt(labels == 0) <= ring   # within `ring` of SOME cell
+    total = np.where(near, total, 0.0)
     return np.where(labels > 0, cell_weight, background_weight * np.maximum(1.0, total))
 
 
@@ -49,8 +51,9 @@ def test_single_pixel_objects_by_hand():
     e = lambda d2: math.exp(-d2 / 50.0)
     # (12, 15): squared distances 4+25, 4+25, 36 to the three points.
     assert w[12, 15] == pytest.approx(2 * e(29) + e(36), rel=1e-6)
-    # (10, 13): 3 px from object 1, 7 from object 2, sqrt(9+64) > 8 from object 3.
-    assert w[10, 13] == pytest.approx(e(9) + e(49), rel=1e-6)
+    # (10, 13): 3 px from object 1, 7 from object 2 and sqrt(64+4) from object 3: inside the ring
+    # of object 1, so all three terms count, the far one too (its term 0.26 is above tolerance).
+    assert w[10, 13] == pytest.approx(e(9) + e(49) + e(68), rel=1e-6)
     assert w[10, 10] == 1.5
 
 
@@ -61,14 +64,19 @@ def test_floor_at_one_next_to_a_single_cell():
     assert background.min() == 1.0 and background.max() == 1.0
 
 
-def test_ring_cuts_each_contribution():
-    # A pixel 4 px from object 1 and 6 px from object 2, sigma 10:
-    # exp(-16/200) + exp(-36/200) = 1.758 when both count, 0.923 -> floored to 1 when only one does.
-    labels = np.zeros((5, 20), np.int32)
+def test_ring_picks_pixels_not_objects():
+    # A pixel 4 px from object 1 and 6 px from object 2, sigma 10: exp(-16/200) + exp(-36/200)
+    # = 1.758 whenever the pixel is within `ring` of some cell, even when one cell is beyond it.
+    labels = np.zeros((5, 30), np.int32)
     labels[2, 4], labels[2, 14] = 1, 2
-    assert weight_map(labels, sigma=10.0, ring=5)[2, 8] == 1.0
     both = math.exp(-16 / 200) + math.exp(-36 / 200)
+    assert weight_map(labels, sigma=10.0, ring=5)[2, 8] == pytest.approx(both, rel=1e-6)
     assert weight_map(labels, sigma=10.0, ring=6)[2, 8] == pytest.approx(both, rel=1e-6)
+    # 6 px from object 2 and 16 px from object 1: outside a 5 px ring of both -> plain 1.
+    assert weight_map(labels, sigma=10.0, ring=5)[2, 20] == 1.0
+    # ...but inside a 6 px ring: exp(-36/200) + exp(-256/200) = 1.113.
+    inside = math.exp(-36 / 200) + math.exp(-256 / 200)
+    assert weight_map(labels, sigma=10.0, ring=6)[2, 20] == pytest.approx(inside, rel=1e-6)
 
 
 def test_class_weights_apply_once():
@@ -109,3 +117,20 @@ def test_bad_parameters():
         weight_map(np.zeros((4, 4), bool), sigma=0.0)
     with pytest.raises(ValueError, match="ring"):
         weight_map(np.zeros((4, 4), bool), ring=-1)
+
+
+def test_a_far_object_still_adds_to_a_pixel_inside_the_ring():
+    """METHOD.md: the ring picks the pixels that take the sum, not the objects in it.
+
+    Two 1-px cells on one row: the pixel 5 px right of the first is 55 px left of the second, so
+    S = exp(-25/1250) + exp(-3025/1250), computed by hand: 0.98020 + 0.08892 = 1.06912.
+    """
+    labels = np.zeros((3, 200), np.int32)
+    labels[1, 20] = 1
+    labels[1, 80] = 2
+    w = weight_map(labels, sigma=25.0, ring=50)
+    want = math.exp(-25 / 1250) + math.exp(-3025 / 1250)
+    assert float(w[1, 25]) == pytest.approx(want, rel=1e-5)
+    assert float(w[1, 25]) == pytest.approx(1.06912, abs=1e-4)
+    # 60 px right of the second cell: outside the ring of every cell, so plain background.
+    assert float(w[1, 140]) == 1.0
