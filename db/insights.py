@@ -29,6 +29,7 @@ import pandas as pd
 from sqlalchemy import func, select
 
 from core.agreement import Agreement, bland_altman, doubt, summarize_groups
+from db.runs import run_path
 from db.models import (AdjudicationDecision, AdjudicationItem, Approval, Image,
                        ImageResult, MaskVersion, ModelRun, ObjectDecision, ObjectOutcome, Project,
                        ReviewAssignment, User)
@@ -568,8 +569,9 @@ class ImageOutcome:
     match: Any
 
 
-def run_postprocess(run: ModelRun):
-    """The post-processing params a run counts with (from its config, else its run directory)."""
+def run_postprocess(run: ModelRun, storage=None):
+    """The post-processing params a run counts with (from its config, else its run directory,
+    found through ``storage`` when the run is recorded below the data dir)."""
     from core.postprocess import PostprocessParams
 
     params = (run.config or {}).get("postprocess")
@@ -579,7 +581,7 @@ def run_postprocess(run: ModelRun):
         except (TypeError, KeyError, ValueError):
             log.warning("run %s: postprocess params in the database are invalid", run.id)
     from core.run import load_run
-    return load_run(run.run_dir, with_model=False).postprocess
+    return load_run(run_path(run, storage), with_model=False).postprocess
 
 
 def _get_run(session, run_id: int) -> ModelRun:
@@ -633,7 +635,7 @@ def image_outcome(session, storage, run_id: int, image_id: int,
     t = float(threshold if threshold is not None else (run.threshold or 0.5))
     if not 0.0 < t < 1.0:
         raise ValueError(f"The threshold must be between 0 and 1, got {t}.")
-    params = run_postprocess(run)
+    params = run_postprocess(run, storage)
     pred = heatmap_to_labels(heat, params, threshold=t)
     truth = _truth_labels(session, storage, result, heat.shape)
     max_distance = float((run.config or {}).get("match_distance", 50.0))
@@ -711,11 +713,11 @@ def threshold_curve_for_run(session, storage, run_id: int, *, compute: bool = Fa
         ``compute`` is False.
     """
     run = _get_run(session, run_id)
-    marks = _run_thresholds(run)
-    stored = _tuning_curve(run)
+    marks = _run_thresholds(run, storage)
+    stored = _tuning_curve(run, storage)
     if stored is not None:
         return {**_curve_lists(stored), **marks, "source": "training images"}
-    cache = Path(run.run_dir) / CURVE_FILE
+    cache = run_path(run, storage) / CURVE_FILE
     if cache.is_file():
         try:
             got = json.loads(cache.read_text())
@@ -734,7 +736,7 @@ def threshold_curve_for_run(session, storage, run_id: int, *, compute: bool = Fa
         raise ValueError(f"Run {run_id} kept no heatmaps; evaluate it again to draw its curve.")
     heats = [storage.read_heatmap(r.heatmap_path) for r in results]
     truths = [_truth_labels(session, storage, r, h.shape) for r, h in zip(results, heats)]
-    c = threshold_curve(heats, truths, run_postprocess(run))
+    c = threshold_curve(heats, truths, run_postprocess(run, storage))
     got = {"thresholds": c.thresholds.tolist(), "f1": c.f1.tolist(),
            "precision": c.precision.tolist(), "recall": c.recall.tolist(),
            "best": c.best, "knee": c.knee}
@@ -751,31 +753,32 @@ def _curve_lists(d: dict) -> dict:
             if k in d}
 
 
-def _thresholds_file(run: ModelRun) -> dict:
+def _thresholds_file(run: ModelRun, storage) -> dict:
     """The run's thresholds.json, or {} when it is missing or unreadable."""
     try:
-        got = json.loads((Path(run.run_dir) / "thresholds.json").read_text())
+        got = json.loads((run_path(run, storage) / "thresholds.json").read_text())
     except (OSError, ValueError):
         return {}
     return got if isinstance(got, dict) else {}
 
 
-def _run_thresholds(run: ModelRun) -> dict:
+def _run_thresholds(run: ModelRun, storage) -> dict:
     """best, knee and chosen of a run: its thresholds.json where readable, else the database."""
-    t = _thresholds_file(run)
+    t = _thresholds_file(run, storage)
     marks = {"best": t.get("best"), "knee": t.get("knee"), "chosen": run.threshold}
     if run.threshold is None:
         marks["chosen"] = t.get("chosen")
     return marks
 
 
-def _tuning_curve(run: ModelRun) -> dict | None:
+def _tuning_curve(run: ModelRun, storage) -> dict | None:
     """The F1 curve of the run's own threshold tuning (training images), where it kept one.
 
     Training writes it into ``thresholds.json`` (``curve``: thresholds and f1); runs may also
     carry one in their metrics (``threshold_curve``, with precision and recall).
     """
-    for curve in ((run.metrics or {}).get("threshold_curve"), _thresholds_file(run).get("curve")):
+    for curve in ((run.metrics or {}).get("threshold_curve"),
+                  _thresholds_file(run, storage).get("curve")):
         if isinstance(curve, dict) and curve.get("thresholds") and curve.get("f1"):
             return curve
     return None
@@ -995,8 +998,10 @@ def count_results(session, storage, job_id: int, *, rois: dict | None = None) ->
     result = job.result or {}
     project = session.get(Project, job.project_id) if job.project_id else None
     pixel = project.pixel_size_um if project is not None else None
-    run = (session.scalars(select(ModelRun).where(ModelRun.run_dir == result.get("run_dir")))
-           .first() if result.get("run_dir") else None)
+    recorded = result.get("run_dir")
+    # The job may name the run by its key or by an absolute path; the row holds one of them.
+    run = (session.scalars(select(ModelRun).where(ModelRun.run_dir.in_(
+        {recorded, storage.key(storage.resolve(recorded))}))).first() if recorded else None)
     rows = []
     for entry in result.get("counts", []):
         image = session.get(Image, int(entry["image_id"]))
@@ -1006,10 +1011,11 @@ def count_results(session, storage, job_id: int, *, rois: dict | None = None) ->
         if roi is not None:
             try:
                 heat = storage.read_heatmap(entry["heatmap_path"])
-                params = run_postprocess(run) if run is not None else None
+                params = run_postprocess(run, storage) if run is not None else None
                 if params is None:
                     from core.run import load_run
-                    params = load_run(result["run_dir"], with_model=False).postprocess
+                    params = load_run(storage.resolve(result["run_dir"]),
+                                      with_model=False).postprocess
                 labels = heatmap_to_labels(heat, params, threshold=result.get("threshold"))
                 count, area, region = count_in_region(labels, roi), int(roi.sum()), "region"
             except (OSError, ValueError, KeyError) as exc:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import logging
 from pathlib import Path
-from typing import Any, Iterable, Mapping, NamedTuple
+from typing import TYPE_CHECKING, Any, Iterable, Mapping, NamedTuple
 
 from sqlalchemy import delete, func, select
 from sqlalchemy.orm import Session
@@ -22,7 +22,10 @@ from db.masks import ground_truth
 from db.projects import get_project, lock_splits
 from db.users import require_role
 
-__all__ = ["TrainingItem", "training_items", "register_run", "get_run", "list_runs",
+if TYPE_CHECKING:
+    from db.storage import Storage
+
+__all__ = ["TrainingItem", "training_items", "register_run", "run_path", "get_run", "list_runs",
            "promote_run", "promoted_run", "set_threshold", "save_image_result",
            "ScoredImage", "replace_image_results", "image_results", "object_outcomes",
            "run_scores", "RUN_FILES"]
@@ -85,13 +88,18 @@ def _manifest_pairs(manifest: Mapping[str, Any]) -> Iterable[tuple[str, int, int
 
 
 def register_run(session: Session, project_id: int, run_dir: str | Path, *,
-                 job_id: int | None = None, name: str | None = None) -> ModelRun:
+                 job_id: int | None = None, name: str | None = None,
+                 storage: Storage | None = None) -> ModelRun:
     """Record a finished run directory: its config, thresholds, metrics and manifest.
 
     The JSON files are read from ``run_dir`` (missing ones are empty); the manifest's
     (image, mask version) pairs also go into ``run_items``. A manifest is a dict with lists
     ``train``, ``validation`` and ``test`` of ``[image_id, mask_version_id]`` pairs or of
     dicts with those keys.
+
+    With ``storage``, a run directory below the data dir is recorded as its key
+    (``runs/<name>``), so the row stays right when the data dir is mounted elsewhere; one
+    outside it (``models/demo``) is recorded absolute, as is every run without ``storage``.
     """
     run_dir = Path(run_dir).resolve()
     if not run_dir.is_dir():
@@ -99,8 +107,9 @@ def register_run(session: Session, project_id: int, run_dir: str | Path, *,
     get_project(session, project_id)
     thresholds = _read_json(run_dir / "thresholds.json")
     manifest = _read_json(run_dir / "manifest.json")
+    recorded = storage.key(run_dir) if storage is not None else str(run_dir)
     run = ModelRun(project_id=project_id, job_id=job_id, name=name or run_dir.name,
-                   run_dir=str(run_dir), config=_read_json(run_dir / "config.json"),
+                   run_dir=recorded, config=_read_json(run_dir / "config.json"),
                    threshold=thresholds.get("chosen"), metrics=_read_json(run_dir / "metrics.json"),
                    manifest=manifest, promoted=False)
     session.add(run)
@@ -146,14 +155,32 @@ def promote_run(session: Session, run_id: int, *, actor: User) -> ModelRun:
     return run
 
 
-def set_threshold(session: Session, run_id: int, threshold: float, *, actor: User) -> ModelRun:
-    """Keep a new chosen threshold for a run, in the database and its ``thresholds.json``."""
+def run_path(run: ModelRun, storage: Storage | None = None) -> Path:
+    """Where a run's directory is now: its recorded key or absolute path, through ``storage``.
+
+    Without ``storage`` only an absolute record can be followed; a key raises ValueError.
+    """
+    if storage is not None:
+        return storage.resolve(run.run_dir)
+    path = Path(run.run_dir)
+    if not path.is_absolute():
+        raise ValueError(f"Run {run.id} is recorded below the data dir ({run.run_dir}); pass "
+                         "the Storage so its directory can be found.")
+    return path
+
+
+def set_threshold(session: Session, run_id: int, threshold: float, *, actor: User,
+                  storage: Storage | None = None) -> ModelRun:
+    """Keep a new chosen threshold for a run, in the database and its ``thresholds.json``.
+
+    ``storage`` finds the run directory of a run recorded below the data dir.
+    """
     require_role(actor, "operator", "expert", "admin")
     if not 0.0 < threshold < 1.0:
         raise ValueError(f"A threshold is a probability between 0 and 1; got {threshold}.")
     run = get_run(session, run_id)
+    path = run_path(run, storage) / "thresholds.json"
     old, run.threshold = run.threshold, float(threshold)
-    path = Path(run.run_dir) / "thresholds.json"
     if path.exists():
         data = _read_json(path)
         data["chosen"] = float(threshold)
@@ -199,7 +226,8 @@ def save_image_result(session: Session, run_id: int, image_id: int, scores: Any,
         Each with ``outcome`` ('TP', 'FP' or 'FN'), ``centroid`` (row, col), ``bbox``
         (min_row, min_col, max_row, max_col) and optionally ``area``, ``iou``, ``probability``.
     heatmap_path : path, optional
-        The stored uint8 heatmap (``Storage.put_heatmap``).
+        The stored uint8 heatmap (``Storage.put_heatmap``), recorded as its key below the data
+        dir (``Storage.key``) so it is found when the data dir moves.
     version_id : int, optional
         The ground-truth version scored against (default: the image's ground truth now).
     """

@@ -9,8 +9,9 @@ arrives. Layout below ``root``::
     heatmaps/ab/abcdef....png   uint8 probabilities (p * 255, rounded)
     runs/<name>/                one directory per trained model (see core.run)
 
-Paths handed out (``Stored.path``) are absolute. The database records files by their
-:meth:`Storage.key`, the path below the data dir (``images/ab/abcdef....png``), so a worker
+Paths handed out (``Stored.path``) are absolute. The database records files and run
+directories by their :meth:`Storage.key`, the path below the data dir
+(``images/ab/abcdef....png``, ``runs/<name>``), so a worker
 that mounts the shared data dir somewhere else finds the same files; :meth:`Storage.resolve`
 (and every ``read_*``) turns a key back into a path, and still reads the absolute paths older
 rows hold.
@@ -167,7 +168,8 @@ class Storage:
 
         An absolute path written by an installation that mounted the data dir elsewhere is
         found by its last three parts (``images/ab/<hash>.png``): files are named by content,
-        so the same name below this root is the same file.
+        so the same name below this root is the same file. A run directory is found the same
+        way, by its last two (``runs/<name>``): run names are unique below a root.
 
         >>> import tempfile
         >>> st = Storage(tempfile.mkdtemp())
@@ -177,11 +179,15 @@ class Storage:
         path = Path(path)
         if not path.is_absolute():
             return self.root / path
-        if not path.exists() and len(path.parts) > 3 and path.parts[-3] in _KINDS:
+        if path.exists():
+            return path
+        if len(path.parts) > 3 and path.parts[-3] in _KINDS:
             moved = self.root.joinpath(*path.parts[-3:])
-            if moved.exists():
-                return moved
-        return path
+        elif len(path.parts) > 2 and path.parts[-2] == "runs":
+            moved = self.root.joinpath(*path.parts[-2:])
+        else:
+            return path
+        return moved if moved.exists() else path
 
     def put_image(self, rgb: np.ndarray, *, encoded: bytes | None = None) -> Stored:
         """Store an RGB uint8 image once; see :class:`Stored`.

@@ -64,7 +64,8 @@ if may_edit and abs(threshold - stored_t) > 1e-9:
     if top[1].button(f"Keep {threshold:.3f} as the run's threshold", key="pred_keep"):
         try:
             with ui.session() as s:
-                runs.set_threshold(s, run_id, threshold, actor=users.get_user(s, who.name))
+                runs.set_threshold(s, run_id, threshold, actor=users.get_user(s, who.name),
+                                  storage=ui.storage())
             st.success(f"The run now counts with threshold {threshold:.3f}.")
             st.rerun()
         except ValueError as exc:

@@ -68,10 +68,13 @@ def storage():
 
 @st.cache_resource(show_spinner="Loading the model...", max_entries=4)
 def model_run(run_dir: str):
-    """A run directory with its model loaded (keras is imported here, on first use only)."""
+    """A run directory with its model loaded (keras is imported here, on first use only).
+
+    ``run_dir`` is what the run's row records: a key below the data dir or an absolute path.
+    """
     from core.run import load_run
 
-    return load_run(run_dir)
+    return load_run(storage().resolve(run_dir))
 
 
 @st.cache_resource(show_spinner=False, max_entries=16)

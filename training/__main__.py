@@ -94,6 +94,7 @@ def _wait_for(settings, engine, job_id: int) -> dict:
 
 
 def cmd_train(args, settings) -> int:
+    from db.storage import Storage
     from training.jobs import submit
 
     engine = _engine(settings)
@@ -109,7 +110,7 @@ def cmd_train(args, settings) -> int:
         print(job["error"] or "", file=sys.stderr)
         return 1
     print(json.dumps(job["result"].get("metrics", {}), indent=1, default=str))
-    print(job["result"]["run_dir"])
+    print(Storage.from_settings(settings).resolve(job["result"]["run_dir"]))
     return 0
 
 

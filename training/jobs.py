@@ -9,8 +9,12 @@ writes to the job row and whose ``should_cancel`` reflects the row's cancel flag
 Job configs (JSON on the row)::
 
     train     {"train": {TrainConfig fields to override}, "name": "optional run name"}
-    evaluate  {"run_dir": "/abs/run"}                       (project: the job's project)
-    count     {"run_dir": "/abs/run", "image_ids": [1, 2, ...]}
+    evaluate  {"run_dir": "runs/x", "run_id": 7}   (run_id optional; project: the job's)
+    count     {"run_dir": "runs/x", "image_ids": [1, 2, ...]}
+
+A run directory below the data dir is named by its key (``runs/<name>``, ``Storage.key``) in
+configs, results and rows, and resolved through ``Storage`` where it is read, so a worker that
+mounts the data dir elsewhere finds it; one outside (``models/demo``) stays absolute.
 """
 from __future__ import annotations
 
@@ -239,9 +243,9 @@ def _train_setup(ctx: JobContext, project_id: int, config: dict, previous: dict)
             project = get_project(session, project_id)
             stamp = dt.datetime.now().strftime("%Y%m%d-%H%M%S")
             name = config.get("name") or f"{project.name}-{stamp}-job{ctx.job_id}"
-            run_dir = str(ctx.storage.run_dir(name))
+            run_dir = ctx.storage.key(ctx.storage.run_dir(name))
             get_job(session, ctx.job_id).result = {"run_dir": run_dir}
-    return cfg, Path(run_dir)
+    return cfg, ctx.storage.resolve(run_dir)
 
 
 def run_train(ctx: JobContext, project_id: int, config: dict, previous: dict) -> dict:
@@ -268,7 +272,7 @@ def run_train(ctx: JobContext, project_id: int, config: dict, previous: dict) ->
                         should_cancel=ctx.should_cancel,
                         cache_dir=Path(ctx.settings.data_dir) / "cache")
     run_id = _store_run(ctx, project_id, run_dir, outcome.results, test, test_pairs)
-    return {"run_dir": str(run_dir), "run_id": run_id, "metrics": outcome.metrics,
+    return {"run_dir": ctx.storage.key(run_dir), "run_id": run_id, "metrics": outcome.metrics,
             "thresholds": {k: outcome.thresholds[k] for k in ("best", "knee", "chosen")},
             "resumed_from": outcome.fit.resumed_from, "epochs_run": len(outcome.history)}
 
@@ -294,8 +298,11 @@ def _store_run(ctx: JobContext, project_id: int, run_dir: Path, results, samples
                                                   res.match),
                                   heatmap_path=heat, version_id=version[res.key]))
     with Session(ctx.engine) as session, session.begin():
+        # A retried job whose first attempt stored its run finds that row again.
         run = (get_run(session, run_id) if run_id is not None else
-               register_run(session, project_id, run_dir, job_id=ctx.job_id))
+               _registered(session, ctx.storage, run_dir, None)
+               or register_run(session, project_id, run_dir, job_id=ctx.job_id,
+                               storage=ctx.storage))
         replace_image_results(session, run.id, scored, metrics=metrics)
         return run.id
 
@@ -341,17 +348,28 @@ def _load_run_for(ctx: JobContext, config: dict):
     run_dir = config.get("run_dir")
     if not run_dir:
         raise ValueError("The job names no run directory (config 'run_dir').")
-    return load_run(run_dir)
+    return load_run(ctx.storage.resolve(run_dir))
+
+
+def _registered(session: Session, storage, path: Path, run_id: int | None):
+    """The row of a run directory: by id when the job names one, else by its key or its
+    absolute path (how older rows recorded it); None when it is not registered."""
+    from db.models import ModelRun
+    from db.runs import get_run
+
+    if run_id is not None:
+        return get_run(session, int(run_id))
+    return session.scalars(select(ModelRun).where(ModelRun.run_dir.in_(
+        {storage.key(path), str(path)})).order_by(ModelRun.id)).first()
 
 
 def run_evaluate(ctx: JobContext, project_id: int | None, config: dict, previous: dict) -> dict:
     """Score an existing run on the test split of the project (the run's own when registered)."""
-    from db.models import ModelRun
     from training.fit import Cancelled, score_samples
 
     run = _load_run_for(ctx, config)
     with Session(ctx.engine) as session:
-        row = session.scalar(select(ModelRun).where(ModelRun.run_dir == str(run.path)))
+        row = _registered(session, ctx.storage, run.path, config.get("run_id"))
         project_id = row.project_id if row is not None else project_id
         run_id = row.id if row is not None else None
         if project_id is None:
@@ -366,7 +384,7 @@ def run_evaluate(ctx: JobContext, project_id: int | None, config: dict, previous
         raise Cancelled("cancelled after scoring")
     run_id = _store_run(ctx, project_id, run.path, results, test, pairs, run_id=run_id,
                         metrics=metrics)
-    return {"run_dir": str(run.path), "run_id": run_id, "metrics": metrics}
+    return {"run_dir": ctx.storage.key(run.path), "run_id": run_id, "metrics": metrics}
 
 
 def run_count(ctx: JobContext, project_id: int | None, config: dict, previous: dict) -> dict:
@@ -393,7 +411,7 @@ def run_count(ctx: JobContext, project_id: int | None, config: dict, previous: d
         counts.append({"image_id": image_id, "name": name, "count": count,
                        "heatmap_path": ctx.storage.key(ctx.storage.put_heatmap(heat).path)})
         ctx.progress((n + 1) / len(ids), f"Counted {n + 1}/{len(ids)} images")
-    return {"run_dir": str(run.path), "model": run.name, "threshold": run.threshold,
+    return {"run_dir": ctx.storage.key(run.path), "model": run.name, "threshold": run.threshold,
             "counts": counts}
 
 
@@ -412,4 +430,4 @@ def evaluate_run(settings: Settings, run_id: int, *, engine=None) -> dict:
         project_id, run_dir = run.project_id, run.run_dir
     ctx = JobContext(settings, engine, job_id=None, progress=lambda fraction, message: None,
                      should_cancel=lambda: False)
-    return run_evaluate(ctx, project_id, {"run_dir": run_dir}, {})
+    return run_evaluate(ctx, project_id, {"run_dir": run_dir, "run_id": run_id}, {})

@@ -113,11 +113,11 @@ def _register_demo_model(engine, settings, storage, pid: int, model_dir: Path) -
     if not (model_dir / "config.json").is_file():
         log.info("No demo model at %s; run `make demo-model` to build it.", model_dir)
         return
+    recorded = {str(model_dir.resolve()), storage.key(model_dir.resolve())}
     with transaction(engine) as s:
-        run = next((r for r in runs.list_runs(s, pid)
-                    if r.run_dir == str(model_dir.resolve())), None)
+        run = next((r for r in runs.list_runs(s, pid) if r.run_dir in recorded), None)
         if run is None:
-            run = runs.register_run(s, pid, model_dir, name="demo")
+            run = runs.register_run(s, pid, model_dir, name="demo", storage=storage)
             runs.promote_run(s, run.id, actor=users.get_user(s, "admin"))
         run_id, scored = run.id, bool(runs.image_results(s, run.id, limit=1))
     if not scored:

@@ -112,7 +112,6 @@ def test_rows_record_paths_below_the_data_dir_and_survive_a_move(engine, setting
     from db.models import Image, MaskVersion
     from db.projects import create_project, register_image
     from db.storage import Storage
-
     storage = Storage.from_settings(settings)
     rgb = rng.integers(0, 255, (12, 16, 3), dtype=np.uint8)
     mask = np.zeros((12, 16), bool)
@@ -144,3 +143,17 @@ def test_storage_keys_and_resolve(storage):
     assert storage.resolve(storage.key(path)) == path
     assert storage.resolve("/not/in/the/store.png") == Path("/not/in/the/store.png")
     assert storage.key("/not/in/the/store.png") == "/not/in/the/store.png"
+
+
+def test_run_dirs_are_keyed_and_found_after_the_data_dir_moves(tmp_path):
+    from db.storage import Storage
+    old = Storage(tmp_path / "old")
+    run = old.run_dir("yellow-1")
+    (run / "config.json").write_text("{}")
+    recorded_then = str(run)  # how rows recorded run directories before keys
+    assert old.key(run) == "runs/yellow-1"
+    (tmp_path / "old").rename(tmp_path / "new")
+    new = Storage(tmp_path / "new")
+    assert new.resolve("runs/yellow-1") == new.root / "runs" / "yellow-1"
+    assert new.resolve(recorded_then) == new.root / "runs" / "yellow-1"
+    assert new.resolve("/elsewhere/runs/gone") == Path("/elsewhere/runs/gone")

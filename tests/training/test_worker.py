@@ -72,7 +72,9 @@ def test_train_job_end_to_end(project_db, tiny_config):
     assert job.status == "done", job.error
     assert job.attempts == 1 and job.worker_pid == os.getpid() and job.progress == 1.0
     assert "Epoch 1/1" in job.log_tail and "Scoring test images" in job.log_tail
-    run_dir = Path(job.result["run_dir"])
+    storage = Storage.from_settings(settings)
+    assert job.result["run_dir"].startswith("runs/")  # a key below the data dir
+    run_dir = storage.resolve(job.result["run_dir"])
     for name in ("model.keras", "config.json", "thresholds.json", "metrics.json",
                  "manifest.json", "history.csv"):
         assert (run_dir / name).is_file(), name
@@ -81,8 +83,8 @@ def test_train_job_end_to_end(project_db, tiny_config):
     with Session(engine) as s:
         run = s.scalar(select(ModelRun))
         results = s.scalars(select(ImageResult).where(ImageResult.run_id == run.id)).all()
-        assert run.run_dir == str(run_dir) and run.threshold == job.result["thresholds"]["chosen"]
-        storage = Storage.from_settings(settings)
+        assert run.run_dir == job.result["run_dir"]
+        assert run.threshold == job.result["thresholds"]["chosen"]
         assert len(results) == 2
         assert all(storage.resolve(r.heatmap_path).is_file() for r in results)
         n_objects = len(s.scalars(select(ObjectOutcome)).all())
@@ -107,12 +109,12 @@ def test_cancel_stops_a_running_training(project_db, tiny_config):
     assert job.status == "cancelled" and job.cancel_requested
 
 
-def _wait_for_checkpoint(engine, job_id, timeout=240):
+def _wait_for_checkpoint(engine, storage, job_id, timeout=240):
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         run_dir = (_job(engine, job_id).result or {}).get("run_dir")
-        if run_dir and (Path(run_dir) / "checkpoint" / "state.json").is_file():
-            return Path(run_dir)
+        if run_dir and (storage.resolve(run_dir) / "checkpoint" / "state.json").is_file():
+            return storage.resolve(run_dir)
         time.sleep(0.1)
     raise AssertionError("no checkpoint appeared")
 
@@ -126,7 +128,7 @@ def test_killed_worker_is_requeued_and_resumes_from_its_checkpoint(project_db, t
                              "--stale-after", "1"], cwd=REPO_ROOT, env=env,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
-        run_dir = _wait_for_checkpoint(engine, job_id)
+        run_dir = _wait_for_checkpoint(engine, Storage.from_settings(settings), job_id)
     finally:
         proc.send_signal(signal.SIGKILL)
         proc.wait()
@@ -139,7 +141,7 @@ def test_killed_worker_is_requeued_and_resumes_from_its_checkpoint(project_db, t
     assert job.status == "done", job.error
     assert job.attempts == 2 and "stopped sending heartbeats" in job.log_tail
     assert job.result["resumed_from"] == state["epoch"]
-    assert job.result["epochs_run"] == 3 and job.result["run_dir"] == str(run_dir)
+    assert job.result["epochs_run"] == 3 and job.result["run_dir"] == f"runs/{run_dir.name}"
 
 
 def test_two_workers_race_for_one_job(project_db, tmp_path):
@@ -256,3 +258,58 @@ def test_cli_status_lists_jobs(project_db, capsys, monkeypatch):
     assert main(["status"]) == 0
     out = capsys.readouterr().out
     assert "local worker: not running" in out and "train" in out and "queued" in out
+
+
+def test_runs_and_heatmaps_are_found_after_the_data_dir_moves(project_db, tmp_path):
+    """A run keyed below the data dir and one recorded absolute (older rows), both scored, then
+    the data dir moves: pages' reads, a threshold change and a re-evaluation still work."""
+    import shutil
+
+    from core.model import build_cresunet
+    from core.postprocess import PostprocessParams
+    from core.run import save_run
+    from db import insights
+    from db.runs import get_run, register_run, run_path, set_threshold
+    from db.users import create_user, get_user
+    from training.jobs import evaluate_run
+
+    settings, engine = project_db
+    storage = Storage.from_settings(settings)
+    dirs = {name: save_run(storage.run_dir(name), model=build_cresunet(2),
+                           config={"base_filters": 2},
+                           postprocess=PostprocessParams.paper(cell_diameter=14),
+                           thresholds={"best": 0.5, "knee": None, "chosen": 0.5}, metrics={},
+                           manifest={}) for name in ("keyed", "absolute")}
+    with Session(engine) as s, s.begin():
+        pid = s.scalar(select(Image.project_id))
+        keyed = register_run(s, pid, dirs["keyed"], storage=storage)
+        old = register_run(s, pid, dirs["absolute"])
+        ids = {"keyed": keyed.id, "absolute": old.id}
+        assert (keyed.run_dir, old.run_dir) == ("runs/keyed", str(dirs["absolute"].resolve()))
+        create_user(s, "ann", "correct horse battery", role="operator")
+    for run_id in ids.values():
+        evaluate_run(settings, run_id, engine=engine)
+    with Session(engine) as s, s.begin():  # an older row: its heatmap recorded absolute
+        result = s.scalars(select(ImageResult).where(ImageResult.run_id == ids["absolute"])).first()
+        assert not Path(result.heatmap_path).is_absolute()
+        result.heatmap_path = str(storage.resolve(result.heatmap_path))
+
+    moved = tmp_path / "moved"
+    shutil.move(settings.data_dir, moved)
+    settings = settings.with_(data_dir=moved)
+    storage = Storage.from_settings(settings)
+    for run_id in ids.values():
+        with Session(engine) as s, s.begin():
+            image_id = s.scalars(select(ImageResult.image_id)
+                                 .where(ImageResult.run_id == run_id)).first()
+            outcome = insights.image_outcome(s, storage, run_id, image_id, 0.5)
+            assert outcome.heatmap.shape == SHAPE
+            assert insights.threshold_curve_for_run(s, storage, run_id, compute=True)["f1"]
+            set_threshold(s, run_id, 0.4, actor=get_user(s, "ann"), storage=storage)
+            where = run_path(get_run(s, run_id), storage)
+        assert where.parent == moved / "runs"
+        assert json.loads((where / "thresholds.json").read_text())["chosen"] == 0.4
+        assert evaluate_run(settings, run_id, engine=engine)["metrics"]["n_images"] == 2
+    with Session(engine) as s:
+        assert len(s.scalars(select(ModelRun)).all()) == 2  # re-evaluated, not registered again
+
