@@ -585,20 +585,37 @@ def _item_mask(item: ImportItem, shape: tuple[int, int]) -> np.ndarray | None:
         found = mask.shape
     elif item.annotation is not None:
         found = item.annotation.shape or shape
-        name = f"the annotations of {item.name}"
     else:
         return None
     if tuple(found) != tuple(shape):
-        raise _Skipped(_skip(item.name, "mask size mismatch",
-                             f"{name} is {found[1]} x {found[0]} px but {item.name} is "
-                             f"{shape[1]} x {shape[0]} px (width x height); neither was imported. "
-                             f"Export the mask at the image's size and import the pair again."))
+        raise _Skipped(_skip(item.name, "mask size mismatch", _mismatch_message(item, found, shape)))
     if item.mask is not None:
         return mask
     try:
         return formats.regions_to_labels(item.annotation.regions, shape) > 0
     except formats.FormatError as exc:
         raise _Skipped(_skip(item.name, "corrupt", str(exc))) from None
+
+
+def _shown(source: Path | bytes | None, name: str) -> str:
+    """A file as the report shows it: ``folder/name`` for a file on disk, else its name."""
+    if isinstance(source, Path) and source.parent.name:
+        return f"{source.parent.name}/{source.name}"
+    return name
+
+
+def _mismatch_message(item: ImportItem, found: Sequence[int], shape: Sequence[int]) -> str:
+    """Why an item's mask (or annotations) and image were skipped: which is which, and sizes."""
+    image = _shown(item.image, item.name)
+    if item.mask is not None:
+        what = f"Mask {_shown(item.mask, item.mask_name or 'of ' + item.name)}"
+        fix = ("Check that the mask belongs to this image, save it at the image's size, and "
+               "import the pair again.")
+    else:
+        what = f"The annotations of {item.name} describe an image that"
+        fix = "Fix the image size in the annotation file and import it again."
+    return (f"{what} is {found[1]} x {found[0]} px but image {image} is {shape[1]} x "
+            f"{shape[0]} px (width x height); neither was imported. {fix}")
 
 
 def _first_mask(session: Session, storage: Storage, image: Image, rgb: np.ndarray,
