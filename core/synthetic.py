@@ -44,7 +44,9 @@ def make_image(rng, shape=(1200, 1600)):
     -------
     rgb : ndarray of uint8, shape (rows, cols, 3)
     labels : ndarray of int32, shape (rows, cols)
-        0 is background; stained cells are 1..n, one id each, also when they touch.
+        0 is background; stained cells are 1..n, one id each. Cells that touch in the image
+        are kept one pixel apart in the labels, so a 0/255 mask of them reads back as the same
+        cells (8-connected components).
         Dim unstained cells, specks, rods and tissue edges are not labelled.
 
     Examples
@@ -278,7 +280,23 @@ def _draw_cells(rng, layers, inside):
             continue  # mostly hidden under a neighbour or cut by the border: not countable
         labels[img][free] = next_id
         next_id += 1
-    return labels
+    return _separate_touching(labels)
+
+
+def _separate_touching(labels):
+    """Clear the lower-labelled side of every contact between two cells.
+
+    Masks are stored as 0/255 with instances as connected components, as annotators' masks
+    are; without a background line two touching cells would read back as one. The image keeps
+    the cells touching; only the ground truth gets the one-pixel gap an annotator draws.
+    """
+    labels = labels.copy()
+    labels[ndi.maximum_filter(labels, size=3, mode="constant") > labels] = 0
+    # A sliver could vanish entirely: keep the ids contiguous (1..n).
+    present = np.unique(labels[labels > 0])
+    lut = np.zeros(int(labels.max()) + 1, np.int32)
+    lut[present] = np.arange(1, present.size + 1, dtype=np.int32)
+    return lut[labels]
 
 
 def _draw_unstained(rng, layers):

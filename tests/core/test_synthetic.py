@@ -74,14 +74,35 @@ def test_density_varies_and_small_images_hold_few_cells():
 
 
 def test_touching_cells_keep_separate_ids():
-    touching = 0
+    """Clumps exist: background pixels with two different cells in their 3x3 neighbourhood."""
+    from scipy import ndimage as ndi
+
+    gaps = 0
     for _, labels in make_dataset(8, seed=9, shape=(500, 500)):
-        right = (labels[:, 1:] != labels[:, :-1]) & (labels[:, 1:] > 0) & (labels[:, :-1] > 0)
-        down = (labels[1:] != labels[:-1]) & (labels[1:] > 0) & (labels[:-1] > 0)
-        touching += right.sum() + down.sum()
-    assert touching > 0
+        highest = ndi.maximum_filter(labels, size=3, mode="constant")
+        big = np.iinfo(np.int32).max
+        lowest = ndi.minimum_filter(np.where(labels > 0, labels, big), size=3, mode="constant",
+                                    cval=big)
+        gaps += int(((labels == 0) & (highest > 0) & (lowest < highest)).sum())
+    assert gaps > 0
 
 
 def test_rejects_bad_shape():
     with pytest.raises(ValueError, match="shape"):
         make_image(np.random.default_rng(0), shape=(0, 10))
+
+
+def test_labels_survive_flattening_to_a_mask():
+    """Touching cells are one pixel apart in the labels, so mask -> components gives them back."""
+    from scipy import ndimage as ndi
+
+    from core.synthetic import make_dataset
+
+    total_cells = total_components = 0
+    for _, labels in make_dataset(6, seed=21, shape=(600, 800)):
+        components = ndi.label(labels > 0, structure=np.ones((3, 3)))[1]
+        total_cells += int(labels.max())
+        total_components += components
+        assert np.array_equal(np.unique(labels), np.arange(labels.max() + 1))
+    assert total_cells > 20          # the check means something only if cells were drawn
+    assert total_components == total_cells
