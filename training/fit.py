@@ -413,12 +413,18 @@ def postprocess_params(config: TrainConfig, threshold: float | None = None):
     return params if threshold is None else dataclasses.replace(params, threshold=float(threshold))
 
 
-def predict_samples(model, samples, *, stage: str, progress: Progress | None = None):
-    """Full-size heatmaps of samples (float32), reporting ``stage`` and the image count."""
+def predict_samples(model, samples, *, stage: str, progress: Progress | None = None,
+                    should_cancel: Callable[[], bool] | None = None):
+    """Full-size heatmaps of samples (float32), reporting ``stage`` and the image count.
+
+    ``should_cancel`` is asked before every image: a full-size prediction takes seconds on a
+    CPU, so a cancel is honoured within one image rather than after the whole stage.
+    """
     from core.predict import predict_heatmap
 
     heatmaps = []
     for i, sample in enumerate(samples):
+        _check_cancel(should_cancel, f"during {stage} after {i} of {len(samples)} images")
         heatmaps.append(predict_heatmap(model, sample.image))
         if progress:
             progress({"stage": stage, "step": i + 1, "steps": len(samples)})
@@ -437,19 +443,23 @@ def tune_threshold(heatmaps, samples, config: TrainConfig) -> dict:
                       "f1": np.asarray(curve.f1).tolist()}}
 
 
-def score_samples(model, samples, params, *, progress: Progress | None = None, heatmaps=None):
+def score_samples(model, samples, params, *, progress: Progress | None = None, heatmaps=None,
+                  should_cancel: Callable[[], bool] | None = None):
     """Predict, post-process and match every sample; returns (metrics dict, ImageResults).
 
     ``params`` is a ``core.postprocess.PostprocessParams`` carrying the threshold to use; objects
     match within one cell diameter (``params.cell_diameter``, 50 px by default, METHOD.md 7).
+    ``should_cancel`` is asked before every image's prediction and post-processing.
     """
     from core.metrics import match_objects, score
     from core.postprocess import heatmap_to_labels
 
     if heatmaps is None:
-        heatmaps = predict_samples(model, samples, stage="test", progress=progress)
+        heatmaps = predict_samples(model, samples, stage="test", progress=progress,
+                                   should_cancel=should_cancel)
     results = []
-    for sample, heat in zip(samples, heatmaps):
+    for i, (sample, heat) in enumerate(zip(samples, heatmaps)):
+        _check_cancel(should_cancel, f"while scoring after {i} of {len(samples)} images")
         labels = heatmap_to_labels(heat, params)
         match = match_objects(sample.labels, labels, max_distance=params.cell_diameter)
         results.append(ImageResult(sample.key, heat, labels, match))
@@ -502,10 +512,12 @@ def train_run(train, validation, test, config: TrainConfig, run_dir, *, manifest
     _check_cancel(should_cancel, "after training")
     tuning = list(train) + list(validation)
     thresholds = tune_threshold(predict_samples(result.model, tuning, stage="threshold",
-                                                progress=progress), tuning, config)
+                                                progress=progress, should_cancel=should_cancel),
+                                tuning, config)
     _check_cancel(should_cancel, "after threshold tuning")
     params = postprocess_params(config, thresholds["chosen"])
-    metrics, results = score_samples(result.model, test, params, progress=progress)
+    metrics, results = score_samples(result.model, test, params, progress=progress,
+                                     should_cancel=should_cancel)
     metrics = {**metrics, "best_epoch": result.best_epoch, "epochs_run": len(result.history)}
     save_run(run_dir, model=result.model, config=config.to_dict(),
              postprocess=params, thresholds=thresholds,

@@ -379,7 +379,8 @@ def run_evaluate(ctx: JobContext, project_id: int | None, config: dict, previous
         raise ValueError("The project has no test images with approved ground truth.")
     metrics, results = score_samples(
         run.model, test, dataclasses.replace(run.postprocess, threshold=run.threshold),
-        progress=lambda p: ctx.progress(p["step"] / p["steps"], f"Scoring {p['step']}/{p['steps']}"))
+        progress=lambda p: ctx.progress(p["step"] / p["steps"], f"Scoring {p['step']}/{p['steps']}"),
+        should_cancel=ctx.should_cancel)
     if ctx.should_cancel():
         raise Cancelled("cancelled after scoring")
     run_id = _store_run(ctx, project_id, run.path, results, test, pairs, run_id=run_id,

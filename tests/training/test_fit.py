@@ -36,3 +36,42 @@ def test_cancel_raises_and_keeps_no_partial_epoch(samples, tiny_config, tmp_path
     with pytest.raises(Cancelled):
         fit(train, val, tiny_config, tmp_path, should_cancel=lambda: True)
     assert load_state(tmp_path) is None
+
+
+def test_prediction_and_scoring_check_cancel_before_every_image(samples, tiny_config):
+    import numpy as np
+
+    from core.model import build_cresunet
+    from training.fit import postprocess_params, predict_samples, score_samples
+
+    model, seen = build_cresunet(2), []
+
+    def progress(p):
+        seen.append((p["stage"], p["step"]))
+
+    with pytest.raises(Cancelled, match="during threshold after 1 of 6 images"):
+        predict_samples(model, samples, stage="threshold", progress=progress,
+                        should_cancel=lambda: len(seen) >= 1)
+    assert seen == [("threshold", 1)]
+    seen.clear()
+    params = postprocess_params(tiny_config, 0.5)
+    with pytest.raises(Cancelled, match="during test after 2 of 6 images"):
+        score_samples(model, samples, params, progress=progress,
+                      should_cancel=lambda: len(seen) >= 2)
+    assert seen == [("test", 1), ("test", 2)]
+    answers = iter([False, True])  # from stored heatmaps: the post-processing loop checks too
+    heats = [np.zeros(s.labels.shape, np.float32) for s in samples]
+    with pytest.raises(Cancelled, match="while scoring after 1 of 6 images"):
+        score_samples(None, samples, params, heatmaps=heats, should_cancel=lambda: next(answers))
+
+
+def test_train_run_honours_a_cancel_during_threshold_tuning(samples, tiny_config, tmp_path):
+    from training.fit import train_run
+
+    train, validation = split_samples(samples[:4], 0.3, tiny_config.seed)
+    stages = []
+    with pytest.raises(Cancelled, match="during threshold after 1 of"):
+        train_run(train, validation, samples[4:], tiny_config, tmp_path / "run", manifest={},
+                  progress=lambda p: stages.append(p.get("stage")),
+                  should_cancel=lambda: "threshold" in stages)
+    assert stages.count("threshold") == 1 and "test" not in stages

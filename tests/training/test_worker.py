@@ -313,3 +313,27 @@ def test_runs_and_heatmaps_are_found_after_the_data_dir_moves(project_db, tmp_pa
     with Session(engine) as s:
         assert len(s.scalars(select(ModelRun)).all()) == 2  # re-evaluated, not registered again
 
+
+def test_an_evaluation_stops_within_one_image_of_a_cancel(project_db, tmp_path):
+    from core.model import build_cresunet
+    from core.postprocess import PostprocessParams
+    from core.run import save_run
+    from training.fit import Cancelled
+    from training.jobs import JobContext, run_evaluate
+
+    settings, engine = project_db
+    run_dir = save_run(tmp_path / "run", model=build_cresunet(2), config={"base_filters": 2},
+                       postprocess=PostprocessParams.paper(cell_diameter=14),
+                       thresholds={"best": 0.5, "knee": None, "chosen": 0.5}, metrics={},
+                       manifest={})
+    with Session(engine) as s:
+        project_id = s.scalar(select(Image.project_id))
+    reports = []
+    ctx = JobContext(settings, engine, job_id=None,
+                     progress=lambda fraction, message: reports.append(message),
+                     should_cancel=lambda: len(reports) >= 1)  # asked after the first image
+    with pytest.raises(Cancelled, match="after 1 of 2 images"):
+        run_evaluate(ctx, project_id, {"run_dir": str(run_dir)}, {})
+    assert reports == ["Scoring 1/2"]
+    with Session(engine) as s:
+        assert not s.scalars(select(ImageResult)).all()
