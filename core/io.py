@@ -222,6 +222,26 @@ def write_mask(path, mask):
     return _write(path, encode_png(mask != 0))
 
 
+def default_file_mode() -> int:
+    """The mode a plainly created file gets under this process's umask (e.g. 0o644).
+
+    Temp files from ``tempfile.mkstemp`` are 0o600; files renamed into place from them get this
+    mode instead, so a worker running as another user on a shared data dir writes files the app
+    can read. The umask is read from /proc (no ``os.umask`` round trip, which races threads).
+
+    >>> oct(default_file_mode() & 0o600)
+    '0o600'
+    """
+    try:
+        with open("/proc/self/status") as status:
+            for line in status:
+                if line.startswith("Umask:"):
+                    return 0o666 & ~int(line.split()[1], 8)
+    except OSError:
+        pass
+    return 0o644
+
+
 def _write(path, data):
     """Write bytes so that a reader never sees a half-written file."""
     if path is not None:
@@ -232,6 +252,7 @@ def _write(path, data):
         try:
             with os.fdopen(handle, "wb") as out:
                 out.write(data)
+            os.chmod(tmp, default_file_mode())
             os.replace(tmp, path)
         except BaseException:
             Path(tmp).unlink(missing_ok=True)

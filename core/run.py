@@ -28,6 +28,8 @@ from typing import Any
 
 import numpy as np
 
+from core.io import default_file_mode
+
 __all__ = ["Run", "save_run", "load_run", "MODEL_FILE", "JSON_FILES", "HISTORY_FILE"]
 
 log = logging.getLogger(__name__)
@@ -199,7 +201,9 @@ def save_run(path, *, model, config: dict, postprocess, thresholds: dict, metric
             temp.unlink(missing_ok=True)
         raise
     # The model first and config last: a reader racing this sees the new config only with the new model.
+    mode = default_file_mode()  # mkstemp's 0o600 would hide the run from other users
     for fname in [MODEL_FILE, *(f for f in temps if f not in (MODEL_FILE, "config.json")), "config.json"]:
+        os.chmod(temps[fname], mode)
         os.replace(temps[fname], run_dir / fname)
     log.info("saved run %s", run_dir)
     return run_dir

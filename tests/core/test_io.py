@@ -223,3 +223,17 @@ def test_pillow_bomb_warning_does_not_refuse_images_below_max_pixels(monkeypatch
     gray = np.full((40, 40), 7, dtype=np.uint8)
     out = read_image(encode_png(gray), name="big.png")
     assert out.shape == (40, 40, 3) and int(out.max()) == 7
+
+
+def test_written_files_get_the_umask_mode(tmp_path):
+    import os
+    import stat
+
+    from core.io import write_mask
+
+    old = os.umask(0o027)
+    try:
+        write_mask(tmp_path / "m.png", np.ones((3, 3), bool))
+        assert stat.S_IMODE((tmp_path / "m.png").stat().st_mode) == 0o640
+    finally:
+        os.umask(old)

@@ -122,3 +122,26 @@ def test_failed_save_keeps_the_earlier_run(saved, tmp_path):
     assert (run_dir / "metrics.json").read_text() == before
     assert sorted(p.name for p in run_dir.iterdir()) == sorted(p.name for p in saved[0].iterdir()
                                                                if p.is_file())
+
+
+def test_run_files_are_readable_by_others_under_the_umask(tmp_path):
+    """mkstemp makes 0o600 files; a run renamed into place must get the umask's mode instead."""
+    import os
+    import stat
+
+    from core.io import default_file_mode
+    from core.model import build_cresunet
+    from core.postprocess import PostprocessParams
+    from core.run import save_run
+
+    old = os.umask(0o022)
+    try:
+        run = save_run(tmp_path / "r", model=build_cresunet(base_filters=2), config={},
+                       postprocess=PostprocessParams.paper(),
+                       thresholds={"best": 0.5, "knee": 0.5, "chosen": 0.5}, metrics={},
+                       manifest={})
+        assert default_file_mode() == 0o644
+        for f in run.iterdir():
+            assert stat.S_IMODE(f.stat().st_mode) == 0o644, f.name
+    finally:
+        os.umask(old)
