@@ -1,4 +1,4 @@
-"""``python -m db``: migrate, create projects and users, back up, import and export.
+"""``python -m db``: migrate, create projects and users, back up, import, split and export.
 
 Every command reads :class:`db.settings.Settings` from the environment, migrates the database
 first (so a fresh install works with any command), and exits non-zero with one sentence on bad
@@ -15,11 +15,12 @@ import sys
 from pathlib import Path
 from typing import Sequence
 
+from sqlalchemy import select
 from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session
 
 from db.engine import make_engine, upgrade
-from db.models import ROLES, STAINS
+from db.models import ROLES, SPLITS, STAINS, Image, Project
 from db.settings import Settings
 
 __all__ = ["build_parser", "main", "backup_sqlite"]
@@ -46,6 +47,7 @@ def build_parser() -> argparse.ArgumentParser:
     backup = sub.add_parser("backup", help="consistent copy of a live SQLite database")
     backup.add_argument("path", type=Path)
     _add_import(sub)
+    _add_split(sub)
     _add_export(sub)
     return parser
 
@@ -62,6 +64,24 @@ def _add_import(sub) -> None:
     imp.add_argument("--no-prelabel", action="store_true",
                      help="do not make automatic masks for images that arrive without one")
     imp.add_argument("--user", default=None, help="record the import under this user name")
+
+
+def _add_split(sub) -> None:
+    split = sub.add_parser(
+        "split", help="assign images to the train and test splits",
+        description="Send a seeded random share of a project's unassigned images to test and the "
+                    "rest to train (--test-share), or move named images by hand (--set). Images "
+                    "locked because a run was scored on them are never moved from here.")
+    split.add_argument("names", nargs="*", metavar="NAME", help="image file names (with --set)")
+    split.add_argument("--project", required=True)
+    how = split.add_mutually_exclusive_group(required=True)
+    how.add_argument("--test-share", type=float, default=None, metavar="FRACTION",
+                     help="share of the unassigned images that goes to test, e.g. 0.3")
+    how.add_argument("--set", dest="set_split", choices=SPLITS, default=None,
+                     help="move the named images to this split")
+    split.add_argument("--seed", type=int, default=0, help="seed of the random share (default 0)")
+    split.add_argument("--user", default=None,
+                       help="record the move in the audit log under this admin's name")
 
 
 def _add_export(sub) -> None:
@@ -99,6 +119,93 @@ def _user_command(args, engine) -> str:
             return f"Password of {args.name} changed."
         users.disable_user(s, found)
         return f"User {args.name} disabled."
+
+
+def _split_command(args, engine) -> str:
+    """``split``: a random share (unassigned images only) or a move by hand; what happened."""
+    from db.projects import get_project
+
+    with Session(engine) as s, s.begin():
+        project = get_project(s, args.project)
+        actor_id = _split_actor(s, args.user)
+        if args.test_share is None:
+            return _hand_split(s, project, args.set_split, args.names, actor_id)
+        if args.names:
+            raise ValueError("--test-share splits every unassigned image, so leave out the image "
+                             "names; to move named images use --set SPLIT NAME...")
+        return _random_split(s, project, args.test_share, args.seed, actor_id)
+
+
+def _split_actor(session: Session, name: str | None) -> int | None:
+    """The id of the admin a split is recorded under; None when no name was given."""
+    if not name:
+        return None
+    from db.users import get_user
+
+    found = get_user(session, name)
+    if found is None:
+        raise ValueError(f"There is no user {name!r} to record the split under; add one with "
+                         f"`python -m db user add {name} --role admin`, or leave out --user.")
+    if found.role != "admin":
+        raise PermissionError(f"Moving images between splits is for admins, and {name} is "
+                              f"{found.role}; name an admin with --user, or leave out --user.")
+    return found.id
+
+
+def _random_split(session: Session, project: Project, share: float, seed: int,
+                  actor_id: int | None) -> str:
+    from db.projects import random_splits
+
+    held = list(session.scalars(select(Image).where(
+        Image.project_id == project.id, Image.split == "unassigned", Image.split_locked.is_(True),
+        Image.archived.is_(False)).order_by(Image.id)))
+    n = random_splits(session, project.id, test_share=share, seed=seed, actor_id=actor_id)
+    if n["test"] + n["train"] == 0:
+        lines = [f"Project {project.name} has no unlocked unassigned images to split; move "
+                 f"images by hand with --set SPLIT NAME..."]
+    else:
+        lines = [f"Project {project.name}: {n['test']} unassigned image(s) went to test and "
+                 f"{n['train']} to train (test share {share}, seed {seed}); images already in "
+                 f"train or test kept their split."]
+    return "\n".join(lines + ([_locked_note(held)] if held else []))
+
+
+def _hand_split(session: Session, project: Project, split: str, names: list[str],
+                actor_id: int | None) -> str:
+    from db.projects import move_splits
+
+    if not names:
+        raise ValueError(f"Name the images to move, e.g. `python -m db split --project "
+                         f"{project.name} --set {split} cells_1.png cells_2.png`.")
+    images = _images_named(session, project, names)
+    held = [im for im in images if im.split_locked and im.split != split]
+    free = [im for im in images if not (im.split_locked and im.split != split)]
+    moved = move_splits(session, [im.id for im in free], split, actor_id=actor_id)
+    lines = [f"Moved {moved} image(s) of project {project.name} to {split}"
+             + (f"; {len(free) - moved} already there." if len(free) > moved else ".")]
+    return "\n".join(lines + ([_locked_note(held)] if held else []))
+
+
+def _images_named(session: Session, project: Project, names: list[str]) -> list[Image]:
+    """The project's images with these original names; a ValueError naming any it lacks."""
+    wanted = list(dict.fromkeys(names))
+    images = list(session.scalars(select(Image).where(
+        Image.project_id == project.id, Image.original_name.in_(wanted)).order_by(Image.id)))
+    missing = [n for n in wanted if n not in {im.original_name for im in images}]
+    if missing:
+        more = f" and {len(missing) - 5} more" if len(missing) > 5 else ""
+        raise ValueError(f"Project {project.name} has no image called {', '.join(missing[:5])}"
+                         f"{more}; nothing was moved. Use the file names the import report lists.")
+    return images
+
+
+def _locked_note(images: list[Image]) -> str:
+    """Which locked images were left where they are, and why."""
+    shown = ", ".join(f"{im.original_name} ({im.split})" for im in images[:10])
+    more = f" and {len(images) - 10} more" if len(images) > 10 else ""
+    return (f"Not moved: {len(images)} locked image(s), {shown}{more}. A run was scored on them, "
+            f"so moving them would change what its scores mean; an admin can still move them in "
+            f"the app, giving a reason that is logged.")
 
 
 def backup_sqlite(db_url: str, dest: Path) -> Path:
@@ -140,6 +247,8 @@ def _run(args, settings: Settings) -> str | int:
         return f"Project {args.name} ({args.stain}) created."
     if args.command == "user":
         return _user_command(args, engine)
+    if args.command == "split":
+        return _split_command(args, engine)
     if args.command == "import":
         from db import importing
 

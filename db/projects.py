@@ -25,8 +25,8 @@ from db.users import require_role
 
 __all__ = ["create_project", "get_project", "list_projects", "parse_fnc_name", "Registered",
            "register_image", "create_batch", "finish_batch", "archive_batch", "restore_batch",
-           "list_batches", "update_metadata", "assign_random_splits", "set_split", "lock_splits",
-           "METADATA_FIELDS"]
+           "list_batches", "update_metadata", "assign_random_splits", "random_splits", "set_split",
+           "move_splits", "lock_splits", "METADATA_FIELDS"]
 
 log = logging.getLogger(__name__)
 
@@ -233,6 +233,17 @@ def assign_random_splits(session: Session, project_id: int, *, test_share: float
     Returns the number of images now in each split. Admins only.
     """
     require_role(actor, "admin")
+    return random_splits(session, project_id, test_share=test_share, seed=seed,
+                         actor_id=actor.id, only_unassigned=only_unassigned)
+
+
+def random_splits(session: Session, project_id: int, *, test_share: float, seed: int,
+                  actor_id: int | None, only_unassigned: bool = True) -> dict[str, int]:
+    """:func:`assign_random_splits` without the role check, audited under ``actor_id``.
+
+    For the command line, whose user holds the database itself (None: no user named); the app
+    calls :func:`assign_random_splits`. Locked and archived images are never moved.
+    """
     if not 0.0 <= test_share <= 1.0:
         raise ValueError(f"The test share is a fraction between 0 and 1; got {test_share}.")
     query = select(Image.id).where(Image.project_id == project_id, Image.split_locked.is_(False),
@@ -246,7 +257,7 @@ def assign_random_splits(session: Session, project_id: int, *, test_share: float
     for split, chosen in (("test", test_ids), ("train", train_ids)):
         if chosen:
             session.execute(update(Image).where(Image.id.in_(chosen)).values(split=split))
-    audit.record(session, user_id=actor.id, action="split.random", entity="projects",
+    audit.record(session, user_id=actor_id, action="split.random", entity="projects",
                  entity_id=project_id, detail={"test_share": test_share, "seed": seed,
                                                "test": len(test_ids), "train": len(train_ids)})
     return {"test": len(test_ids), "train": len(train_ids)}
@@ -259,6 +270,15 @@ def set_split(session: Session, image_ids: list[int], split: str, *, actor: User
     Locked images (a run was scored on them) move only with a reason, which is logged.
     """
     require_role(actor, "admin")
+    return move_splits(session, image_ids, split, actor_id=actor.id, reason=reason)
+
+
+def move_splits(session: Session, image_ids: list[int], split: str, *, actor_id: int | None,
+                reason: str = "") -> int:
+    """:func:`set_split` without the role check, audited under ``actor_id`` (the command line).
+
+    Locked images still move only with a reason.
+    """
     if split not in SPLITS:
         raise ValueError(f"Unknown split {split!r}; use one of {', '.join(SPLITS)}.")
     images = list(session.scalars(select(Image).where(Image.id.in_(list(image_ids)))))
@@ -271,7 +291,7 @@ def set_split(session: Session, image_ids: list[int], split: str, *, actor: User
     for image in images:
         if image.split == split:
             continue
-        audit.record(session, user_id=actor.id, action="split.move", entity="images",
+        audit.record(session, user_id=actor_id, action="split.move", entity="images",
                      entity_id=image.id, detail={"from": image.split, "to": split,
                                                  "locked": image.split_locked, "reason": reason})
         image.split = split

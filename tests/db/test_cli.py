@@ -171,3 +171,60 @@ def test_export_of_an_unknown_project_says_so(imported, tmp_path, capsys):
     out = tmp_path / "nothing.csv"
     assert cli.main(["export", "counts", "--project", "Nope", "--out", str(out)], imported) == 2
     assert "Export failed" in capsys.readouterr().err and not out.exists()
+
+
+def _splits(engine) -> dict[str, str]:
+    from db.models import Image
+
+    with Session(engine) as s:
+        return {im.original_name: im.split for im in s.query(Image)}
+
+
+def test_split_a_seeded_share_so_training_finds_train_images(imported, engine, monkeypatch,
+                                                             capsys, caplog):
+    from db.audit import audit_log
+    from db.runs import training_items
+
+    monkeypatch.setenv("CELLTALLY_PASSWORD", "a long enough password")
+    assert cli.main(["user", "add", "boss", "--role", "admin"], imported) == 0
+    assert cli.main(["user", "add", "ann"], imported) == 0
+    share = ["split", "--project", "Y", "--test-share", "0.34", "--seed", "7"]
+    assert cli.main(share + ["--user", "ann"], imported) == 2
+    assert "for admins, and ann is operator" in caplog.text
+    assert cli.main(["split", "--project", "Y", "--test-share", "1.5"], imported) == 2
+    assert set(_splits(engine).values()) == {"unassigned"}
+    capsys.readouterr()
+    assert cli.main(share + ["--user", "boss"], imported) == 0
+    assert "1 unassigned image(s) went to test and 2 to train" in capsys.readouterr().out
+    assert sorted(_splits(engine).values()) == ["test", "train", "train"]
+    with Session(engine) as s:
+        [record] = audit_log(s, action="split.random")
+        assert record.user_id == s.query(User).filter_by(name="boss").one().id
+        assert record.detail["seed"] == 7
+        assert len(training_items(s, s.query(Project).one().id, "train")) == 2
+    assert cli.main(share, imported) == 0
+    assert "no unlocked unassigned images" in capsys.readouterr().out
+
+
+def test_split_by_hand_leaves_locked_images_and_says_why(imported, engine, capsys, caplog):
+    from db.audit import audit_log
+    from db.models import Image
+    from db.projects import lock_splits
+
+    names = [f"cells_{k}.png" for k in range(3)]
+    assert cli.main(["split", "--project", "Y", "--set", "test"] + names, imported) == 0
+    with Session(engine) as s, s.begin():
+        lock_splits(s, [s.query(Image).filter_by(original_name="cells_1.png").one().id])
+    assert cli.main(["split", "--project", "Y", "--set", "train", "cells_0.png", "nope.png"],
+                    imported) == 2
+    assert "no image called nope.png; nothing was moved" in caplog.text
+    assert cli.main(["split", "--project", "Y", "--set", "train"], imported) == 2
+    capsys.readouterr()
+    assert cli.main(["split", "--project", "Y", "--set", "train"] + names, imported) == 0
+    out = capsys.readouterr().out
+    assert "Moved 2 image(s) of project Y to train." in out
+    assert "Not moved: 1 locked image(s), cells_1.png (test). A run was scored on them" in out
+    assert _splits(engine) == {"cells_0.png": "train", "cells_1.png": "test", "cells_2.png": "train"}
+    with Session(engine) as s:
+        moves = audit_log(s, action="split.move")
+        assert len(moves) == 5 and {m.user_id for m in moves} == {None}
