@@ -52,11 +52,19 @@ current = st.session_state.get("rv_image")
 if current not in ids:
     current = ids[0]
 pos = ids.index(current)
+
+
+def go_to(target: int) -> None:
+    # A callback runs before the script, so the buttons below are drawn for the image it picks.
+    st.session_state["rv_image"] = target
+    st.session_state["rv_object"] = None
+
+
 nav1, nav2, nav3 = st.columns([1, 6, 1])
-if nav1.button("◀ Previous", disabled=pos == 0):
-    pos -= 1
-if nav3.button("Next ▶", disabled=pos == len(ids) - 1):
-    pos += 1
+nav1.button("◀ Previous", disabled=pos == 0, key="rv_prev", on_click=go_to,
+            args=(ids[max(pos - 1, 0)],))
+nav3.button("Next ▶", disabled=pos == len(ids) - 1, key="rv_next", on_click=go_to,
+            args=(ids[min(pos + 1, len(ids) - 1)],))
 st.session_state["rv_image"] = ids[pos]
 image_id = nav2.selectbox(f"Image ({len(ids)} shown)", ids, index=pos, key=f"rv_pick_{ids[pos]}",
                           format_func=lambda i: f"{names[i]} · {shown.set_index('image_id').loc[i, 'review_status']}")

@@ -177,6 +177,31 @@ def test_review_keep_unsure_and_approve(app_as, app_db):
         assert masks.ground_truth(s, image_id) is not None
 
 
+def test_review_previous_and_next_follow_the_click(app_as):
+    at = app_as("expert", "pages/review.py")
+    at.multiselect(key="rv_status").set_value(["to_review", "in_progress", "approved"]).run()
+    ids = _select(at, "Image").options
+    assert len(ids) >= 3
+    for _ in range(len(ids)):                         # back to the first image
+        if _button(at, "◀ Previous").disabled:
+            break
+        _button(at, "◀ Previous").click().run()
+    first = at.session_state["rv_image"]
+    assert _button(at, "◀ Previous").disabled and not _button(at, "Next ▶").disabled
+    _button(at, "Next ▶").click().run()
+    assert not at.exception
+    second = at.session_state["rv_image"]
+    assert second != first
+    assert _select(at, "Image").value == second      # the image shown is the second one
+    assert not _button(at, "◀ Previous").disabled     # drawn for the image now shown
+    _button(at, "◀ Previous").click().run()
+    assert at.session_state["rv_image"] == first and _button(at, "◀ Previous").disabled
+    for _ in range(len(ids) - 1):
+        _button(at, "Next ▶").click().run()
+    assert _button(at, "Next ▶").disabled
+    assert not _button(at, "◀ Previous").disabled
+
+
 def test_review_threshold_preview_shows_new_count_before_saving(app_as, app_db):
     from db import masks
 
