@@ -33,11 +33,13 @@ from db.models import (MASK_SOURCES, VERDICTS, AdjudicationDecision, Adjudicatio
                        Image, ImageResult, MaskVersion, ModelRun, ObjectDecision, ObjectOutcome,
                        ReviewAssignment, User)
 from db.storage import Storage
+from db.users import require_role
 
 __all__ = ["ConflictError", "ObjectInfo", "label_objects", "count_objects", "object_info",
            "save_mask_version", "make_head", "head_version", "versions", "approve",
            "ground_truth", "record_decision", "decisions", "assign_review", "assignments",
-           "finish_assignment", "HistoryEntry", "history", "queue_mask_object", "queue_run_object",
+           "finish_assignment", "assign_double_review", "blind_assignment", "review_version",
+           "visible_decisions", "HistoryEntry", "history", "queue_mask_object", "queue_run_object",
            "adjudication_queue", "pending_adjudications", "item_pixels", "decide_adjudication", "IOU_SAME_CELL",
            "PRIORITY"]
 
@@ -379,6 +381,66 @@ def finish_assignment(session: Session, image_id: int, user_id: int) -> ReviewAs
         raise ValueError(f"Image {image_id} is not assigned to user {user_id}.")
     found.done = True
     session.flush()
+    return found
+
+
+def assign_double_review(session: Session, image_ids: list[int], operator_ids: list[int], *,
+                         actor: User) -> list[ReviewAssignment]:
+    """Give each image to two users for blind, independent review (admins only).
+
+    Each of the two reviews the image without seeing the other's votes or versions; their saved
+    versions stay on the assignments (never the head) for the agreement figures.
+
+    Raises
+    ------
+    PermissionError
+        ``actor`` is not an enabled admin.
+    ValueError
+        Not exactly two different, enabled users who may review, or no image.
+    """
+    require_role(actor, "admin")
+    if not image_ids:
+        raise ValueError("Pick at least one image to assign for double review.")
+    if len(set(operator_ids)) != 2:
+        raise ValueError("Pick two different reviewers: a blind double review needs exactly two.")
+    reviewers = [session.get(User, uid) for uid in operator_ids]
+    for uid, user in zip(operator_ids, reviewers):
+        if user is None:
+            raise ValueError(f"There is no user with id {uid}.")
+        if user.disabled or user.role not in ("operator", "expert", "admin"):
+            raise ValueError(f"{user.name} cannot review images (a disabled account or the "
+                             f"{user.role} role); pick an enabled operator, expert or admin.")
+    made = []
+    for image_id in image_ids:
+        for user in reviewers:
+            made.append(assign_review(session, image_id, user.id, blind=True,
+                                      assigned_by=actor.id))
+        audit.record(session, user_id=actor.id, action="review.assign_blind", entity="images",
+                     entity_id=image_id, detail={"reviewers": [u.id for u in reviewers]})
+    return made
+
+
+def blind_assignment(session: Session, image_id: int, user_id: int | None) -> ReviewAssignment | None:
+    """The user's open blind review assignment on the image, or None."""
+    return _blind_assignment(session, image_id, user_id)
+
+
+def review_version(session: Session, image_id: int, user_id: int | None) -> MaskVersion | None:
+    """The version a user reviews: the head, or, on an open blind assignment, their own latest
+    version on it (the head until they save one; blind versions never become the head, so this is
+    never the other blind reviewer's work)."""
+    blind = _blind_assignment(session, image_id, user_id)
+    if blind is not None and blind.version_id is not None:
+        return session.get(MaskVersion, blind.version_id)
+    return head_version(session, image_id)
+
+
+def visible_decisions(session: Session, image_id: int, user_id: int | None) -> list[ObjectDecision]:
+    """The object decisions a user may see on an image: all of them, or only their own while they
+    hold an open blind assignment on it."""
+    found = decisions(session, image_id)
+    if _blind_assignment(session, image_id, user_id) is not None:
+        found = [d for d in found if d.user_id == user_id]
     return found
 
 

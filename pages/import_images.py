@@ -7,7 +7,7 @@ mask get an automatic mask at once.
 """
 import streamlit as st
 
-from db import importing, insights, projects
+from db import importing, insights, masks, projects, users
 from pages import ui
 
 who = ui.require(*ui.EDITORS)
@@ -132,6 +132,30 @@ if who.role == "admin":
                 st.error(str(err))
     if len(locked):
         st.dataframe(locked[["image_id", "name", "split"]], hide_index=True)
+
+    st.subheader("Blind double review")
+    st.caption("Each image goes to two reviewers who count it independently: neither sees the "
+               "other's votes or versions. Their counts feed the Dashboard's agreement figures.")
+    with ui.session() as s:
+        reviewers = {u.id: f"{u.name} ({u.role})" for u in users.list_users(s)
+                     if not u.disabled and u.role in ui.EDITORS}
+    with st.form("double_review"):
+        names = dict(zip(table["image_id"], table["name"]))
+        picked_images = st.multiselect("Images", list(names), format_func=lambda i: names[i],
+                                       key="dr_images")
+        picked_users = st.multiselect("Two reviewers", list(reviewers), max_selections=2,
+                                      format_func=lambda u: reviewers[u], key="dr_users")
+        if st.form_submit_button("Assign for blind double review"):
+            try:
+                with ui.session() as s:
+                    made = masks.assign_double_review(s, [int(i) for i in picked_images],
+                                                      [int(u) for u in picked_users],
+                                                      actor=ui.db_user(s, who))
+                st.success(f"Assigned {len(picked_images)} image(s) to "
+                           f"{' and '.join(reviewers[u] for u in picked_users)} for blind review "
+                           f"({len(made)} assignments).")
+            except (ValueError, PermissionError) as err:
+                st.error(str(err))
 
 st.subheader("Import batches")
 with ui.session() as s:

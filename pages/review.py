@@ -73,9 +73,11 @@ st.session_state["rv_image"] = image_id
 # ---------------------------------------------------------------- the chosen image
 with ui.session() as s:
     image = ui.image_row(s, image_id)
-    head = masks.head_version(s, image_id)
+    # On an open blind assignment the page shows the reviewer's own version and votes only.
+    blind = masks.blind_assignment(s, image_id, who.id) is not None
+    head = masks.review_version(s, image_id, who.id)
     path, split_name = image.path, image.split
-    votes = masks.decisions(s, image_id)
+    votes = masks.visible_decisions(s, image_id, who.id)
     head_id = head.id if head else None
     head_path = head.path if head else None
 rgb = ui.read_image(path)
@@ -96,6 +98,9 @@ with right:
                f"{sum(v == 'keep' for v in mine.values())} kept, "
                f"{sum(v == 'drop' for v in mine.values())} dropped, "
                f"{sum(v == 'unsure' for v in mine.values())} unsure.")
+    if blind:
+        st.info("Blind review: you see your own votes and versions only, not the other "
+                "reviewer's. Finish it when you are done.")
     with st.expander("Pre-labelling parameters"):
         preview = st.toggle("Preview a new automatic mask", key="rv_preview")
         method = st.selectbox("Threshold method", METHODS, index=METHODS.index(PrelabelParams().method),
@@ -229,17 +234,30 @@ with right:
     st.divider()
     dropped = sorted(lab for lab, v in mine.items() if v == "drop")
     label = "Approve" + (f" without the {len(dropped)} dropped object(s)" if dropped else "")
+    if blind:
+        label = "Finish blind review" + (f" without the {len(dropped)} dropped object(s)"
+                                         if dropped else "")
     if st.button(label, type="primary", disabled=head_id is None, key="rv_approve"):
         try:
             with ui.session() as s:
-                version_id = head_id
-                if dropped:
-                    kept = strokes.remove_objects(labels, dropped) > 0
-                    version_id = masks.save_mask_version(
-                        s, ui.storage(), image_id, kept, based_on=head_id, source="manual",
-                        author_id=who.id, note=f"review: dropped {len(dropped)} object(s)").id
-                masks.approve(s, image_id, user_id=who.id, version_id=version_id)
-            st.session_state["rv_flash"] = f"Approved {names[image_id]}."
+                if blind:
+                    # The reviewer's count is the version on the assignment, so one is always saved.
+                    kept = strokes.remove_objects(labels, dropped) > 0 if dropped else labels > 0
+                    masks.save_mask_version(s, ui.storage(), image_id, kept, based_on=head_id,
+                                            source="manual", author_id=who.id,
+                                            note=f"blind review: dropped {len(dropped)} object(s)")
+                    masks.finish_assignment(s, image_id, who.id)
+                    flash = f"Finished your blind review of {names[image_id]}."
+                else:
+                    version_id = head_id
+                    if dropped:
+                        kept = strokes.remove_objects(labels, dropped) > 0
+                        version_id = masks.save_mask_version(
+                            s, ui.storage(), image_id, kept, based_on=head_id, source="manual",
+                            author_id=who.id, note=f"review: dropped {len(dropped)} object(s)").id
+                    masks.approve(s, image_id, user_id=who.id, version_id=version_id)
+                    flash = f"Approved {names[image_id]}."
+            st.session_state["rv_flash"] = flash
             if pos < len(ids) - 1:
                 st.session_state["rv_image"] = ids[pos + 1]
             st.rerun()

@@ -202,6 +202,49 @@ def test_review_previous_and_next_follow_the_click(app_as):
     assert not _button(at, "◀ Previous").disabled
 
 
+def _review_at(app_as, role, image_id):
+    at = app_as(role, "pages/review.py")
+    at.multiselect(key="rv_status").set_value(["to_review", "in_progress", "approved"]).run()
+    at.session_state["rv_image"] = image_id
+    return at.run()
+
+
+def test_admin_assigns_blind_double_review_and_reviewers_do_not_see_each_other(app_as, app_db):
+    from db import insights, masks, users
+
+    with app_db.session() as s:
+        a = users.create_user(s, "blind-a", "blind-a-password", role="operator").id
+        b = users.create_user(s, "blind-b", "blind-b-password", role="operator").id
+        image_id = int(insights.image_counts(s, app_db.project_id)["image_id"].iloc[-2])
+        head = masks.head_version(s, image_id).id
+    at = app_as("admin", "pages/import_images.py")
+    at.multiselect(key="dr_images").set_value([image_id])
+    at.multiselect(key="dr_users").set_value([a, b])
+    _button(at, "Assign for blind double review").click().run()
+    assert not at.exception
+    assert any("blind review" in m for m in _texts(at, "success")), _texts(at)
+    with app_db.session() as s:
+        got = {(r.user_id, r.blind, r.done) for r in masks.assignments(s, image_id=image_id)}
+        assert {(a, True, False), (b, True, False)} <= got
+        masks.record_decision(s, app_db.storage, image_id, head, 1, user_id=b, verdict="drop",
+                              reason="blind-b thinks so")
+
+    seen = _review_at(app_as, "expert", image_id)            # not blind: sees blind-b's drop
+    assert "object 1 (drop)" in _select(seen, "Pick an object").options
+    at = _review_at(app_as, "blind-a", image_id)
+    assert not at.exception
+    assert any("Blind review" in m for m in _texts(at, "info"))
+    assert "object 1 (drop)" not in _select(at, "Pick an object").options
+    assert any("0 kept, 0 dropped" in c.value for c in at.caption)
+
+    _button(at, "Finish blind review").click().run()
+    assert not at.exception
+    with app_db.session() as s:
+        mine = next(r for r in masks.assignments(s, image_id=image_id) if r.user_id == a)
+        assert mine.done and mine.version_id is not None
+        assert masks.head_version(s, image_id).id == head   # a blind version never becomes the head
+
+
 def test_review_threshold_preview_shows_new_count_before_saving(app_as, app_db):
     from db import masks
 
