@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
-from typing import Iterable, Sequence
+from typing import Callable, Iterable, Sequence
 
 import numpy as np
 from scipy import ndimage as ndi
@@ -413,7 +413,8 @@ def _kneedle(x: np.ndarray, y: np.ndarray) -> int:
 
 def threshold_curve(heatmaps: Sequence[np.ndarray], true_labels: Sequence[np.ndarray],
                     params: PostprocessParams, thresholds: Sequence[float] | None = None, *,
-                    max_distance: float = 50.0, method: str = "hungarian") -> ThresholdCurve:
+                    max_distance: float = 50.0, method: str = "hungarian",
+                    progress: Callable[[int, int], None] | None = None) -> ThresholdCurve:
     """Pooled F1, precision and recall against the heatmap threshold, with best and knee.
 
     Parameters
@@ -428,10 +429,20 @@ def threshold_curve(heatmaps: Sequence[np.ndarray], true_labels: Sequence[np.nda
         Ascending grid; default :data:`DEFAULT_THRESHOLDS` (0.05 to 0.95 by 0.025).
     max_distance, method : optional
         Passed to :func:`match_objects`.
+    progress : callable, optional
+        Called as ``progress(done, total)`` after each threshold of the grid. Labelling a
+        heatmap whose cells merge into one frame-wide component (an untrained model's, near 0.5)
+        takes a watershed over most of the frame, so a whole sweep can run for minutes.
 
     Returns
     -------
     ThresholdCurve
+
+    Notes
+    -----
+    An image whose thresholded mask is the same as at the previous threshold (a saturated
+    heatmap, or thresholds above its maximum) keeps the previous match instead of being labelled
+    again; the curve is the same as labelling every time.
 
     Examples
     --------
@@ -450,11 +461,22 @@ def threshold_curve(heatmaps: Sequence[np.ndarray], true_labels: Sequence[np.nda
     if grid.ndim != 1 or grid.size == 0 or np.any(np.diff(grid) <= 0):
         raise ValueError("thresholds must be a non-empty, strictly ascending sequence")
     rows = []
-    for t in grid:
-        s = score(match_objects(truth, heatmap_to_labels(h, params, threshold=float(t)),
-                                max_distance=max_distance, method=method)
-                  for h, truth in zip(heatmaps, true_labels))
+    previous: list[tuple[np.ndarray, Match] | None] = [None] * len(heatmaps)
+    for step, t in enumerate(grid, start=1):
+        matches = []
+        for i, (h, truth) in enumerate(zip(heatmaps, true_labels)):
+            mask = np.asarray(h) > t        # what heatmap_to_labels thresholds, p > t
+            if previous[i] is not None and np.array_equal(mask, previous[i][0]):
+                match = previous[i][1]
+            else:
+                match = match_objects(truth, heatmap_to_labels(h, params, threshold=float(t)),
+                                      max_distance=max_distance, method=method)
+            previous[i] = (mask, match)
+            matches.append(match)
+        s = score(matches)
         rows.append((s.f1, s.precision, s.recall))
+        if progress is not None:
+            progress(step, grid.size)
     f1, precision, recall = (np.array(col) for col in zip(*rows))
     for arr in (grid, f1, precision, recall):
         arr.setflags(write=False)

@@ -431,12 +431,22 @@ def predict_samples(model, samples, *, stage: str, progress: Progress | None = N
     return heatmaps
 
 
-def tune_threshold(heatmaps, samples, config: TrainConfig) -> dict:
-    """Best and knee thresholds of F1 on the given (training) images; ``chosen`` is the best."""
+def tune_threshold(heatmaps, samples, config: TrainConfig, *, progress: Progress | None = None,
+                   should_cancel: Callable[[], bool] | None = None) -> dict:
+    """Best and knee thresholds of F1 on the given (training) images; ``chosen`` is the best.
+
+    Reports stage ``tuning`` after every threshold of the grid (a sweep over an untrained
+    model's heatmaps takes minutes) and asks ``should_cancel`` there too.
+    """
     from core.metrics import threshold_curve
 
+    def step(done: int, total: int) -> None:
+        if progress:
+            progress({"stage": "tuning", "step": done, "steps": total})
+        _check_cancel(should_cancel, f"while tuning the threshold after {done} of {total} steps")
+
     curve = threshold_curve(heatmaps, [s.labels for s in samples], postprocess_params(config),
-                            max_distance=config.cell_diameter)
+                            max_distance=config.cell_diameter, progress=step)
     knee = None if curve.knee is None or not np.isfinite(curve.knee) else float(curve.knee)
     return {"best": float(curve.best), "knee": knee, "chosen": float(curve.best),
             "curve": {"thresholds": np.asarray(curve.thresholds).tolist(),
@@ -513,7 +523,7 @@ def train_run(train, validation, test, config: TrainConfig, run_dir, *, manifest
     tuning = list(train) + list(validation)
     thresholds = tune_threshold(predict_samples(result.model, tuning, stage="threshold",
                                                 progress=progress, should_cancel=should_cancel),
-                                tuning, config)
+                                tuning, config, progress=progress, should_cancel=should_cancel)
     _check_cancel(should_cancel, "after threshold tuning")
     params = postprocess_params(config, thresholds["chosen"])
     metrics, results = score_samples(result.model, test, params, progress=progress,

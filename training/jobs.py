@@ -217,7 +217,9 @@ def _stage_fraction(payload: dict) -> tuple[float, str]:
                + f", lr {payload['learning_rate']:.2g}, about {_duration(payload['seconds_left'])} left")
         return 0.85 * done, msg
     if stage == "threshold":
-        return 0.85 + 0.08 * step / steps, f"Tuning the threshold: image {step}/{steps}"
+        return 0.85 + 0.03 * step / steps, f"Predicting for threshold tuning: image {step}/{steps}"
+    if stage == "tuning":
+        return 0.88 + 0.05 * step / steps, f"Tuning the threshold: step {step}/{steps}"
     return 0.93 + 0.07 * step / steps, f"Scoring test images: {step}/{steps}"
 
 

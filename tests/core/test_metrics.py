@@ -249,6 +249,31 @@ def test_ties_pick_the_middle_and_kneedle_on_textbook_curve():
     assert _kneedle(x[:2], x[:2]) == 0 and _kneedle(x, np.ones(11)) == 0
 
 
+def test_threshold_curve_reports_every_step_and_reuses_unchanged_masks(monkeypatch):
+    import core.metrics as metrics
+
+    heat, truth = crafted_heatmap()
+    params, grid = PostprocessParams.paper(cell_diameter=20), [0.1, 0.2, 0.3, 0.4, 0.5]
+    # A saturated heatmap: the same mask at every threshold below 0.9.
+    flat = np.where(truth > 0, 0.95, 0.0).astype(np.float32)
+    calls, steps = [], []
+    real = metrics.heatmap_to_labels
+
+    def counted(h, p, *, threshold=None):
+        calls.append(threshold)
+        return real(h, p, threshold=threshold)
+
+    monkeypatch.setattr(metrics, "heatmap_to_labels", counted)
+    curve = threshold_curve([heat, heat, flat], [truth, truth, truth], params, grid,
+                            max_distance=10, progress=lambda done, total: steps.append((done, total)))
+    assert steps == [(i, len(grid)) for i in range(1, len(grid) + 1)]
+    assert len(calls) == 2 * len(grid) + 1     # the saturated image is labelled once
+    # One threshold at a time labels everything afresh: the same curve.
+    fresh = [threshold_curve([heat, heat, flat], [truth] * 3, params, [t], max_distance=10).f1[0]
+             for t in grid]
+    np.testing.assert_array_equal(curve.f1, fresh)
+
+
 def test_threshold_curve_rejects_mismatched_inputs():
     heat, truth = crafted_heatmap()
     with pytest.raises(ValueError, match="as many"):
