@@ -364,9 +364,14 @@ def _votes(session, items) -> dict[int, list[dict]]:
         near = {d.id for d, _ in decisions
                 if math.hypot(d.centroid_row - item.centroid_row,
                               d.centroid_col - item.centroid_col) <= 10.0}
-        out[item.id] = [{"user": name or "?", "verdict": d.verdict, "reason": d.reason or "",
-                         "at": d.created_at}
-                        for d, name in decisions if d.cell_key in keys or d.id in near]
+        # Each user's latest vote once: a repeated click is not a second opinion.
+        latest = {}
+        for d, name in decisions:
+            if d.cell_key in keys or d.id in near:
+                latest.pop(d.user_id, None)
+                latest[d.user_id] = {"user": name or "?", "verdict": d.verdict,
+                                     "reason": d.reason or "", "at": d.created_at}
+        out[item.id] = list(latest.values())
     return out
 
 

@@ -21,7 +21,7 @@ from __future__ import annotations
 import datetime as dt
 import logging
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 from skimage.measure import label as cc_label, regionprops
@@ -39,7 +39,7 @@ __all__ = ["ConflictError", "ObjectInfo", "label_objects", "count_objects", "obj
            "save_mask_version", "make_head", "head_version", "versions", "approve",
            "ground_truth", "record_decision", "decisions", "assign_review", "assignments",
            "finish_assignment", "assign_double_review", "blind_assignment", "review_version",
-           "visible_decisions", "HistoryEntry", "history", "queue_mask_object", "queue_run_object",
+           "visible_decisions", "item_probability", "HistoryEntry", "history", "queue_mask_object", "queue_run_object",
            "adjudication_queue", "pending_adjudications", "item_pixels", "decide_adjudication", "IOU_SAME_CELL",
            "PRIORITY"]
 
@@ -604,6 +604,46 @@ def _component_in_box(binary: np.ndarray, bbox) -> np.ndarray:
     if ids.size == 0:
         return np.zeros_like(binary, dtype=bool)
     return labels == ids[np.argmax(counts)]
+
+
+def item_probability(session: Session, storage: Storage, item_id: int,
+                     predict: Callable[[str, str], np.ndarray] | None = None) -> float | None:
+    """The promoted model's mean probability over an item's object, worked out once and kept.
+
+    An item queued without one (flagged unsure, disputed) gets it from the promoted run's stored
+    heatmap of the image, or else from ``predict(run_dir, image_path)`` (a float heatmap; the
+    caller loads and caches the model). The heatmap is stored (``Storage.put_heatmap``) and its
+    key, with the run, kept on the item; the probability goes into ``item.probability``.
+
+    Returns None when there is no promoted run, or no stored heatmap and no ``predict``.
+    """
+    item = session.get(AdjudicationItem, item_id)
+    if item is None:
+        raise ValueError(f"There is no adjudication item {item_id}; it may have been decided.")
+    if item.probability is not None:
+        return float(item.probability)
+    run = session.scalar(select(ModelRun).where(ModelRun.project_id == item.project_id,
+                                                ModelRun.promoted.is_(True)))
+    if run is None:
+        return None
+    image = _get_image(session, item.image_id)
+    stored = session.scalar(select(ImageResult.heatmap_path).where(
+        ImageResult.run_id == run.id, ImageResult.image_id == item.image_id,
+        ImageResult.heatmap_path.is_not(None)))
+    if stored is not None:
+        heat = storage.read_heatmap(stored)
+    elif predict is not None:
+        heat = np.asarray(predict(run.run_dir, image.path), dtype=np.float32)
+        stored = storage.key(storage.put_heatmap(heat).path)
+    else:
+        return None
+    pixels = item_pixels(session, storage, item, heat.shape)
+    if not pixels.any():
+        return None
+    item.probability = float(heat[pixels].mean())
+    item.geometry = {**(item.geometry or {}), "probability_run": run.id, "heatmap": str(stored)}
+    session.flush()
+    return item.probability
 
 
 def item_pixels(session: Session, storage: Storage, item: AdjudicationItem,

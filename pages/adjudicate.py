@@ -59,6 +59,14 @@ with queue_tab:
             left.error(str(exc))
         with right:
             prob = item["probability"]
+            if pd.isna(prob):
+                try:
+                    with ui.session() as s:
+                        prob = masks.item_probability(s, ui.storage(), int(item["item_id"]),
+                                                      predict=ui.model_heatmap)
+                except ValueError as exc:
+                    st.caption(f"No model probability: {exc}")
+                prob = float("nan") if prob is None else prob
             st.metric("Model probability", "n/a" if pd.isna(prob) else f"{prob:.2f}")
             if item["note"]:
                 st.caption(f"Note: {item['note']}")

@@ -77,6 +77,14 @@ def model_run(run_dir: str):
     return load_run(storage().resolve(run_dir))
 
 
+@st.cache_resource(show_spinner="Predicting with the promoted model...", max_entries=8)
+def model_heatmap(run_dir: str, image_path: str):
+    """The heatmap of a run's model on a stored image, predicted once per (run, image)."""
+    from core.predict import predict_heatmap
+
+    return predict_heatmap(model_run(run_dir).model, read_image(image_path))
+
+
 @st.cache_resource(show_spinner=False, max_entries=16)
 def read_image(path: str):
     """Pixels of a stored image; files are named by their content, so they never go stale."""

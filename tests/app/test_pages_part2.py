@@ -350,3 +350,89 @@ def test_count_two_images_one_corrupt(app_as, app_db, promoted, monkeypatch):
     assert counts["file"].tolist() == ["good.png"] and counts["count"].tolist() == [7]
     csv = at.get("download_button")
     assert csv, "a CSV download is offered"
+
+
+# ---------------------------------------------------------------- adjudicate: model probability
+
+def _unsure_item_on(app_db, image_id, version_id, label, user, times=2):
+    """``user`` flags one object unsure ``times`` times; the item it queued, first in the queue."""
+    from sqlalchemy import select
+
+    from db import masks, users
+    from db.models import AdjudicationItem
+
+    with app_db.session() as s:
+        uid = users.get_user(s, user).id
+        for _ in range(times):
+            masks.record_decision(s, app_db.storage, image_id, version_id, label, user_id=uid,
+                                  verdict="unsure", reason="dim")
+        item = s.scalars(select(AdjudicationItem).where(
+            AdjudicationItem.image_id == image_id, AdjudicationItem.version_id == version_id,
+            AdjudicationItem.label == label, AdjudicationItem.status == "open")).one()
+        assert item.probability is None
+        item.priority = 1e7
+        return item.id
+
+
+def _close(app_db, item_id):
+    from db.models import AdjudicationItem
+
+    with app_db.session() as s:
+        s.get(AdjudicationItem, item_id).status = "dismissed"
+
+
+def test_unsure_item_shows_the_promoted_runs_probability_and_each_vote_once(app_as, app_db,
+                                                                           promoted):
+    from sqlalchemy import select
+
+    from db import masks
+    from db.models import AdjudicationItem, ImageResult
+
+    with app_db.session() as s:
+        result = s.scalars(select(ImageResult).where(ImageResult.run_id == promoted)).first()
+        image_id, version_id = result.image_id, result.version_id
+    item_id = _unsure_item_on(app_db, image_id, version_id, 1, "operator")
+    try:
+        at = app_as("expert", "pages/adjudicate.py")
+        assert not at.exception, at.exception
+        assert at.metric[0].label == "Model probability"
+        assert at.metric[0].value == "0.90"     # part2-run's stored heatmap is 0.9 on every cell
+        votes = at.dataframe[0].value
+        assert list(votes["user"]) == ["operator"] and list(votes["verdict"]) == ["unsure"]
+        with app_db.session() as s:
+            assert s.get(AdjudicationItem, item_id).probability == pytest.approx(0.9, abs=0.01)
+    finally:
+        _close(app_db, item_id)
+
+
+def test_item_probability_predicts_once_without_a_stored_heatmap(app_db, promoted):
+    from sqlalchemy import select
+
+    from db import masks
+    from db.models import AdjudicationItem, Image, ImageResult
+
+    with app_db.session() as s:
+        scored = set(s.scalars(select(ImageResult.image_id).where(ImageResult.run_id == promoted)))
+        img = next(i for i in s.scalars(select(Image).where(
+            Image.project_id == app_db.project_id, Image.head_version_id.is_not(None)))
+            if i.id not in scored)
+        image_id, version_id, shape = img.id, img.head_version_id, (img.height, img.width)
+    item_id = _unsure_item_on(app_db, image_id, version_id, 1, "expert", times=1)
+    calls = []
+
+    def predict(run_dir, image_path):
+        calls.append(run_dir)
+        return np.full(shape, 0.7, np.float32)
+
+    try:
+        with app_db.session() as s:
+            assert masks.item_probability(s, app_db.storage, item_id) is None  # no way to get it
+            assert masks.item_probability(s, app_db.storage, item_id,
+                                          predict=predict) == pytest.approx(0.7)
+            assert masks.item_probability(s, app_db.storage, item_id,
+                                          predict=predict) == pytest.approx(0.7)
+            item = s.get(AdjudicationItem, item_id)
+            assert len(calls) == 1 and item.geometry["probability_run"] == promoted
+            assert app_db.storage.read_heatmap(item.geometry["heatmap"]).shape == shape
+    finally:
+        _close(app_db, item_id)
