@@ -57,7 +57,7 @@ pos = ids.index(current)
 def go_to(target: int) -> None:
     # A callback runs before the script, so the buttons below are drawn for the image it picks.
     st.session_state["rv_image"] = target
-    st.session_state["rv_object"] = None
+    st.session_state["rv_obj_pick"] = None
 
 
 nav1, nav2, nav3 = st.columns([1, 6, 1])
@@ -152,7 +152,14 @@ def emphasise(over, labels, obj, color):
     return over
 
 
-picked = st.session_state.get("rv_object")
+# The picker keeps one key: a key that changes with the pick brings back, in the browser, whatever
+# value an older widget of the same key last had (the object just judged, say).
+labels_list = [o.label for o in objects]
+if "rv_obj_next" in st.session_state:  # set after a verdict, applied before the picker exists
+    st.session_state["rv_obj_pick"] = st.session_state.pop("rv_obj_next")
+if st.session_state.get("rv_obj_pick") not in labels_list:
+    st.session_state["rv_obj_pick"] = None
+picked = st.session_state["rv_obj_pick"]
 shown_rgb = render.adjust_display(rgb, brightness=brightness, contrast=contrast, gamma=gamma)
 colours = {lab: VERDICT_COLOURS[v] for lab, v in mine.items()}
 if picked:
@@ -190,27 +197,27 @@ with left:
     event = st.plotly_chart(fig, on_select="rerun", selection_mode="points", key=f"rv_fig_{image_id}",
                             config={"displaylogo": False, "scrollZoom": True})
 points = (event or {}).get("selection", {}).get("points", []) if event else []
+clicked = None
 if points and points[0].get("customdata") is not None:
     clicked = points[0]["customdata"]
     clicked = int(clicked[0] if isinstance(clicked, list) else clicked)
+# The chart keeps its selection across reruns: act on a click once, so a verdict that moved the
+# picker on is not undone by the marker still selected.
+if clicked is None:
+    st.session_state["rv_fig_seen"] = None
+elif st.session_state.get("rv_fig_seen") != (image_id, clicked):
+    st.session_state["rv_fig_seen"] = (image_id, clicked)
     if clicked != picked:
-        st.session_state["rv_object"] = clicked
+        st.session_state["rv_obj_pick"] = clicked
         st.rerun()
 
 # ---------------------------------------------------------------- actions
 with right:
     st.subheader("Object")
-    labels_list = [o.label for o in objects]
-    if picked not in labels_list:
-        picked = None
     choice = st.selectbox("Pick an object (or click its marker)", [None] + labels_list,
-                          index=0 if picked is None else labels_list.index(picked) + 1,
                           format_func=lambda v: "-" if v is None else
                           f"object {v}" + (f" ({mine[v]})" if v in mine else ""),
-                          key=f"rv_obj_pick_{image_id}_{picked}")
-    if choice != picked:
-        st.session_state["rv_object"] = choice
-        st.rerun()
+                          key="rv_obj_pick")
     reason = st.text_input("Reason (optional; shown to the experts)", key="rv_reason")
     b1, b2, b3 = st.columns(3)
     verdict = None
@@ -226,7 +233,9 @@ with right:
             with ui.session() as s:
                 masks.record_decision(s, ui.storage(), image_id, head_id, choice, user_id=who.id,
                                       verdict=verdict, reason=reason)
-            st.session_state["rv_object"] = None
+            # On to the next object nobody judged yet, so the picker never rests on this one.
+            st.session_state["rv_obj_next"] = next(
+                (lab for lab in labels_list if lab > choice and lab not in mine), None)
             st.rerun()
         except ValueError as err:
             st.error(str(err))

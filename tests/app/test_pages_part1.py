@@ -245,6 +245,22 @@ def test_admin_assigns_blind_double_review_and_reviewers_do_not_see_each_other(a
         assert masks.head_version(s, image_id).id == head   # a blind version never becomes the head
 
 
+def test_review_verdict_moves_the_picker_on(app_as):
+    at = app_as("expert", "pages/review.py")
+    at.multiselect(key="rv_status").set_value(["to_review", "in_progress", "approved"]).run()
+    _select(at, "Pick an object").set_value(2).run()
+    assert _select(at, "Pick an object").value == 2
+    _button(at, "Unsure").click().run()
+    assert not at.exception
+    picker = _select(at, "Pick an object")
+    options = picker.options
+    assert "object 2 (unsure)" in options
+    # On to the next object nobody judged yet ("-" when there is none).
+    later = [o for o in options[options.index("object 2 (unsure)") + 1:] if "(" not in o]
+    assert picker.format_func(picker.value) == (later[0] if later else "-")
+    assert picker.value != 2
+
+
 def test_review_threshold_preview_shows_new_count_before_saving(app_as, app_db):
     from db import masks
 
