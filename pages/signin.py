@@ -25,8 +25,8 @@ if first_start:
                     with ui.session() as s:
                         if users.list_users(s):
                             raise ValueError("An account was created meanwhile; sign in instead.")
-                        users.create_user(s, name, pw, role="admin")
-                    st.session_state["user"] = name.strip()
+                        admin = users.create_user(s, name, pw, role="admin")
+                        ui.sign_in(admin)
                     st.rerun()
                 except ValueError as err:
                     st.error(str(err))
@@ -43,11 +43,11 @@ if go:
             try:
                 user = users.authenticate(s, name.strip(), pw)
                 signed_in = user.name
+                ui.sign_in(user)
             except users.AuthenticationError as err:
                 # Commit the failure count: leaving the block normally keeps it.
                 signed_in, message = None, str(err)
         if signed_in:
-            st.session_state["user"] = signed_in
             st.rerun()
         st.error(message)
     except ValueError as err:

@@ -116,18 +116,40 @@ def session():
         yield s
 
 
+@st.cache_resource(show_spinner=False)
+def _token_key() -> bytes:
+    from db.sessions import session_key
+
+    return session_key(settings().data_dir)
+
+
 def current_user() -> Who | None:
-    """The signed-in user (re-read from the database), or None."""
-    name = st.session_state.get("user")
-    if name is None:
-        return None
+    """The signed-in user (re-read from the database), or None.
+
+    The sign-in also lives in the URL as a signed, expiring token (``?session=``, see
+    :mod:`db.sessions`), so a reload or a copied link signs the same user in again; a disabled
+    account is refused either way.
+    """
+    from db.models import User
+    from db.sessions import issue_token, verify_token
     from db.users import get_user
 
+    name = st.session_state.get("user")
+    token = st.query_params.get("session")
+    token_user = verify_token(_token_key(), token)
     with session() as s:
-        user = get_user(s, name)
+        if name is not None:
+            user = get_user(s, name)
+        else:
+            user = None if token_user is None else s.get(User, token_user)
         if user is None or user.disabled:
             st.session_state.pop("user", None)
+            if token is not None:
+                del st.query_params["session"]
             return None
+        st.session_state["user"] = user.name
+        if token_user != user.id:
+            st.query_params["session"] = issue_token(_token_key(), user.id)
         return Who(user.id, user.name, user.role)
 
 
@@ -151,9 +173,20 @@ def require(*roles: str) -> Who:
     return who
 
 
+def sign_in(user) -> None:
+    """Sign ``user`` (a users row) in for this tab, and put the token in the URL at once, so the
+    rerun that follows (and any reload) already carries it."""
+    from db.sessions import issue_token
+
+    st.session_state["user"] = user.name
+    st.query_params["session"] = issue_token(_token_key(), user.id)
+
+
 def sign_out() -> None:
     for key in ("user", "project_id"):
         st.session_state.pop(key, None)
+    if "session" in st.query_params:
+        del st.query_params["session"]
 
 
 def db_user(s, who: Who):

@@ -46,6 +46,44 @@ def test_sign_in_wrong_password_says_nothing_specific_then_right_one(app_as):
     assert at.session_state["user"] == "operator"
 
 
+def _fresh(query=None, page=None):
+    """A new browser tab: no session state, only what the URL carries."""
+    from pathlib import Path
+
+    from streamlit.testing.v1 import AppTest
+
+    at = AppTest.from_file(str(Path(__file__).resolve().parents[2] / "app.py"), default_timeout=60)
+    at.query_params.update(query or {})
+    return at.run()
+
+
+def test_a_reload_keeps_the_sign_in_through_a_signed_token(app_as, app_db):
+    from db import sessions, users
+
+    at = app_as(None)
+    _fields(at, "Name")[0].input("viewer")
+    _fields(at, "Password")[0].input("viewer-demo")
+    _button(at, "Sign in").click().run()
+    token = at.query_params["session"]
+    token = token[0] if isinstance(token, list) else token
+    assert "viewer" not in token and "demo" not in token      # only the id and the expiry
+    again = _fresh({"session": token})
+    assert not again.exception
+    assert again.session_state["user"] == "viewer" and not _fields(again, "Password")
+    # A forged or a disabled user's token signs nobody in.
+    uid, expiry, mac = token.split(".")
+    forged = _fresh({"session": f"{int(uid) + 1}.{expiry}.{mac}"})
+    assert "user" not in forged.session_state and _fields(forged, "Password")
+    with app_db.session() as s:
+        gone = users.create_user(s, "leaver", "leaver-password", role="operator")
+        key = sessions.session_key(app_db.settings.data_dir)
+        leaver_token = sessions.issue_token(key, gone.id)
+        users.disable_user(s, gone)
+    refused = _fresh({"session": leaver_token})
+    assert "user" not in refused.session_state and _fields(refused, "Password")
+    assert "session" not in refused.query_params
+
+
 def test_five_wrong_passwords_lock_the_account(app_as, app_db):
     from db import users
 
