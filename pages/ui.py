@@ -136,8 +136,9 @@ def current_user() -> Who | None:
 
     name = st.session_state.get("user")
     token = st.query_params.get("session")
-    token_user = verify_token(_token_key(), token)
     with session() as s:
+        # The token is bound to the password hash: a changed password ends older sessions.
+        token_user = verify_token(_token_key(), token, stamp_for=lambda uid: _stamp(s, uid))
         if name is not None:
             user = get_user(s, name)
         else:
@@ -149,8 +150,17 @@ def current_user() -> Who | None:
             return None
         st.session_state["user"] = user.name
         if token_user != user.id:
-            st.query_params["session"] = issue_token(_token_key(), user.id)
+            st.query_params["session"] = issue_token(_token_key(), user.id,
+                                                     stamp=user.password_hash)
         return Who(user.id, user.name, user.role)
+
+
+def _stamp(s, user_id: int) -> str | None:
+    """The account's token stamp: its stored password hash (None when there is no such user)."""
+    from db.models import User
+
+    user = s.get(User, user_id)
+    return None if user is None else user.password_hash
 
 
 def require(*roles: str) -> Who:
@@ -179,7 +189,7 @@ def sign_in(user) -> None:
     from db.sessions import issue_token
 
     st.session_state["user"] = user.name
-    st.query_params["session"] = issue_token(_token_key(), user.id)
+    st.query_params["session"] = issue_token(_token_key(), user.id, stamp=user.password_hash)
 
 
 def sign_out() -> None:

@@ -77,11 +77,26 @@ def test_a_reload_keeps_the_sign_in_through_a_signed_token(app_as, app_db):
     with app_db.session() as s:
         gone = users.create_user(s, "leaver", "leaver-password", role="operator")
         key = sessions.session_key(app_db.settings.data_dir)
-        leaver_token = sessions.issue_token(key, gone.id)
+        leaver_token = sessions.issue_token(key, gone.id, stamp=gone.password_hash)
         users.disable_user(s, gone)
     refused = _fresh({"session": leaver_token})
     assert "user" not in refused.session_state and _fields(refused, "Password")
     assert "session" not in refused.query_params
+
+
+def test_a_password_change_ends_older_sign_in_tokens(app_db):
+    from db import sessions, users
+
+    with app_db.session() as s:
+        mover = users.get_user(s, "mover") or users.create_user(s, "mover", "mover-password-1",
+                                                                 role="viewer")
+        key = sessions.session_key(app_db.settings.data_dir)
+        token = sessions.issue_token(key, mover.id, stamp=mover.password_hash)
+    assert _fresh({"session": token}).session_state["user"] == "mover"
+    with app_db.session() as s:
+        users.set_password(s, users.get_user(s, "mover"), "mover-password-2")
+    stale = _fresh({"session": token})
+    assert "user" not in stale.session_state and _fields(stale, "Password")
 
 
 def test_five_wrong_passwords_lock_the_account(app_as, app_db):
