@@ -8,12 +8,7 @@ import streamlit as st
 from db import insights, masks, users
 from pages import ui
 
-who = ui.require("expert", "admin")
-pid = ui.project_id()
-st.title("Adjudicate")
-if pid is None:
-    st.info("There is no project yet. An admin creates one on the Admin page.")
-    st.stop()
+who, pid = ui.open_page("Adjudicate", "expert", "admin")
 
 REASONS = ("clear soma, stained", "debris or artefact", "too dim to be a cell", "out of focus",
            "part of a neighbouring cell", "other (write below)")

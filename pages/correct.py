@@ -26,12 +26,7 @@ TOOLS = {  # label: (edit kind, drawing mode, stroke width, fill)
     "Split cells (draw a line)": ("split", "line", 2, "rgba(0, 0, 0, 0)"),
 }
 
-who = ui.require(*ui.EDITORS)
-pid = ui.project_id()
-st.title("Correct")
-if pid is None:
-    st.info("There is no project yet; an admin creates one on the Admin page.")
-    st.stop()
+who, pid = ui.open_page("Correct", *ui.EDITORS)
 
 with ui.session() as s:
     table = insights.image_counts(s, pid)

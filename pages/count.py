@@ -13,12 +13,7 @@ from db import insights
 from pages import ui
 from training import jobs
 
-who = ui.require(*ui.EDITORS)
-pid = ui.project_id()
-st.title("Count")
-if pid is None:
-    st.info("There is no project yet. An admin creates one on the Admin page.")
-    st.stop()
+who, pid = ui.open_page("Count", *ui.EDITORS)
 
 with ui.session() as s:
     overview = insights.runs_overview(s, pid)

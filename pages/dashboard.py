@@ -13,12 +13,7 @@ import streamlit as st
 from db import insights
 from pages import ui
 
-who = ui.require()
-pid = ui.project_id()
-st.title("Dashboard")
-if pid is None:
-    st.info("There is no project yet. An admin creates one on the Admin page.")
-    st.stop()
+who, pid = ui.open_page("Dashboard")
 
 with ui.session() as s:
     runs = insights.runs_overview(s, pid)

@@ -10,12 +10,7 @@ import streamlit as st
 from db import exporting, insights
 from pages import ui
 
-who = ui.require()
-pid = ui.project_id()
-st.title("Export")
-if pid is None:
-    st.info("There is no project yet. An admin creates one on the Admin page.")
-    st.stop()
+who, pid = ui.open_page("Export")
 
 ANY = "(all)"
 FORMATS = {

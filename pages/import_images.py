@@ -10,12 +10,7 @@ import streamlit as st
 from db import importing, insights, masks, projects, users
 from pages import ui
 
-who = ui.require(*ui.EDITORS)
-pid = ui.project_id()
-st.title("Import")
-if pid is None:
-    st.info("There is no project yet; an admin creates one on the Admin page.")
-    st.stop()
+who, pid = ui.open_page("Import", *ui.EDITORS)
 settings = ui.settings()
 
 

@@ -9,13 +9,8 @@ from core.io import encode_png
 from db import insights, masks, runs, users
 from pages import ui
 
-who = ui.require()
-pid = ui.project_id()
+who, pid = ui.open_page("Predictions")
 may_edit = who.role in ui.EDITORS
-st.title("Predictions")
-if pid is None:
-    st.info("There is no project yet. An admin creates one on the Admin page.")
-    st.stop()
 
 with ui.session() as s:
     overview = insights.runs_overview(s, pid)

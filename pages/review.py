@@ -18,12 +18,7 @@ from pages import ui
 VERDICT_COLOURS = {"keep": (0, 220, 80), "drop": (255, 60, 60), "unsure": (255, 150, 0)}
 STATUSES = ("to_review", "in_progress", "approved")
 
-who = ui.require(*ui.EDITORS)
-pid = ui.project_id()
-st.title("Review")
-if pid is None:
-    st.info("There is no project yet; an admin creates one on the Admin page.")
-    st.stop()
+who, pid = ui.open_page("Review", *ui.EDITORS)
 
 # ---------------------------------------------------------------- the image list
 with ui.session() as s:

@@ -13,12 +13,7 @@ from pages import ui
 from training import jobs
 from training.config import POSTPROCESS_PRESETS, TrainConfig
 
-who = ui.require(*ui.EDITORS)
-pid = ui.project_id()
-st.title("Train")
-if pid is None:
-    st.info("There is no project yet. An admin creates one on the Admin page.")
-    st.stop()
+who, pid = ui.open_page("Train", *ui.EDITORS)
 
 ACTIVE = ("queued", "running")
 REFRESH_S = 2.0

@@ -155,6 +155,18 @@ def current_user() -> Who | None:
         return Who(user.id, user.name, user.role)
 
 
+def open_page(title: str, *roles: str) -> tuple[Who, int]:
+    """The start of every project page: refuse other roles, draw the title, and stop with a
+    pointer to the Admin page while there is no project yet. Returns (user, project id)."""
+    who = require(*roles)
+    pid = project_id()
+    st.title(title)
+    if pid is None:
+        st.info("There is no project yet. An admin creates one on the Admin page.")
+        st.stop()
+    return who, pid
+
+
 def _stamp(s, user_id: int) -> str | None:
     """The account's token stamp: its stored password hash (None when there is no such user)."""
     from db.models import User
