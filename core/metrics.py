@@ -28,13 +28,12 @@ from dataclasses import dataclass, field
 from typing import Callable, Iterable, Sequence
 
 import numpy as np
-from scipy import ndimage as ndi
 from scipy.optimize import linear_sum_assignment
 from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components
 from scipy.spatial import cKDTree
 
-from core.postprocess import PostprocessParams, heatmap_to_labels
+from core.postprocess import PostprocessParams, as_labels, heatmap_to_labels
 
 __all__ = ["Match", "Scores", "ThresholdCurve", "match_objects", "score", "threshold_curve",
            "METHODS", "DEFAULT_THRESHOLDS"]
@@ -44,8 +43,6 @@ log = logging.getLogger(__name__)
 METHODS = ("hungarian", "greedy", "iou")
 #: METHOD.md's threshold grid: 0.05 to 0.95 in steps of 0.025 (37 values).
 DEFAULT_THRESHOLDS = np.round(np.arange(0.05, 0.95 + 1e-9, 0.025), 3)
-
-_SQUARE = ndi.generate_binary_structure(2, 2)
 
 
 def _ratio(num: int, den: int) -> float:
@@ -165,20 +162,6 @@ class ThresholdCurve:
     best: float
     knee: float
     best_f1: float = field(default=float("nan"))
-
-
-def _check_labels(labels: np.ndarray, name: str) -> np.ndarray:
-    labels = np.asarray(labels)
-    if labels.ndim != 2:
-        raise ValueError(f"{name} must be a 2D label image, got shape {labels.shape}")
-    if labels.dtype == bool:
-        return ndi.label(labels, structure=_SQUARE)[0]
-    if not np.issubdtype(labels.dtype, np.integer):
-        raise ValueError(f"{name} must be an integer label image (or a bool mask), "
-                         f"got dtype {labels.dtype}")
-    if labels.size and labels.min() < 0:
-        raise ValueError(f"{name} has negative values; labels must be 0 (background) or positive")
-    return labels
 
 
 def _centroids(labels: np.ndarray, foreground: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -319,8 +302,8 @@ def match_objects(true_labels: np.ndarray, pred_labels: np.ndarray, *,
     >>> m.tp, m.fp, m.fn, m.pairs[0][:2], m.unmatched_true
     (1, 0, 1, (1, 7), (2,))
     """
-    true_labels = _check_labels(true_labels, "true_labels")
-    pred_labels = _check_labels(pred_labels, "pred_labels")
+    true_labels = as_labels(true_labels, name="true_labels")
+    pred_labels = as_labels(pred_labels, name="pred_labels")
     if true_labels.shape != pred_labels.shape:
         raise ValueError(f"true_labels and pred_labels differ in shape: "
                          f"{true_labels.shape} vs {pred_labels.shape}")

@@ -46,7 +46,8 @@ import numpy as np
 from scipy import ndimage as ndi
 from skimage.segmentation import watershed
 
-__all__ = ["PostprocessParams", "mask_to_labels", "heatmap_to_labels", "REFERENCE_DIAMETER"]
+__all__ = ["PostprocessParams", "mask_to_labels", "heatmap_to_labels", "as_labels",
+           "REFERENCE_DIAMETER"]
 
 log = logging.getLogger(__name__)
 
@@ -252,6 +253,28 @@ class PostprocessParams:
             raise ValueError(f"unknown post-processing keys {sorted(unknown)}; "
                              f"expected some of {sorted(fields)}")
         return cls(**{k: v for k, v in data.items() if k in fields})
+
+
+def as_labels(array, *, name: str = "labels") -> np.ndarray:
+    """A label image from a bool mask (8-connected objects) or an integer label image.
+
+    The one place the project's object convention lives for callers that accept either form
+    (matching, weight maps). Raises ``ValueError`` naming ``name`` for anything else.
+
+    >>> as_labels(np.array([[1, 0, 0], [0, 1, 0], [0, 0, 0]], bool)).max()   # diagonal: one object
+    np.int32(1)
+    """
+    array = np.asarray(array)
+    if array.ndim != 2:
+        raise ValueError(f"{name} must be a 2D label image or mask, got shape {array.shape}")
+    if array.dtype == bool:
+        return ndi.label(array, structure=_SQUARE)[0]
+    if not np.issubdtype(array.dtype, np.integer):
+        raise ValueError(f"{name} must be an integer label image (or a bool mask), "
+                         f"got dtype {array.dtype}")
+    if array.size and array.min() < 0:
+        raise ValueError(f"{name} has negative values; labels must be 0 (background) or positive")
+    return array
 
 
 def _fill_small_holes(mask: np.ndarray, max_area: float) -> np.ndarray:

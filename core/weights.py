@@ -30,30 +30,14 @@ import math
 import numpy as np
 from scipy import ndimage as ndi
 
+from core.postprocess import as_labels
+
 __all__ = ["weight_map", "TERM_TOLERANCE"]
 
 #: Object terms smaller than this are dropped (they live farther than ``reach`` from the object).
 TERM_TOLERANCE = 1e-2
 
 log = logging.getLogger(__name__)
-
-# Objects of a bool mask are its 8-connected components, as in core.postprocess.
-_SQUARE = ndi.generate_binary_structure(2, 2)
-
-
-def _as_labels(mask: np.ndarray) -> np.ndarray:
-    """Label image of ``mask``: bool -> 8-connected components; integers are taken as labels."""
-    mask = np.asarray(mask)
-    if mask.ndim != 2:
-        raise ValueError(f"mask must be a 2D array, got shape {mask.shape}")
-    if mask.dtype == bool:
-        return ndi.label(mask, structure=_SQUARE)[0]
-    if not np.issubdtype(mask.dtype, np.integer):
-        raise ValueError(f"mask must be bool or an integer label image, got dtype {mask.dtype}")
-    if mask.size and mask.min() < 0:
-        raise ValueError("label image has negative values; labels must be 0 (background) or positive")
-    return mask
-
 
 def _proximity_sum(labels: np.ndarray, sigma: float, ring: float) -> np.ndarray:
     """``S(x) = sum_i exp(-d_i**2 / (2 sigma**2))`` over all objects, on pixels within ``ring``
@@ -116,7 +100,7 @@ def weight_map(mask: np.ndarray, *, sigma: float = 25.0, ring: float = 50,
     >>> round(float(weight_map(m, sigma=2.0, ring=3)[0, 4]), 4)   # 2 * exp(-4 / 8)
     1.2131
     """
-    labels = _as_labels(mask)
+    labels = as_labels(mask, name="mask")
     if not sigma > 0:
         raise ValueError(f"sigma must be positive, got {sigma!r}")
     if not ring >= 0:
