@@ -26,7 +26,7 @@ def build_db(data_dir: Path):
     os.environ.update({"CELLTALLY_DATA_DIR": str(data_dir), "CELLTALLY_DEMO": "0",
                        "CELLTALLY_DB_URL": f"sqlite:///{data_dir}/bench.db"})
     from db.settings import Settings
-    from training.seed_demo import seed_demo
+    from training.demo_project import seed_demo
 
     return seed_demo(Settings.from_env(base=ROOT), n_images=4, shape=(1200, 1600), seed=1)
 

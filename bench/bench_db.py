@@ -29,7 +29,8 @@ from core import io as core_io  # noqa: E402
 from db.engine import make_engine, upgrade  # noqa: E402
 from db.models import Image, MaskVersion, ObjectDecision, utcnow  # noqa: E402
 from db.projects import create_project  # noqa: E402
-from db.review import ReviewFilter, review_queue  # noqa: E402
+from db.projects import ImageFilter  # noqa: E402
+from db.review import review_queue  # noqa: E402
 from db.settings import Settings  # noqa: E402
 
 N_IMAGES, N_DECISIONS, PAGE_LIMIT_MS, IMPORT_LIMIT_S = 10_000, 100_000, 100.0, 30.0
@@ -68,9 +69,9 @@ def fill(engine, seed: int = 0) -> int:
 def bench_queue(engine) -> dict[str, float]:
     """Median milliseconds for one page of the queue, three ways."""
     pid = fill(engine)
-    cases = {"first page": (ReviewFilter(), 0),
-             "split=test, status=to_review": (ReviewFilter(split="test", status="to_review"), 0),
-             "page 150 of 200": (ReviewFilter(), 150)}
+    cases = {"first page": (ImageFilter(), 0),
+             "split=test, status=to_review": (ImageFilter(split="test", status="to_review"), 0),
+             "page 150 of 200": (ImageFilter(), 150)}
     out = {}
     for label, (filters, page) in cases.items():
         def one():

@@ -96,7 +96,7 @@ def main_bench() -> None:
 
 
 def main_lr_compare(epochs: int, steps: int, seed: int) -> None:
-    from training.demo import DEMO_CONFIG, demo_data
+    from training.demo_model import DEMO_CONFIG, demo_data
     from training.fit import train_run
 
     train, validation, test = demo_data(seed)

@@ -33,14 +33,18 @@ from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components
 from scipy.spatial import cKDTree
 
-from core.postprocess import PostprocessParams, as_labels, heatmap_to_labels
+from core.objects import as_labels
+from core.postprocess import (PostprocessParams, foreground, heatmap_to_labels,
+                              quantise_heatmap)
 
 __all__ = ["Match", "Scores", "ThresholdCurve", "match_objects", "score", "threshold_curve",
-           "METHODS", "DEFAULT_THRESHOLDS"]
+           "METHODS", "DEFAULT_THRESHOLDS", "PAPER_SCORES"]
 
 log = logging.getLogger(__name__)
 
 METHODS = ("hungarian", "greedy", "iou")
+#: The preprint's test scores on 60 FNC images (docs/METHOD.md), shown beside every run's.
+PAPER_SCORES = {"f1": 0.87, "mae": 0.85, "medae": 1.0, "mean_iou": 0.74}
 #: METHOD.md's threshold grid: 0.05 to 0.95 in steps of 0.025 (37 values).
 DEFAULT_THRESHOLDS = np.round(np.arange(0.05, 0.95 + 1e-9, 0.025), 3)
 
@@ -297,10 +301,13 @@ def match_objects(true_labels: np.ndarray, pred_labels: np.ndarray, *,
     Examples
     --------
     >>> t = np.zeros((10, 30), int); t[2:5, 2:5] = 1; t[2:5, 20:23] = 2
-    >>> p = np.zeros((10, 30), int); p[3:6, 3:6] = 7
+    >>> p = np.zeros((10, 30), int); p[3:6, 3:6] = 7; p[8:10, 8:10] = 9
     >>> m = match_objects(t, p, max_distance=5)
-    >>> m.tp, m.fp, m.fn, m.pairs[0][:2], m.unmatched_true
-    (1, 0, 1, (1, 7), (2,))
+    >>> m.tp, m.fp, m.fn, m.pairs[0][:2], m.unmatched_true, m.unmatched_pred
+    (1, 1, 1, (1, 7), (2,), (9,))
+
+    Ids are those of :func:`core.objects.as_labels`: a mask with a single non-zero value in
+    several pieces is binary, so its objects are its components, numbered from 1.
     """
     true_labels = as_labels(true_labels, name="true_labels")
     pred_labels = as_labels(pred_labels, name="pred_labels")
@@ -444,11 +451,14 @@ def threshold_curve(heatmaps: Sequence[np.ndarray], true_labels: Sequence[np.nda
     if grid.ndim != 1 or grid.size == 0 or np.any(np.diff(grid) <= 0):
         raise ValueError("thresholds must be a non-empty, strictly ascending sequence")
     rows = []
+    # Quantised once: the sweep thresholds the stored uint8 levels, as every surface does.
+    heatmaps = [quantise_heatmap(h) for h in heatmaps]
+    true_labels = [as_labels(t, name="true_labels") for t in true_labels]
     previous: list[tuple[np.ndarray, Match] | None] = [None] * len(heatmaps)
     for step, t in enumerate(grid, start=1):
         matches = []
         for i, (h, truth) in enumerate(zip(heatmaps, true_labels)):
-            mask = np.asarray(h) > t        # what heatmap_to_labels thresholds, p > t
+            mask = foreground(h, t)         # what heatmap_to_labels thresholds
             if previous[i] is not None and np.array_equal(mask, previous[i][0]):
                 match = previous[i][1]
             else:

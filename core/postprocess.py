@@ -46,8 +46,8 @@ import numpy as np
 from scipy import ndimage as ndi
 from skimage.segmentation import watershed
 
-__all__ = ["PostprocessParams", "mask_to_labels", "heatmap_to_labels", "as_labels",
-           "REFERENCE_DIAMETER"]
+__all__ = ["PostprocessParams", "mask_to_labels", "heatmap_to_labels", "quantise_heatmap",
+           "foreground", "REFERENCE_DIAMETER"]
 
 log = logging.getLogger(__name__)
 
@@ -255,28 +255,6 @@ class PostprocessParams:
         return cls(**{k: v for k, v in data.items() if k in fields})
 
 
-def as_labels(array, *, name: str = "labels") -> np.ndarray:
-    """A label image from a bool mask (8-connected objects) or an integer label image.
-
-    The one place the project's object convention lives for callers that accept either form
-    (matching, weight maps). Raises ``ValueError`` naming ``name`` for anything else.
-
-    >>> as_labels(np.array([[1, 0, 0], [0, 1, 0], [0, 0, 0]], bool)).max()   # diagonal: one object
-    np.int32(1)
-    """
-    array = np.asarray(array)
-    if array.ndim != 2:
-        raise ValueError(f"{name} must be a 2D label image or mask, got shape {array.shape}")
-    if array.dtype == bool:
-        return ndi.label(array, structure=_SQUARE)[0]
-    if not np.issubdtype(array.dtype, np.integer):
-        raise ValueError(f"{name} must be an integer label image (or a bool mask), "
-                         f"got dtype {array.dtype}")
-    if array.size and array.min() < 0:
-        raise ValueError(f"{name} has negative values; labels must be 0 (background) or positive")
-    return array
-
-
 def _fill_small_holes(mask: np.ndarray, max_area: float) -> np.ndarray:
     """``mask`` with enclosed background regions smaller than ``max_area`` set to True."""
     if max_area <= 0 or not mask.any():
@@ -382,14 +360,54 @@ def mask_to_labels(mask: np.ndarray, params: PostprocessParams) -> np.ndarray:
     return out
 
 
+def quantise_heatmap(prob) -> np.ndarray:
+    """A heatmap as the uint8 levels it is stored and thresholded in: ``round(p * 255)``.
+
+    Stored heatmaps are uint8, and every surface (evaluation, counting, the Predictions recount,
+    the dashboard's curves) thresholds the same levels, so a pixel near the threshold falls on
+    the same side everywhere. A uint8 heatmap is returned as it is; NaN counts as 0.
+
+    Examples
+    --------
+    >>> quantise_heatmap(np.array([0.0, 0.5, 0.502, 1.0, np.nan])).tolist()
+    [0, 128, 128, 255, 0]
+    """
+    prob = np.asarray(prob)
+    if prob.dtype == np.uint8:
+        return prob
+    if not np.issubdtype(prob.dtype, np.floating):
+        raise ValueError(f"a heatmap holds probabilities (floats in [0, 1]) or uint8 levels, "
+                         f"not {prob.dtype}")
+    scaled = np.clip(np.nan_to_num(prob.astype(np.float32), nan=0.0), 0.0, 1.0) * np.float32(255)
+    return np.rint(scaled).astype(np.uint8)
+
+
+def foreground(prob, threshold: float) -> np.ndarray:
+    """Pixels above the threshold, ``p > threshold``, compared on the quantised levels.
+
+    The level of ``p`` is ``round(p * 255)`` and a pixel is foreground when ``level / 255 >
+    threshold``; so p = 0.5 (level 128, i.e. 0.502) is above a threshold of 0.5.
+
+    Examples
+    --------
+    >>> foreground(np.array([[0.49, 0.5, 0.51]]), 0.5).tolist()
+    [[False, True, True]]
+    """
+    t = float(threshold)
+    if not 0.0 <= t <= 1.0 or math.isnan(t):
+        raise ValueError(f"threshold must lie in [0, 1], got {threshold!r}")
+    return quantise_heatmap(prob) > np.float32(t * 255.0)
+
+
 def heatmap_to_labels(prob: np.ndarray, params: PostprocessParams, *,
                       threshold: float | None = None) -> np.ndarray:
-    """Threshold a probability heatmap (``p > threshold``) and label its cells.
+    """Threshold a probability heatmap (:func:`foreground`) and label its cells.
 
     Parameters
     ----------
-    prob : (M, N) array of float
-        Per-pixel cell probability in [0, 1].
+    prob : (M, N) array of float in [0, 1], or uint8 levels (p x 255)
+        Per-pixel cell probability; floats are quantised to uint8 first, as stored heatmaps
+        are (:func:`quantise_heatmap`).
     params : PostprocessParams
         Chain parameters; ``params.threshold`` is used unless ``threshold`` is given.
     threshold : float, optional
@@ -412,7 +430,5 @@ def heatmap_to_labels(prob: np.ndarray, params: PostprocessParams, *,
     prob = np.asarray(prob)
     if prob.ndim != 2:
         raise ValueError(f"heatmap must be a 2D array, got shape {prob.shape}")
-    t = params.threshold if threshold is None else float(threshold)
-    if not 0.0 <= t <= 1.0 or math.isnan(t):
-        raise ValueError(f"threshold must lie in [0, 1], got {t!r}")
-    return mask_to_labels(prob > t, params)
+    t = params.threshold if threshold is None else threshold
+    return mask_to_labels(foreground(prob, t), params)

@@ -25,14 +25,30 @@ import numpy as np
 from PIL import Image
 from scipy import ndimage as ndi
 
+from core.objects import as_labels
+from core.postprocess import quantise_heatmap
+
 __all__ = ["adjust_display", "draw_outlines", "draw_boxes", "draw_outcome_boxes",
-           "outcome_boxes", "OutcomeBox", "heatmap_overlay", "colormap_lut", "crop_around",
-           "OUTCOME_COLORS", "COLORMAPS"]
+           "outcome_boxes", "OutcomeBox", "outcome_overlay", "heatmap_overlay", "colormap_lut",
+           "crop_around", "OUTCOME_COLORS", "COLORBLIND_OUTCOME_COLORS", "COLORS", "COLORMAPS"]
 
 log = logging.getLogger(__name__)
 
-#: Paper Fig. 7: true positives green, false positives red, false negatives blue.
-OUTCOME_COLORS = {"TP": (0, 255, 0), "FP": (255, 0, 0), "FN": (0, 0, 255)}
+#: Paper Fig. 7: true positives green, false positives red, false negatives blue (lightened a
+#: little so FN boxes stay visible on the dark background).
+OUTCOME_COLORS = {"TP": (0, 220, 0), "FP": (255, 40, 40), "FN": (60, 120, 255)}
+#: The same roles in Okabe & Ito's colour-blind-safe palette: bluish green, vermillion, sky blue.
+COLORBLIND_OUTCOME_COLORS = {"TP": (0, 158, 115), "FP": (213, 94, 0), "FN": (86, 180, 233)}
+#: Every other colour the workbench draws with, in one table so pages never pick their own.
+COLORS = {
+    "outline": (255, 255, 0),        # a mask's cells: yellow, over any stain
+    "picked": (0, 200, 255),         # the object a reviewer has picked
+    "keep": (0, 220, 80), "drop": (255, 60, 60), "unsure": (255, 150, 0),  # review verdicts
+    "appear": (0, 255, 0), "disappear": (255, 0, 0),   # a pre-labelling preview's changes
+    "item": (255, 255, 0),           # the object an expert adjudicates
+    "context": (0, 200, 255),        # the other cells around it
+    "heatmap": (255, 0, 80),         # the model's probability, tinted over the image
+}
 
 #: Colormaps as RGB anchors evenly spaced from probability 0 to 1, interpolated linearly.
 #: A handful of anchors is enough for a display map and avoids a matplotlib dependency.
@@ -59,13 +75,17 @@ def _as_rgb(rgb, who: str) -> np.ndarray:
 
 
 def _as_labels(labels, shape, who: str) -> np.ndarray:
-    """An integer (rows, cols) label image matching ``shape``; a bool mask becomes 0/1."""
+    """An integer (rows, cols) label image matching ``shape``.
+
+    A bool mask becomes its objects (:func:`core.objects.as_labels`); integer values are kept
+    as they are, since callers key colours by them.
+    """
     labels = np.asarray(labels)
     if labels.shape != tuple(shape[:2]):
         raise ValueError(f"{who}: the label image is {labels.shape} but the image is "
                          f"{tuple(shape[:2])}; they must match pixel for pixel")
     if labels.dtype == bool:
-        return labels.view(np.uint8)
+        return as_labels(labels)
     if not np.issubdtype(labels.dtype, np.integer):
         raise ValueError(f"{who} takes an integer label image or a bool mask, not {labels.dtype}")
     return labels
@@ -174,7 +194,7 @@ def draw_outlines(rgb, labels, *, color=(0, 255, 255), thickness=1, colors=None)
     ----------
     rgb : ndarray of uint8, shape (rows, cols, 3)
     labels : ndarray of int or bool, shape (rows, cols)
-        0 is background. A bool mask outlines its connected regions as one object, so touching
+        0 is background. A bool mask's objects are its 8-connected components, so touching
         cells show no line between them; pass a label image to see them.
     color : tuple of 3 int, optional
         Outline colour (default cyan, which stands out on yellow-orange cells).
@@ -308,7 +328,8 @@ def outcome_boxes(match, true_labels, pred_labels):
     out = []
     for outcome, labels, name, ids in groups:
         if name not in found:
-            found[name] = ndi.find_objects(np.asarray(labels))
+            # The ids of a match are those of core.objects.as_labels, as match_objects read them.
+            found[name] = ndi.find_objects(as_labels(labels, name=name))
         slices = found[name]
         for i in ids:
             box = slices[i - 1] if 0 < i <= len(slices) else None
@@ -352,8 +373,8 @@ def draw_outcome_boxes(rgb, match, true_labels, pred_labels, *, thickness=2, pad
     >>> p = np.zeros((10, 10), np.int32)
     >>> out = draw_outcome_boxes(np.zeros((10, 10, 3), np.uint8), match_objects(t, p), t, p,
     ...                          thickness=1)
-    >>> out[3, 3].tolist(), out[4, 4].tolist()    # an FN: blue line around, object untouched
-    ([0, 0, 255], [0, 0, 0])
+    >>> out[3, 3].tolist() == list(OUTCOME_COLORS["FN"]), out[4, 4].tolist()   # FN box, cell untouched
+    (True, [0, 0, 0])
     """
     image = np.asarray(rgb)
     _as_labels(true_labels, image.shape, "draw_outcome_boxes (true_labels)")
@@ -457,18 +478,55 @@ def heatmap_overlay(rgb, prob, *, alpha=0.5, colormap="viridis", fade=False):
 
 
 def _quantise(prob, shape) -> np.ndarray:
-    """Heatmap as uint8 levels 0..255 (p * 255, rounded)."""
+    """Heatmap as the uint8 levels it is stored in (:func:`core.postprocess.quantise_heatmap`)."""
     prob = np.asarray(prob)
     if prob.shape != tuple(shape[:2]):
         raise ValueError(f"heatmap_overlay: the heatmap is {prob.shape} but the image is "
                          f"{tuple(shape[:2])}; they must match pixel for pixel")
-    if prob.dtype == np.uint8:
-        return prob
-    # fmax/fmin drop NaN in favour of the bound, so NaN becomes 0 without a nan_to_num pass.
-    scaled = np.fmax(prob.astype(np.float32) * np.float32(255.0), np.float32(0.0))
-    np.fmin(scaled, np.float32(255.0), out=scaled)
-    scaled += np.float32(0.5)
-    return scaled.astype(np.uint8)
+    return quantise_heatmap(prob)
+
+
+def outcome_overlay(rgb, match, true_labels, pred_labels, *, heatmap=None, boxes=True,
+                    outlines=False, colors=None, pad=3, width=2):
+    """The image with a scored image's objects drawn on it (a new uint8 RGB array).
+
+    Boxes around objects, TP green, FP red, FN blue (paper Fig. 7); optionally the heatmap
+    tinted in :data:`COLORS` ``["heatmap"]`` (opacity growing with p, so only likely cells are
+    tinted) and the predicted objects' outlines.
+
+    Parameters
+    ----------
+    rgb : ndarray of uint8, shape (rows, cols, 3)
+    match : core.metrics.Match
+    true_labels, pred_labels : ndarray of int, shape (rows, cols)
+        The label images the match was computed from.
+    heatmap : ndarray, shape (rows, cols), optional
+        Drawn when given.
+    boxes, outlines : bool
+    colors : dict, optional
+        TP/FP/FN colours; default :data:`OUTCOME_COLORS` (or :data:`COLORBLIND_OUTCOME_COLORS`).
+    pad, width : int
+        Box padding and line width in pixels.
+
+    Examples
+    --------
+    >>> from core.metrics import match_objects
+    >>> t = np.zeros((12, 12), np.int32); t[5:7, 5:7] = 1
+    >>> p = np.zeros((12, 12), np.int32)
+    >>> out = outcome_overlay(np.zeros((12, 12, 3), np.uint8), match_objects(t, p), t, p,
+    ...                       pad=1, width=1)
+    >>> out[4, 4].tolist() == list(OUTCOME_COLORS["FN"])
+    True
+    """
+    out = _as_rgb(rgb, "outcome_overlay")
+    if heatmap is not None:
+        out = heatmap_overlay(out, heatmap, alpha=0.5, colormap=[COLORS["heatmap"]], fade=True)
+    if outlines:
+        out = draw_outlines(out, pred_labels, color=COLORS["outline"])
+    if boxes:
+        out = draw_outcome_boxes(out, match, true_labels, pred_labels, thickness=width, pad=pad,
+                                 colors=colors)
+    return out
 
 
 def crop_around(image, bbox, *, margin=40, scale=4):

@@ -17,6 +17,8 @@ with a run without importing ``training``.
 from __future__ import annotations
 
 import csv
+import dataclasses
+import hashlib
 import json
 import logging
 import math
@@ -30,7 +32,8 @@ import numpy as np
 
 from core.io import default_file_mode
 
-__all__ = ["Run", "save_run", "load_run", "MODEL_FILE", "JSON_FILES", "HISTORY_FILE"]
+__all__ = ["Run", "Scoring", "save_run", "load_run", "model_sha256", "MODEL_FILE", "JSON_FILES",
+           "HISTORY_FILE", "MATCH_METHOD"]
 
 log = logging.getLogger(__name__)
 
@@ -38,6 +41,78 @@ MODEL_FILE = "model.keras"
 HISTORY_FILE = "history.csv"
 JSON_FILES = ("config.json", "thresholds.json", "metrics.json", "manifest.json")
 THRESHOLD_KEYS = ("best", "knee", "chosen")
+#: How a run's objects are matched to the truth unless its config says otherwise (METHOD.md 7).
+MATCH_METHOD = "hungarian"
+
+
+@dataclass(frozen=True)
+class Scoring:
+    """How a run turns a heatmap into counted objects and matches them to the truth.
+
+    This is the one scoring path: evaluation, threshold tuning, ``core count``, the Predictions
+    recount, the dashboard's curves, adjudication crops, model pre-labelling and exports all call
+    it, so they agree image by image. Heatmaps are thresholded on their uint8 levels
+    (:func:`core.postprocess.foreground`), whether they come fresh from the network or from
+    storage, and objects match within one cell diameter (``postprocess.cell_diameter``).
+
+    Attributes
+    ----------
+    postprocess : core.postprocess.PostprocessParams
+        The chain from a thresholded heatmap to labels; its ``cell_diameter`` is also the match
+        distance. Its ``threshold`` field is not used: ``threshold`` below is.
+    threshold : float
+        The run's chosen threshold (``thresholds.json["chosen"]``).
+    match_method : str
+        ``hungarian`` (default), ``greedy`` or ``iou`` (:func:`core.metrics.match_objects`).
+
+    Examples
+    --------
+    >>> from core.postprocess import PostprocessParams
+    >>> rule = Scoring(PostprocessParams.paper(cell_diameter=20), threshold=0.5)
+    >>> heat = np.zeros((40, 40), np.float32); heat[5:20, 5:20] = 0.8
+    >>> labels = rule.labels(heat)
+    >>> int(labels.max()), rule.match(labels, labels).f1, rule.match_distance
+    (1, 1.0, 20.0)
+    """
+
+    postprocess: Any
+    threshold: float
+    match_method: str = MATCH_METHOD
+
+    def __post_init__(self):
+        if not 0.0 <= float(self.threshold) <= 1.0:
+            raise ValueError(f"a run's threshold lies in [0, 1], got {self.threshold!r}")
+
+    @property
+    def match_distance(self) -> float:
+        """Centroids at most this far apart (px) may pair: one expected cell diameter."""
+        return float(self.postprocess.cell_diameter)
+
+    def with_threshold(self, threshold: float) -> "Scoring":
+        """The same rule at another threshold (the Predictions slider, a kept threshold)."""
+        return dataclasses.replace(self, threshold=float(threshold))
+
+    def labels(self, heatmap, threshold: float | None = None) -> np.ndarray:
+        """The counted objects of a heatmap (float in [0, 1] or stored uint8), int32 labels."""
+        from core.postprocess import heatmap_to_labels
+
+        t = self.threshold if threshold is None else float(threshold)
+        return heatmap_to_labels(heatmap, self.postprocess, threshold=t)
+
+    def match(self, true_labels, labels):
+        """Match predicted ``labels`` to ``true_labels`` (a mask or label image)."""
+        from core.metrics import match_objects
+
+        return match_objects(true_labels, labels, max_distance=self.match_distance,
+                             method=self.match_method)
+
+    def curve(self, heatmaps, true_labels, thresholds=None, *, progress=None):
+        """F1, precision and recall against the threshold (:func:`core.metrics.threshold_curve`)."""
+        from core.metrics import threshold_curve
+
+        return threshold_curve(heatmaps, true_labels, self.postprocess, thresholds,
+                               max_distance=self.match_distance, method=self.match_method,
+                               progress=progress)
 
 
 @dataclass(frozen=True)
@@ -75,6 +150,26 @@ class Run:
     threshold: float
     metrics: dict
     manifest: dict = field(repr=False)
+
+    @property
+    def scoring(self) -> Scoring:
+        """The run's scoring rule at its chosen threshold."""
+        return Scoring(self.postprocess, self.threshold,
+                       str(self.config.get("match_method") or MATCH_METHOD))
+
+    def with_threshold(self, threshold: float) -> "Run":
+        """The same run counting at another threshold (what an admin kept, say)."""
+        t = float(threshold)
+        return dataclasses.replace(self, threshold=t, thresholds={**self.thresholds, "chosen": t},
+                                   postprocess=dataclasses.replace(self.postprocess, threshold=t))
+
+    def labels(self, heatmap, threshold: float | None = None) -> np.ndarray:
+        """The run's counted objects of a heatmap (see :class:`Scoring`)."""
+        return self.scoring.labels(heatmap, threshold)
+
+    def match(self, true_labels, labels):
+        """Match objects as the run scores them (see :class:`Scoring`)."""
+        return self.scoring.match(true_labels, labels)
 
 
 def _json_default(obj):
@@ -284,8 +379,27 @@ def load_run(path, *, with_model: bool = True) -> Run:
     except ValueError as exc:
         raise ValueError(f"run directory {run_dir}: thresholds.json is invalid ({exc}); "
                          "tune the threshold again or fix the file") from exc
-    postprocess = _load_postprocess(run_dir, config)
+    # The chosen threshold is the one home of the run's threshold; the copy in the
+    # post-processing params follows it, so nothing can read a stale one there.
+    postprocess = dataclasses.replace(_load_postprocess(run_dir, config),
+                                      threshold=thresholds["chosen"])
     model = _load_model(run_dir) if with_model else None
     return Run(path=run_dir, name=run_dir.name, model=model, config=config,
                postprocess=postprocess, thresholds=thresholds, threshold=thresholds["chosen"],
                metrics=metrics, manifest=manifest)
+
+
+def model_sha256(path) -> str | None:
+    """SHA-256 of a run directory's model file (what predicted a count); None when it is missing.
+
+    Examples
+    --------
+    >>> model_sha256("/nonexistent") is None
+    True
+    """
+    target = Path(path) / MODEL_FILE
+    try:
+        with target.open("rb") as fh:
+            return hashlib.file_digest(fh, "sha256").hexdigest()
+    except OSError:
+        return None

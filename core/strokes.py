@@ -24,11 +24,13 @@ from dataclasses import dataclass
 
 import numpy as np
 from scipy import ndimage as ndi
-from skimage import draw, measure, segmentation
+from skimage import draw, segmentation
+
+from core.objects import as_labels
 
 __all__ = [
     "TOOL_COLORS", "Window", "Edit", "window_at", "objects_to_edits", "apply_edits",
-    "compare_masks", "remove_objects",
+    "compare_masks", "remove_objects", "region_from_objects",
 ]
 
 #: Stroke colour of each tool on the canvas; the kind of an edit is read back from it.
@@ -362,8 +364,7 @@ def apply_edits(labels: np.ndarray, edits) -> np.ndarray:
     >>> int(apply_edits(out, [Edit("delete", np.array([2]), np.array([2]))]).max())
     1
     """
-    out = measure.label(np.asarray(labels) > 0, connectivity=2).astype(np.int32) \
-        if np.asarray(labels).dtype == bool else np.asarray(labels, dtype=np.int32).copy()
+    out = as_labels(labels).copy()
     for e in edits:
         if e.kind not in KINDS:
             raise ValueError(f"Unknown edit {e.kind!r}; use one of {', '.join(KINDS)}.")
@@ -400,7 +401,7 @@ def _split(labels: np.ndarray, e: Edit) -> None:
         obj = labels == lab
         rest = obj.copy()
         rest[e.rows, e.cols] = False
-        pieces = measure.label(rest, connectivity=2)
+        pieces = as_labels(rest)
         if pieces.max() < 2:
             continue  # the line did not cut through: nothing to split
         nxt = labels.max() + 1
@@ -422,8 +423,9 @@ def _relabel(labels: np.ndarray) -> np.ndarray:
 def compare_masks(old: np.ndarray, new: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Objects that would appear and disappear if ``old`` were replaced by ``new``.
 
-    Returns ``(appeared, disappeared)``: label images (objects 1..n, 8-connected) of the objects
-    of ``new`` that touch no object of ``old``, and of ``old`` that touch none of ``new``.
+    Returns ``(appeared, disappeared)``: label images (objects 1..n, by
+    :func:`core.objects.as_labels`) of the objects of ``new`` that touch no object of ``old``, and
+    of ``old`` that touch none of ``new``.
 
     >>> a = np.zeros((5, 9), bool); a[1:3, 1:3] = True
     >>> b = np.zeros((5, 9), bool); b[1:3, 6:8] = True
@@ -431,7 +433,7 @@ def compare_masks(old: np.ndarray, new: np.ndarray) -> tuple[np.ndarray, np.ndar
     [1, 1]
     """
     def lone(mask, other):
-        lab = measure.label(np.asarray(mask) > 0, connectivity=2)
+        lab = as_labels(mask).copy()
         hit = np.unique(lab[np.asarray(other) > 0])
         lab[np.isin(lab, hit[hit > 0])] = 0
         return _relabel(lab)
@@ -448,3 +450,29 @@ def remove_objects(labels: np.ndarray, drop) -> np.ndarray:
     out = np.asarray(labels).copy()
     out[np.isin(out, list(drop))] = 0
     return out
+
+
+def region_from_objects(objects, shape, scale: float) -> np.ndarray:
+    """A region of interest drawn on a canvas that shows the whole image at ``scale`` canvas
+    pixels per image pixel: the union of the closed shapes, in full-resolution pixels.
+
+    Raises
+    ------
+    ValueError
+        When nothing closed was drawn.
+
+    >>> square = {"type": "Rect", "left": 2, "top": 2, "width": 4, "height": 4,
+    ...           "strokeWidth": 0, "stroke": "#00e040"}
+    >>> int(region_from_objects([square], (10, 10), 2.0).sum())
+    4
+    """
+    h, w = int(shape[0]), int(shape[1])
+    window = Window(row=0, col=0, height=h, width=w, scale=float(scale))
+    region = np.zeros((h, w), bool)
+    for edit in objects_to_edits(list(objects or []), window, (h, w)):
+        if edit.kind == "add":  # the region tool draws in a colour of its own: every shape adds
+            region[edit.rows, edit.cols] = True
+    if not region.any():
+        raise ValueError("Draw a polygon around the region first: click its corners, then click "
+                         "the first corner again to close it.")
+    return region

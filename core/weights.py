@@ -30,7 +30,7 @@ import math
 import numpy as np
 from scipy import ndimage as ndi
 
-from core.postprocess import as_labels
+from core.objects import as_labels
 
 __all__ = ["weight_map", "TERM_TOLERANCE"]
 

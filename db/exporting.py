@@ -1,14 +1,15 @@
 """Export a project's counts and masks: counts CSV, masks zip, standard COCO, VIA-2 JSON.
 
-Every export works on the whole project or on a filtered set of images (:class:`ExportFilter`:
-split, review status, metadata values, ids) and on one mask per image: the current head
-(default) or the ground truth (the latest approved version). Images without such a mask are
+Every export works on the whole project or on a filtered set of images
+(:class:`db.projects.ImageFilter`: split, review status, metadata values, ids; the one image
+filter of the workbench) and on one mask per image: the current head (default) or the ground
+truth (the latest approved version). Images without such a mask are
 listed in the counts CSV with an empty count and left out of the mask formats.
 
 Nothing here writes to the database; the caller may use a read-only transaction::
 
     with Session(engine) as s:
-        text = export_counts(s, "FNC yellow", filters=ExportFilter(split="test"))
+        text = export_counts(s, "FNC yellow", filters=ImageFilter(split="test"))
 """
 from __future__ import annotations
 
@@ -18,22 +19,22 @@ import json
 import logging
 import sys
 import zipfile
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable
 
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from db import formats
-from db.masks import label_objects
-from db.models import (REVIEW_STATUSES, SPLITS, AdjudicationItem, Approval, Image, MaskVersion,
-                       ModelRun, Project, User)
-from db.projects import get_project
+from core import formats
+from db.engine import make_engine
+from db.masks import latest_approvals
+from db.models import AdjudicationItem, Image, MaskVersion, ModelRun, Project, User
+from db.projects import ImageFilter, get_project
 from db.settings import Settings
 from db.storage import Storage
 
-__all__ = ["ExportFilter", "ExportRow", "EXPORT_KINDS", "COUNT_COLUMNS", "select_images",
+__all__ = ["ExportRow", "EXPORT_KINDS", "COUNT_COLUMNS", "select_images", "count_images",
            "export_rows", "export_counts", "export_masks_zip", "export_coco", "export_via",
            "run_export_cli"]
 
@@ -42,131 +43,83 @@ log = logging.getLogger(__name__)
 EXPORT_KINDS = ("counts", "masks", "coco", "via")
 COUNT_COLUMNS = ("image", "image_id", "split", "stain", "animal", "region", "condition", "hard",
                  "hand_segmented", "unlabelled", "count", "mask_version", "source", "author",
-                 "saved_at", "model_run", "threshold", "review_status", "pending_adjudications")
+                 "saved_at", "model_run", "threshold", "review_status", "pending_adjudications",
+                 "model_sha256")
 _METADATA = ("stain", "animal", "region", "condition")
 
 
-@dataclass(frozen=True)
-class ExportFilter:
-    """Which images to export.
-
-    Attributes
-    ----------
-    split : str or None
-        ``train``, ``test`` or ``unassigned``.
-    status : str or None
-        Review status: ``to_review``, ``in_progress`` or ``approved``.
-    metadata : dict
-        Exact values of ``stain``, ``animal``, ``region`` or ``condition``.
-    image_ids : tuple of int or None
-    include_archived : bool
-        Archived batches are left out unless this is set.
-    """
-
-    split: str | None = None
-    status: str | None = None
-    metadata: dict[str, str] = field(default_factory=dict)
-    image_ids: tuple[int, ...] | None = None
-    include_archived: bool = False
-
-    def check(self) -> None:
-        """Raise ValueError with a sentence for a value no image can have."""
-        if self.split is not None and self.split not in SPLITS:
-            raise ValueError(f"Unknown split {self.split!r}; use one of {', '.join(SPLITS)}.")
-        if self.status is not None and self.status not in REVIEW_STATUSES:
-            raise ValueError(f"Unknown review status {self.status!r}; use one of "
-                             f"{', '.join(REVIEW_STATUSES)}.")
-        unknown = set(self.metadata) - set(_METADATA)
-        if unknown:
-            raise ValueError(f"Cannot filter on {sorted(unknown)}; use {', '.join(_METADATA)}.")
+def _project(session: Session, project: Project | str | int) -> Project:
+    return project if isinstance(project, Project) else get_project(session, project)
 
 
 def select_images(session: Session, project: Project | str | int,
-                  filters: ExportFilter | None = None) -> list[Image]:
+                  filters: ImageFilter | None = None) -> list[Image]:
     """The project's images that pass ``filters``, by id."""
-    filters = filters or ExportFilter()
-    filters.check()
-    if not isinstance(project, Project):
-        project = get_project(session, project)
-    query = select(Image).where(Image.project_id == project.id)
-    if not filters.include_archived:
-        query = query.where(Image.archived.is_(False))
-    if filters.split is not None:
-        query = query.where(Image.split == filters.split)
-    if filters.status is not None:
-        query = query.where(Image.review_status == filters.status)
-    for key, value in filters.metadata.items():
-        query = query.where(getattr(Image, key) == value)
-    if filters.image_ids is not None:
-        query = query.where(Image.id.in_(list(filters.image_ids)))
+    query = (filters or ImageFilter()).apply(select(Image), _project(session, project).id)
     return list(session.scalars(query.order_by(Image.id)))
+
+
+def count_images(session: Session, project: Project | str | int,
+                 filters: ImageFilter | None = None) -> int:
+    """How many of the project's images pass ``filters`` (what an export would hold)."""
+    query = (filters or ImageFilter()).apply(select(func.count(Image.id)),
+                                             _project(session, project).id)
+    return int(session.scalar(query) or 0)
 
 
 @dataclass(frozen=True)
 class ExportRow:
-    """One image with the mask version being exported (None when it has none)."""
+    """One image with the mask version being exported (None when it has none), its author,
+    and the name of the run that predicted it (model masks only)."""
 
     image: Image
     version: MaskVersion | None
     author: str | None
+    run_name: str | None = None
 
 
 def export_rows(session: Session, project: Project | str | int, *,
-                filters: ExportFilter | None = None, which: str = "head") -> list[ExportRow]:
+                filters: ImageFilter | None = None, which: str = "head") -> list[ExportRow]:
     """Images passing ``filters`` with their head version or ground truth (``which``)."""
     if which not in ("head", "ground_truth"):
         raise ValueError(f"Export which mask {which!r}? Use 'head' or 'ground_truth'.")
-    images = select_images(session, project, filters)
-    ids = [im.id for im in images]
+    project = _project(session, project)
     if which == "head":
-        wanted = {im.id: im.head_version_id for im in images}
+        wanted = Image.head_version_id
+        query = select(Image, MaskVersion)
     else:
-        latest = (select(Approval.image_id, func.max(Approval.id).label("aid"))
-                  .where(Approval.image_id.in_(ids)).group_by(Approval.image_id).subquery())
-        wanted = dict(session.execute(select(Approval.image_id, Approval.version_id)
-                                      .join(latest, Approval.id == latest.c.aid)).all())
-    version_ids = [v for v in wanted.values() if v is not None]
-    versions = {v.id: v for v in session.scalars(
-        select(MaskVersion).where(MaskVersion.id.in_(version_ids)))} if version_ids else {}
-    authors = dict(session.execute(select(User.id, User.name)).all())
-    rows = []
-    for im in images:
-        version = versions.get(wanted.get(im.id))
-        author = authors.get(version.author_id) if version is not None else None
-        rows.append(ExportRow(im, version, author))
-    return rows
+        gt = latest_approvals()
+        wanted = gt.c.version_id
+        query = select(Image, MaskVersion).outerjoin(gt, gt.c.image_id == Image.id)
+    query = (query.outerjoin(MaskVersion, MaskVersion.id == wanted)
+             .outerjoin(User, User.id == MaskVersion.author_id)
+             .outerjoin(ModelRun, ModelRun.id == MaskVersion.run_id)
+             .add_columns(User.name, ModelRun.name, ModelRun.id))
+    query = (filters or ImageFilter()).apply(query, project.id).order_by(Image.id)
+    return [ExportRow(im, version, author, (run_name or f"run {run_id}") if run_id else None)
+            for im, version, author, run_name, run_id in session.execute(query).all()]
 
 
-def _promoted_run(session: Session, project_id: int) -> ModelRun | None:
-    """The project's promoted model run (the newest one if several are flagged)."""
-    return session.scalar(select(ModelRun).where(ModelRun.project_id == project_id,
-                                                 ModelRun.promoted.is_(True))
-                          .order_by(ModelRun.id.desc()).limit(1))
-
-
-def _pending(session: Session, image_ids: list[int]) -> dict[int, int]:
-    """Open adjudication items per image."""
-    if not image_ids:
-        return {}
+def _pending(session: Session, project_id: int) -> dict[int, int]:
+    """Open adjudication items per image of a project."""
     return dict(session.execute(
         select(AdjudicationItem.image_id, func.count(AdjudicationItem.id))
-        .where(AdjudicationItem.image_id.in_(image_ids), AdjudicationItem.status == "open")
+        .where(AdjudicationItem.project_id == project_id, AdjudicationItem.status == "open")
         .group_by(AdjudicationItem.image_id)).all())
 
 
 def export_counts(session: Session, project: Project | str | int, *,
-                  filters: ExportFilter | None = None, which: str = "head") -> str:
+                  filters: ImageFilter | None = None, which: str = "head") -> str:
     """Counts CSV: one row per image, columns :data:`COUNT_COLUMNS`.
 
     ``count`` is the object count of the exported mask version (empty when the image has
-    none); ``model_run`` and ``threshold`` stamp the project's promoted model, so a count can be
-    traced to what produced and reviewed it.
+    none). ``model_run``, ``threshold`` and ``model_sha256`` say which run, at which threshold
+    and with which model file, predicted that version; they are empty for a mask that no model
+    made (imported, automatic, drawn), so a count is traced to what really produced it.
     """
-    if not isinstance(project, Project):
-        project = get_project(session, project)
+    project = _project(session, project)
     rows = export_rows(session, project, filters=filters, which=which)
-    run = _promoted_run(session, project.id)
-    pending = _pending(session, [r.image.id for r in rows])
+    pending = _pending(session, project.id)
     buffer = io.StringIO()
     writer = csv.DictWriter(buffer, fieldnames=COUNT_COLUMNS, lineterminator="\n")
     writer.writeheader()
@@ -180,9 +133,10 @@ def export_counts(session: Session, project: Project | str | int, *,
             "count": v.object_count if v else "", "mask_version": v.id if v else "",
             "source": v.source if v else "", "author": row.author or "",
             "saved_at": v.created_at.isoformat(timespec="seconds") if v else "",
-            "model_run": (run.name or f"run {run.id}") if run else "",
-            "threshold": "" if run is None or run.threshold is None else f"{run.threshold:g}",
-            "review_status": im.review_status, "pending_adjudications": pending.get(im.id, 0)})
+            "model_run": row.run_name or "",
+            "threshold": "" if v is None or v.threshold is None else f"{v.threshold:g}",
+            "review_status": im.review_status, "pending_adjudications": pending.get(im.id, 0),
+            "model_sha256": (v.model_sha256 or "") if v else ""})
     return buffer.getvalue()
 
 
@@ -201,7 +155,7 @@ def _unique_names(rows: Iterable[ExportRow], suffix: str) -> list[tuple[ExportRo
 
 
 def export_masks_zip(session: Session, storage: Storage, project: Project | str | int, *,
-                     filters: ExportFilter | None = None, which: str = "head") -> bytes:
+                     filters: ImageFilter | None = None, which: str = "head") -> bytes:
     """A zip of 0/255 PNG masks named after their images (``<stem>.png``), plus counts.csv."""
     rows = [r for r in export_rows(session, project, filters=filters, which=which) if r.version]
     buffer = io.BytesIO()
@@ -223,14 +177,14 @@ def _export_images(session: Session, storage: Storage, project, filters, which):
         attrs = {"celltally_image_id": im.id, "split": im.split, "mask_version": row.version.id,
                  "source": row.version.source, "review_status": im.review_status}
         attrs.update({k: getattr(im, k) for k in _METADATA if getattr(im, k)})
-        labels = label_objects(storage.read_mask(row.version.path))
+        labels = storage.read_labels(row.version.path)
         out.append(formats.ExportImage(im.original_name or f"image_{im.id}.png", labels,
                                        attributes=attrs))
     return out
 
 
 def export_coco(session: Session, storage: Storage, project: Project | str | int, *,
-                filters: ExportFilter | None = None, which: str = "head",
+                filters: ImageFilter | None = None, which: str = "head",
                 rle: bool = False) -> dict[str, Any]:
     """Standard COCO: one annotation per object (polygon, or RLE with ``rle=True``).
 
@@ -245,7 +199,7 @@ def export_coco(session: Session, storage: Storage, project: Project | str | int
 
 
 def export_via(session: Session, storage: Storage, project: Project | str | int, *,
-               filters: ExportFilter | None = None, which: str = "head") -> dict[str, Any]:
+               filters: ImageFilter | None = None, which: str = "head") -> dict[str, Any]:
     """A VIA-2 project: one polygon region per object, metadata as file attributes."""
     if not isinstance(project, Project):
         project = get_project(session, project)
@@ -253,15 +207,17 @@ def export_via(session: Session, storage: Storage, project: Project | str | int,
     return formats.via_document(images, project=project.name)
 
 
-def _cli_filters(args: Any) -> ExportFilter:
-    """An :class:`ExportFilter` from argparse attributes that may or may not exist."""
+def _cli_filters(args: Any) -> ImageFilter:
+    """An :class:`ImageFilter` from argparse attributes that may or may not exist."""
     meta = {k: getattr(args, k) for k in ("animal", "region", "condition")
             if getattr(args, k, None)}
     for pair in getattr(args, "metadata", None) or []:
         key, _, value = str(pair).partition("=")
+        if key.strip() not in ("stain", "animal", "region", "condition"):
+            raise ValueError(f"Filter by stain, animal, region or condition, not {key.strip()!r}.")
         meta[key.strip()] = value.strip()
-    return ExportFilter(split=getattr(args, "split", None), status=getattr(args, "status", None),
-                        metadata=meta, include_archived=bool(getattr(args, "archived", False)))
+    return ImageFilter(split=getattr(args, "split", None), status=getattr(args, "status", None),
+                       include_archived=bool(getattr(args, "archived", False)), **meta)
 
 
 def run_export_cli(args: Any, settings: Settings, *, out=None) -> int:
@@ -272,8 +228,6 @@ def run_export_cli(args: Any, settings: Settings, *, out=None) -> int:
     approved masks instead of the heads; ``rle`` writes COCO objects as RLE. Returns 0 on success,
     2 with a sentence on stderr when the export cannot be made.
     """
-    from db.engine import make_engine
-
     out = out or sys.stdout
     which = "ground_truth" if getattr(args, "ground_truth", False) else "head"
     engine = make_engine(settings)

@@ -27,7 +27,7 @@ import numpy as np
 from sqlalchemy.orm import Session
 
 from core import io as core_io
-from db import formats
+from core import formats
 from db.masks import approve, save_mask_version
 from db.models import STAINS, Image, Project
 from db.projects import create_batch, finish_batch, get_project, register_image
@@ -782,3 +782,41 @@ def _log_progress(done: int, total: int, name: str) -> None:
     """Progress for the command line: a log line every 25 images and at the end."""
     if done == total or done % 25 == 0:
         log.info("Imported %d of %d (%s).", done, total, name)
+
+
+def import_for_count(session: Session, settings: Settings, project_id: int, *, uploads=None,
+                     folder=None, user_id: int | None = None) -> tuple[list[tuple[str, int]], list[dict]]:
+    """Register the images to count (uploaded ``(name, bytes)`` pairs, or a folder below an
+    import root) as one import batch, without automatic masks.
+
+    Images already in the project are counted as they are. Writes rows: the caller commits.
+
+    Returns
+    -------
+    images : list of (name, image id)
+    problems : list of dict
+        ``file, problem``: every file that cannot be counted, with the sentence saying why.
+
+    Raises
+    ------
+    ValueError
+        The folder lies outside the import roots or does not exist (``ImportRefused``).
+    """
+    options = ImportOptions(prelabel=False, approved=False, user_id=user_id)
+    if folder:
+        report = import_path(session, settings, folder, project=project_id, fmt="folder",
+                             options=options)
+    else:
+        uploads = list(uploads or [])
+        if not uploads:
+            raise ValueError("Choose at least one image to count.")
+        report = import_uploads(session, settings, project_id, uploads, options=options)
+    images, problems = [], []
+    for o in report.outcomes:
+        # A duplicate names the image already holding its pixels: that one is counted.
+        if o.image_id is not None and (o.status == "imported" or o.reason == "duplicate"):
+            images.append((o.name, int(o.image_id)))
+        else:
+            problems.append({"file": o.name, "problem": o.message})
+    problems += [{"file": "", "problem": note} for note in report.notes]
+    return images, problems

@@ -12,23 +12,21 @@ import datetime as dt
 import logging
 from typing import Any, Callable, Iterable
 
+import numpy as np
+import pandas as pd
 from sqlalchemy import Engine, select, update
 from sqlalchemy.orm import Session
 
-from db.models import JOB_KINDS, Job, utcnow
+from db.models import JOB_KINDS, Job, User, utcnow
 
 __all__ = ["queue_job", "claim_next_job", "heartbeat", "report_progress", "is_cancel_requested",
            "request_cancel", "finish_job", "fail_job", "requeue_stale", "get_job", "list_jobs",
-           "JobCancelled", "LOG_TAIL_CHARS"]
+           "LOG_TAIL_CHARS", "jobs_table", "JOB_COLUMNS"]
 
 log = logging.getLogger(__name__)
 
 LOG_TAIL_CHARS = 20_000
 Clock = Callable[[], dt.datetime]
-
-
-class JobCancelled(Exception):
-    """Raised by a worker's progress callback when the job's cancel flag is set."""
 
 
 def _check_kinds(kinds: Iterable[str]) -> list[str]:
@@ -220,3 +218,39 @@ def requeue_stale(session: Session, *, older_than_s: float, max_attempts: int,
     if stale:
         log.warning("Stale jobs: %s", out)
     return out
+
+
+JOB_COLUMNS = ["job_id", "kind", "status", "progress", "message", "created_at", "started_at",
+               "finished_at", "duration_s", "error", "log_tail", "run_id", "run_dir", "created_by"]
+
+
+def jobs_table(session: Session, project_id: int, *, kinds=None, limit: int = 50,
+               now: dt.datetime | None = None) -> pd.DataFrame:
+    """A project's jobs, newest first, with how long each ran.
+
+    Returns
+    -------
+    DataFrame
+        Columns :data:`JOB_COLUMNS`; ``duration_s`` runs to now for a running job and is NaN for
+        one not started.
+    """
+    now = now or utcnow()
+    q = select(Job).where(Job.project_id == project_id)
+    if kinds is not None:
+        q = q.where(Job.kind.in_(_check_kinds(kinds)))
+    users = dict(session.execute(select(User.id, User.name)).all())
+    rows = []
+    for j in session.scalars(q.order_by(Job.id.desc()).limit(limit)):
+        end = j.finished_at or (now if j.status == "running" else None)
+        result = j.result or {}
+        rows.append({
+            "job_id": j.id, "kind": j.kind, "status": j.status, "progress": float(j.progress or 0),
+            "message": j.message or "", "created_at": j.created_at, "started_at": j.started_at,
+            "finished_at": j.finished_at,
+            "duration_s": (end - j.started_at).total_seconds() if end and j.started_at
+            else np.nan,
+            "error": j.error or "", "log_tail": j.log_tail or "",
+            "run_id": result.get("run_id"), "run_dir": result.get("run_dir"),
+            "created_by": users.get(j.created_by, ""),
+        })
+    return pd.DataFrame(rows, columns=JOB_COLUMNS)

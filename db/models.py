@@ -179,6 +179,11 @@ class MaskVersion(Base):
     note: Mapped[str] = mapped_column(Text, default="")
     conflict: Mapped[bool] = mapped_column(Boolean, default=False)
     created_at: Mapped[dt.datetime] = _created()
+    # Provenance of a model's mask (source "model"): the run, its threshold and the sha256 of
+    # the model file that predicted it, so exports say what made each count.
+    run_id: Mapped[int | None] = mapped_column(ForeignKey("model_runs.id"))
+    threshold: Mapped[float | None] = mapped_column(Float)
+    model_sha256: Mapped[str | None] = mapped_column(String(64))
 
 
 class Approval(Base):

@@ -14,16 +14,17 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from sqlalchemy import func, select, update
+from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from core import io as core_io
 from db import audit
-from db.models import SPLITS, STAINS, Image, ImportBatch, Project, User, utcnow
+from db.models import (REVIEW_STATUSES, SPLITS, STAINS, Image, ImportBatch, Project,
+                       ReviewAssignment, User, utcnow)
 from db.storage import Storage, pixel_hash
 from db.users import require_role
 
-__all__ = ["create_project", "get_project", "list_projects", "parse_fnc_name", "Registered",
+__all__ = ["get_image", "find_image", "read_image_pixels", "ImageFilter", "create_project", "get_project", "list_projects", "parse_fnc_name", "Registered",
            "register_image", "create_batch", "finish_batch", "archive_batch", "restore_batch",
            "list_batches", "update_metadata", "assign_random_splits", "random_splits", "set_split",
            "move_splits", "lock_splits", "METADATA_FIELDS"]
@@ -68,6 +69,92 @@ def get_project(session: Session, name_or_id: str | int) -> Project:
         known = ", ".join(p.name for p in list_projects(session)) or "none yet"
         raise ValueError(f"There is no project {name_or_id!r} (projects: {known}).")
     return project
+
+
+def get_image(session: Session, image_id: int) -> Image:
+    """An image's row (path, size, metadata, split, head version); ValueError when there is none."""
+    image = session.get(Image, image_id)
+    if image is None:
+        raise ValueError(f"There is no image with id {image_id}; pick another from the list.")
+    return image
+
+
+def read_image_pixels(session: Session, storage: Storage, image_id: int) -> np.ndarray:
+    """An image of a project as uint8 RGB; ValueError naming the file when it cannot be read."""
+    image = get_image(session, image_id)
+    try:
+        return storage.read_image(image.path)
+    except (OSError, ValueError) as exc:
+        raise ValueError(f"{image.original_name or image.path} cannot be read: {exc}. "
+                         "Import it again.") from exc
+
+
+def find_image(session: Session, image_id: int) -> Image | None:
+    """An image's row, or None when there is none."""
+    return session.get(Image, image_id)
+
+
+def _values(value) -> tuple | None:
+    return None if value is None else ((value,) if isinstance(value, str) else tuple(value))
+
+
+@dataclass(frozen=True)
+class ImageFilter:
+    """Which images of a project a list, a page of the review queue or an export holds.
+
+    Every field is a condition; None means any. ``status`` and ``split`` take one value or
+    several.
+
+    Attributes
+    ----------
+    status : str or tuple of str, optional
+        ``to_review``, ``in_progress``, ``approved``.
+    split : str or tuple of str, optional
+        ``train``, ``test``, ``unassigned``.
+    stain, animal, region, condition : str, optional
+        Exact metadata values.
+    assigned_to : int, optional
+        Only images assigned to this user (open review assignments).
+    image_ids : tuple of int, optional
+    include_archived : bool
+        Archived batches are left out unless this is set.
+    """
+
+    status: str | tuple[str, ...] | None = None
+    split: str | tuple[str, ...] | None = None
+    stain: str | None = None
+    animal: str | None = None
+    region: str | None = None
+    condition: str | None = None
+    assigned_to: int | None = None
+    image_ids: tuple[int, ...] | None = None
+    include_archived: bool = False
+
+    def __post_init__(self):
+        for name, allowed in (("status", REVIEW_STATUSES), ("split", SPLITS)):
+            bad = [v for v in _values(getattr(self, name)) or () if v not in allowed]
+            if bad:
+                what = "review status" if name == "status" else "split"
+                raise ValueError(f"Unknown {what} {bad[0]!r}; use one of {', '.join(allowed)}.")
+
+    def apply(self, query, project_id: int, *, with_status: bool = True):
+        """``query`` (over :class:`Image`) narrowed to the project's images that pass."""
+        query = query.where(Image.project_id == project_id)
+        if not self.include_archived:
+            query = query.where(Image.archived.is_(False))
+        if with_status and self.status is not None:
+            query = query.where(Image.review_status.in_(_values(self.status)))
+        if self.split is not None:
+            query = query.where(Image.split.in_(_values(self.split)))
+        for name in ("stain", "animal", "region", "condition"):
+            if getattr(self, name) is not None:
+                query = query.where(getattr(Image, name) == getattr(self, name))
+        if self.assigned_to is not None:
+            query = query.where(Image.id.in_(select(ReviewAssignment.image_id).where(
+                ReviewAssignment.user_id == self.assigned_to, ReviewAssignment.done.is_(False))))
+        if self.image_ids is not None:
+            query = query.where(Image.id.in_([int(i) for i in self.image_ids]))
+        return query
 
 
 def list_projects(session: Session) -> list[Project]:

@@ -1,54 +1,37 @@
-"""The review queue and the project's state, as the Review page and the sidebar need them.
+"""Review state: the paged review queue, the project's state, counts per image, operator
+agreement, and an image's history.
 
 One page of the queue is three indexed queries (the page, the total and the counts per status),
 plus one grouped query over the page's own images for decisions and pending adjudications; it
 stays well under 100 ms with 10,000 images and 100,000 object decisions (``bench/bench_db.py``).
+No query here binds more parameters than a page of images holds.
 """
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
+import pandas as pd
 from sqlalchemy import func, select
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, aliased
 
-from db.models import (REVIEW_STATUSES, SPLITS, AdjudicationItem, Image, MaskVersion, ModelRun,
-                       ObjectDecision, ReviewAssignment)
+from core.density import summarize_groups
+from core.objects import label_at
+from core.rater_agreement import Agreement, bland_altman
+from db.masks import latest_approvals
+from db.models import (REVIEW_STATUSES, AdjudicationDecision, AdjudicationItem, Approval, Image,
+                       ImageResult, MaskVersion, ObjectDecision, ReviewAssignment, User)
+from db.projects import ImageFilter, get_project
+from db.runs import promoted_run
 
-__all__ = ["ReviewFilter", "QueueRow", "ReviewPage", "review_queue", "neighbours", "project_state"]
+__all__ = ["QueueRow", "ReviewPage", "review_queue", "neighbours", "QueuePosition",
+           "queue_position", "metadata_values", "project_state",
+           "image_counts", "group_summary", "OperatorAgreement", "operator_agreement",
+           "image_history", "COUNT_COLUMNS"]
 
-
-@dataclass(frozen=True)
-class ReviewFilter:
-    """Which images the queue shows; None means any.
-
-    Attributes
-    ----------
-    status : str or None
-        ``to_review``, ``in_progress`` or ``approved``.
-    split : str or None
-    stain, animal, region, condition : str or None
-        Exact metadata values.
-    assigned_to : int or None
-        Only images assigned to this user (open assignments).
-    include_archived : bool
-    """
-
-    status: str | None = None
-    split: str | None = None
-    stain: str | None = None
-    animal: str | None = None
-    region: str | None = None
-    condition: str | None = None
-    assigned_to: int | None = None
-    include_archived: bool = False
-
-    def __post_init__(self):
-        if self.status is not None and self.status not in REVIEW_STATUSES:
-            raise ValueError(f"Unknown review status {self.status!r}; use one of "
-                             f"{', '.join(REVIEW_STATUSES)}.")
-        if self.split is not None and self.split not in SPLITS:
-            raise ValueError(f"Unknown split {self.split!r}; use one of {', '.join(SPLITS)}.")
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -86,22 +69,6 @@ class ReviewPage:
         return max(1, -(-self.total // self.page_size))
 
 
-def _filtered(query, project_id: int, filters: ReviewFilter, *, with_status: bool = True):
-    query = query.where(Image.project_id == project_id)
-    if not filters.include_archived:
-        query = query.where(Image.archived.is_(False))
-    if with_status and filters.status is not None:
-        query = query.where(Image.review_status == filters.status)
-    for name in ("split", "stain", "animal", "region", "condition"):
-        value = getattr(filters, name)
-        if value is not None:
-            query = query.where(getattr(Image, name) == value)
-    if filters.assigned_to is not None:
-        query = query.where(Image.id.in_(select(ReviewAssignment.image_id).where(
-            ReviewAssignment.user_id == filters.assigned_to, ReviewAssignment.done.is_(False))))
-    return query
-
-
 def _work_on(session: Session, image_ids: list[int]) -> tuple[dict, dict]:
     """Decisions (all, unsure) and open adjudication items per image, for a page's images."""
     if not image_ids:
@@ -117,7 +84,7 @@ def _work_on(session: Session, image_ids: list[int]) -> tuple[dict, dict]:
     return votes, pending
 
 
-def review_queue(session: Session, project_id: int, filters: ReviewFilter = ReviewFilter(), *,
+def review_queue(session: Session, project_id: int, filters: ImageFilter = ImageFilter(), *,
                  page: int = 0, page_size: int = 50) -> ReviewPage:
     """One page of a project's images (by id), with totals and counts per review status.
 
@@ -127,15 +94,16 @@ def review_queue(session: Session, project_id: int, filters: ReviewFilter = Revi
     if page < 0 or not 1 <= page_size <= 1000:
         raise ValueError(f"Pages start at 0 and hold 1 to 1000 images; got page {page}, "
                          f"size {page_size}.")
-    query = (_filtered(select(Image, MaskVersion.object_count), project_id, filters)
+    query = (filters.apply(select(Image, MaskVersion.object_count), project_id)
              .outerjoin(MaskVersion, MaskVersion.id == Image.head_version_id)
              .order_by(Image.id).limit(page_size).offset(page * page_size))
     found = session.execute(query).all()
-    counts = dict(session.execute(_filtered(
-        select(Image.review_status, func.count(Image.id)), project_id, filters, with_status=False)
+    counts = dict(session.execute(filters.apply(
+        select(Image.review_status, func.count(Image.id)), project_id, with_status=False)
         .group_by(Image.review_status)).all())
-    total = (counts.get(filters.status, 0) if filters.status is not None
-             else sum(counts.values()))
+    statuses = REVIEW_STATUSES if filters.status is None else (
+        (filters.status,) if isinstance(filters.status, str) else tuple(filters.status))
+    total = sum(counts.get(s, 0) for s in statuses)
     votes, pending = _work_on(session, [im.id for im, _ in found])
     rows = [QueueRow(im.id, im.original_name, im.split, im.review_status, im.stain, im.animal,
                      im.region, im.condition, im.head_version_id, n,
@@ -145,12 +113,67 @@ def review_queue(session: Session, project_id: int, filters: ReviewFilter = Revi
 
 
 def neighbours(session: Session, project_id: int, image_id: int,
-               filters: ReviewFilter = ReviewFilter()) -> tuple[int | None, int | None]:
+               filters: ImageFilter = ImageFilter()) -> tuple[int | None, int | None]:
     """The previous and next image id in the filtered queue (None at either end)."""
-    base = _filtered(select(Image.id), project_id, filters)
+    base = filters.apply(select(Image.id), project_id)
     prev_id = session.scalar(base.where(Image.id < image_id).order_by(Image.id.desc()).limit(1))
     next_id = session.scalar(base.where(Image.id > image_id).order_by(Image.id).limit(1))
     return prev_id, next_id
+
+
+@dataclass(frozen=True)
+class QueuePosition:
+    """Where an image stands in the filtered queue: its page and its neighbours.
+
+    Attributes
+    ----------
+    page : ReviewPage
+        The page holding ``image_id`` (the first page when the image does not pass the filter).
+    image_id : int or None
+        The image shown: the one asked for when it passes the filter, else the page's first.
+    previous, next : int or None
+        The images before and after it in the filtered queue (None at either end).
+    """
+
+    page: ReviewPage
+    image_id: int | None
+    previous: int | None
+    next: int | None
+
+
+def queue_position(session: Session, project_id: int, image_id: int | None,
+                   filters: ImageFilter = ImageFilter(), *, page_size: int = 50) -> QueuePosition:
+    """The page of the filtered queue that holds ``image_id``, and the images around it.
+
+    What one click on the Review or Correct page reads: a count to find the page, the page
+    itself (:func:`review_queue`) and one row on either side, so its cost does not grow with the
+    project.
+    """
+    page = 0
+    passes = image_id is not None and session.scalar(
+        filters.apply(select(Image.id), project_id).where(Image.id == image_id)) is not None
+    if passes:
+        before = session.scalar(filters.apply(select(func.count(Image.id)), project_id)
+                                .where(Image.id < image_id)) or 0
+        page = int(before) // page_size
+    found = review_queue(session, project_id, filters, page=page, page_size=page_size)
+    if not passes:
+        image_id = found.rows[0].image_id if found.rows else None
+    previous = following = None
+    if image_id is not None:
+        previous, following = neighbours(session, project_id, image_id, filters)
+    return QueuePosition(found, image_id, previous, following)
+
+
+def metadata_values(session: Session, project_id: int) -> list[tuple[str, str]]:
+    """The distinct (field, value) pairs of the project's animal, region and condition."""
+    out = []
+    for name in ("animal", "region", "condition"):
+        column = getattr(Image, name)
+        out += [(name, v) for v in session.scalars(
+            select(column).where(Image.project_id == project_id, column.is_not(None),
+                                 column != "").distinct().order_by(column))]
+    return out
 
 
 def project_state(session: Session, project_id: int) -> dict[str, Any]:
@@ -166,11 +189,211 @@ def project_state(session: Session, project_id: int) -> dict[str, Any]:
     n = sum(counts.values())
     pending = session.scalar(select(func.count(AdjudicationItem.id)).where(
         AdjudicationItem.project_id == project_id, AdjudicationItem.status == "open")) or 0
-    run = session.scalar(select(ModelRun).where(ModelRun.project_id == project_id,
-                                                ModelRun.promoted.is_(True)))
+    run = promoted_run(session, project_id)
     metrics = (run.metrics or {}) if run is not None else {}
     return {"n_images": n, "n_approved": counts.get("approved", 0),
             "share_reviewed": counts.get("approved", 0) / n if n else 0.0,
             "pending_adjudications": int(pending),
             "model_run_id": run.id if run else None, "model_name": run.name if run else None,
             "f1": metrics.get("f1"), "mae": metrics.get("mae")}
+
+
+COUNT_COLUMNS = ["image_id", "name", "animal", "region", "condition", "split", "split_locked",
+                 "review_status", "area_px", "count", "approved", "n_pred"]
+
+
+def image_counts(session: Session, project_id: int, *, run_id: int | None = None,
+                 filters: ImageFilter = ImageFilter()) -> pd.DataFrame:
+    """Cell counts per image of a project, with the metadata groups are made from.
+
+    ``count`` is the ground truth's (latest approved version) where there is one, else the
+    current mask's; ``n_pred`` is the run's count where ``run_id`` is given and scored the
+    image. One joined query, whatever the number of images.
+
+    Returns
+    -------
+    DataFrame
+        Columns :data:`COUNT_COLUMNS`; ``split_locked`` is True once a run was scored on the
+        image (moving it then needs an admin and a reason).
+    """
+    gt = latest_approvals()
+    truth, head = aliased(MaskVersion), aliased(MaskVersion)
+    pred = ImageResult.n_pred if run_id is not None else None
+    q = (select(Image, truth.object_count, head.object_count, gt.c.version_id,
+                *([pred] if pred is not None else []))
+         .outerjoin(gt, gt.c.image_id == Image.id)
+         .outerjoin(truth, truth.id == gt.c.version_id)
+         .outerjoin(head, head.id == Image.head_version_id))
+    if run_id is not None:
+        q = q.outerjoin(ImageResult, (ImageResult.image_id == Image.id)
+                        & (ImageResult.run_id == run_id))
+    rows = []
+    for img, n_truth, n_head, gt_version, *n_pred in session.execute(
+            filters.apply(q, project_id).order_by(Image.id)).all():
+        count = n_truth if gt_version is not None else n_head
+        rows.append({
+            "image_id": img.id, "name": img.original_name or f"image {img.id}",
+            "animal": img.animal, "region": img.region, "condition": img.condition,
+            "split": img.split, "split_locked": bool(img.split_locked),
+            "review_status": img.review_status, "area_px": img.width * img.height,
+            "count": np.nan if count is None else count, "approved": gt_version is not None,
+            "n_pred": n_pred[0] if n_pred and n_pred[0] is not None else np.nan})
+    return pd.DataFrame(rows, columns=COUNT_COLUMNS)
+
+
+def group_summary(session: Session, project_id: int, by: str, *, run_id: int | None = None,
+                  counts: pd.DataFrame | None = None) -> pd.DataFrame:
+    """Counts per ``by`` group (``animal``, ``region`` or ``condition``) with density per mm².
+
+    With ``run_id`` the run's predicted counts are summarised (the images it scored); without,
+    the ground-truth or current-mask counts of all images. ``counts`` reuses an
+    :func:`image_counts` table already loaded.
+
+    Returns
+    -------
+    DataFrame
+        See :func:`core.density.summarize_groups`; density is NaN when the project has no
+        pixel size.
+    """
+    if by not in ("animal", "region", "condition", "split"):
+        raise ValueError(f"Group by animal, region or condition, not {by!r}.")
+    project = get_project(session, project_id)
+    t = counts if counts is not None else image_counts(session, project_id, run_id=run_id)
+    column = "count"
+    if run_id is not None:
+        t, column = t[t["n_pred"].notna()], "n_pred"
+    t = t[t[column].notna()]
+    return summarize_groups(t, by, count=column, pixel_size_um=project.pixel_size_um)
+
+
+@dataclass(frozen=True)
+class OperatorAgreement:
+    """Agreement between two operators who reviewed the same images blind.
+
+    Attributes
+    ----------
+    table : DataFrame
+        One row per double-reviewed image: ``image_id, name, operator_a, operator_b, count_a,
+        count_b, count_a_after, count_b_after, decided`` (``decided`` = adjudicated objects).
+    before, after : Agreement or None
+        Bland-Altman of ``count_a - count_b`` before and after the experts' decisions replaced
+        both operators' calls on the adjudicated objects; None with no such image.
+    """
+
+    table: pd.DataFrame
+    before: Agreement | None
+    after: Agreement | None
+
+
+def operator_agreement(session: Session, storage, project_id: int) -> OperatorAgreement:
+    """Bland-Altman agreement of blind double reviews, before and after adjudication.
+
+    An image counts when two blind review assignments on it are done with a saved version. The
+    first assignment is operator A. After adjudication, every decided object on the image is
+    taken as the expert said in both operators' counts: an object the expert kept and an
+    operator's mask lacks adds one to that operator's count, one the expert dropped and the mask
+    holds removes one. Objects are matched by their centre pixel.
+
+    Parameters
+    ----------
+    storage : db.storage.Storage
+        Reads the operators' mask files (only for images with decisions).
+    """
+    q = (select(ReviewAssignment, MaskVersion, User.name)
+         .join(Image, Image.id == ReviewAssignment.image_id)
+         .join(MaskVersion, MaskVersion.id == ReviewAssignment.version_id)
+         .join(User, User.id == ReviewAssignment.user_id)
+         .where(Image.project_id == project_id, ReviewAssignment.blind.is_(True),
+                ReviewAssignment.done.is_(True), ReviewAssignment.version_id.is_not(None))
+         .order_by(ReviewAssignment.image_id, ReviewAssignment.id))
+    by_image: dict[int, list] = {}
+    for assignment, version, user_name in session.execute(q).all():
+        by_image.setdefault(assignment.image_id, []).append((version, user_name))
+    pairs = {k: v[:2] for k, v in by_image.items() if len(v) >= 2}
+    cols = ["image_id", "name", "operator_a", "operator_b", "count_a", "count_b",
+            "count_a_after", "count_b_after", "decided"]
+    if not pairs:
+        return OperatorAgreement(pd.DataFrame(columns=cols), None, None)
+    names = dict(session.execute(select(Image.id, Image.original_name)
+                                 .where(Image.project_id == project_id)
+                                 .where(Image.id.in_(select(ReviewAssignment.image_id)
+                                                     .where(ReviewAssignment.blind.is_(True))))
+                                 ).all())
+    dq = (select(AdjudicationItem, AdjudicationDecision)
+          .join(AdjudicationDecision, AdjudicationDecision.item_id == AdjudicationItem.id)
+          .where(AdjudicationItem.project_id == project_id,
+                 AdjudicationDecision.verdict.in_(("keep", "drop"))))
+    decided: dict[int, list] = {}
+    for item, decision in session.execute(dq).all():
+        if item.image_id in pairs:
+            decided.setdefault(item.image_id, []).append((item, decision.verdict))
+    labels: dict[str, Any] = {}
+    rows = []
+    for image_id, ((va, ua), (vb, ub)) in sorted(pairs.items()):
+        after = [va.object_count, vb.object_count]
+        for item, verdict in decided.get(image_id, []):
+            for i, version in enumerate((va, vb)):
+                try:
+                    if version.path not in labels:
+                        labels[version.path] = storage.read_labels(version.path)
+                    present = label_at(labels[version.path], item.centroid_row,
+                                       item.centroid_col) != 0
+                except (OSError, ValueError) as exc:  # a missing file must not hide the rest
+                    log.warning("mask version %s unreadable: %s", version.id, exc)
+                    continue
+                if verdict == "keep" and not present:
+                    after[i] += 1
+                elif verdict == "drop" and present:
+                    after[i] -= 1
+        rows.append({"image_id": image_id, "name": names.get(image_id) or f"image {image_id}",
+                     "operator_a": ua, "operator_b": ub, "count_a": va.object_count,
+                     "count_b": vb.object_count, "count_a_after": max(after[0], 0),
+                     "count_b_after": max(after[1], 0),
+                     "decided": len(decided.get(image_id, []))})
+    table = pd.DataFrame(rows, columns=cols)
+    return OperatorAgreement(table, bland_altman(table["count_a"], table["count_b"]),
+                             bland_altman(table["count_a_after"], table["count_b_after"]))
+
+
+def image_history(session: Session, image_id: int) -> pd.DataFrame:
+    """Everything that happened to an image's masks, oldest first.
+
+    Returns
+    -------
+    DataFrame
+        Columns ``at, who, what, detail, version_id``: mask versions (with source, count and,
+        for a model's mask, the run and threshold), approvals, operators' votes and experts'
+        adjudications (with verdict and reason).
+    """
+    rows: list[dict[str, Any]] = []
+    users = dict(session.execute(select(User.id, User.name)).all())
+    for v in session.scalars(select(MaskVersion).where(MaskVersion.image_id == image_id)
+                             .order_by(MaskVersion.id)):
+        model = (f"; run {v.run_id} at threshold {v.threshold:.3f}" if v.threshold is not None
+                 else "")
+        rows.append({"at": v.created_at, "who": users.get(v.author_id, ""),
+                     "what": f"version ({v.source})",
+                     "detail": f"{v.object_count} cells" + model + (f"; {v.note}" if v.note else "")
+                     + ("; saved over a newer version" if v.conflict else ""),
+                     "version_id": v.id})
+    for a in session.scalars(select(Approval).where(Approval.image_id == image_id)
+                             .order_by(Approval.id)):
+        rows.append({"at": a.created_at, "who": users.get(a.approver_id, ""), "what": "approved",
+                     "detail": "", "version_id": a.version_id})
+    for d in session.scalars(select(ObjectDecision).where(ObjectDecision.image_id == image_id)
+                             .order_by(ObjectDecision.id)):
+        rows.append({"at": d.created_at, "who": users.get(d.user_id, ""),
+                     "what": f"vote: {d.verdict}",
+                     "detail": f"object {d.label} at ({d.centroid_row:.0f}, {d.centroid_col:.0f})"
+                     + (f": {d.reason}" if d.reason else ""), "version_id": d.version_id})
+    q = (select(AdjudicationDecision, AdjudicationItem)
+         .join(AdjudicationItem, AdjudicationItem.id == AdjudicationDecision.item_id)
+         .where(AdjudicationItem.image_id == image_id).order_by(AdjudicationDecision.id))
+    for d, item in session.execute(q).all():
+        rows.append({"at": d.created_at, "who": users.get(d.expert_id, ""),
+                     "what": f"adjudicated: {d.verdict}",
+                     "detail": f"{item.reason} object at ({item.centroid_row:.0f}, "
+                               f"{item.centroid_col:.0f}): {d.reason}",
+                     "version_id": d.version_id})
+    table = pd.DataFrame(rows, columns=["at", "who", "what", "detail", "version_id"])
+    return table.sort_values("at", kind="stable").reset_index(drop=True)

@@ -9,26 +9,29 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Iterable, Mapping, NamedTuple
+from typing import Any, Iterable, Mapping, NamedTuple
 
+import pandas as pd
 from sqlalchemy import delete, func, select
 from sqlalchemy.orm import Session
 
+from core.postprocess import PostprocessParams
+from core.run import MATCH_METHOD, Scoring, load_run
 from db import audit
-from db.models import (RUN_ITEM_ROLES, SPLITS, Approval, Image, ImageResult, MaskVersion,
-                       ModelRun, ObjectOutcome, RunItem, User)
-from db.masks import ground_truth
+from db.masks import ground_truth, latest_approvals
+from db.models import (RUN_ITEM_ROLES, SPLITS, Image, ImageResult, MaskVersion, ModelRun,
+                       ObjectOutcome, RunItem, User)
 from db.projects import get_project, lock_splits
+from db.storage import Storage
 from db.users import require_role
 
-if TYPE_CHECKING:
-    from db.storage import Storage
-
-__all__ = ["TrainingItem", "training_items", "register_run", "run_path", "get_run", "list_runs",
-           "promote_run", "promoted_run", "set_threshold", "save_image_result",
-           "ScoredImage", "replace_image_results", "image_results", "object_outcomes",
-           "run_scores", "RUN_FILES"]
+__all__ = ["TrainingItem", "training_items", "training_data", "register_run", "run_path",
+           "get_run", "find_run", "list_runs", "runs_overview", "promote_run", "promoted_run",
+           "set_threshold", "run_threshold", "run_scoring", "save_image_result", "ScoredImage",
+           "replace_image_results", "run_results", "result_for", "scored_image_ids",
+           "stored_heatmap_results", "result_objects", "SCORE_KEYS", "RUN_FILES"]
 
 log = logging.getLogger(__name__)
 
@@ -54,17 +57,38 @@ def training_items(session: Session, project_id: int, split: str) -> list[Traini
     """
     if split not in SPLITS:
         raise ValueError(f"Unknown split {split!r}; use one of {', '.join(SPLITS)}.")
-    latest = (select(Approval.image_id, func.max(Approval.id).label("approval_id"))
-              .group_by(Approval.image_id).subquery())
+    gt = latest_approvals()
     query = (select(Image.id, Image.path, MaskVersion.id, MaskVersion.path, Image.hard,
                     Image.hand_segmented)
-             .join(latest, latest.c.image_id == Image.id)
-             .join(Approval, Approval.id == latest.c.approval_id)
-             .join(MaskVersion, MaskVersion.id == Approval.version_id)
+             .join(gt, gt.c.image_id == Image.id)
+             .join(MaskVersion, MaskVersion.id == gt.c.version_id)
              .where(Image.project_id == project_id, Image.split == split,
                     Image.archived.is_(False))
              .order_by(Image.id))
     return [TrainingItem(*row) for row in session.execute(query).all()]
+
+
+def training_data(session: Session, project_id: int) -> dict[str, int]:
+    """What a run queued now would learn from and be scored on.
+
+    Returns
+    -------
+    dict
+        ``train_images, test_images, unassigned_images`` (archived images left out) and
+        ``train_approved, test_approved``: those with an approved mask, the only ones a run uses.
+    """
+    gt = latest_approvals()
+    q = (select(Image.split, func.count(Image.id), func.count(gt.c.version_id))
+         .outerjoin(gt, gt.c.image_id == Image.id)
+         .where(Image.project_id == project_id, Image.archived.is_(False))
+         .group_by(Image.split))
+    out = {f"{s}_images": 0 for s in SPLITS}
+    out.update(train_approved=0, test_approved=0)
+    for split, n, approved in session.execute(q).all():
+        out[f"{split}_images"] = int(n)
+        if split in ("train", "test"):
+            out[f"{split}_approved"] = int(approved)
+    return out
 
 
 def _read_json(path: Path) -> dict[str, Any]:
@@ -128,10 +152,52 @@ def get_run(session: Session, run_id: int) -> ModelRun:
     return run
 
 
+def find_run(session: Session, storage: Storage, run_dir: str | Path) -> ModelRun | None:
+    """The row of a run directory, found by its key or by its absolute path (how older rows
+    recorded it); None when it is not registered."""
+    path = storage.resolve(run_dir)
+    return session.scalars(select(ModelRun).where(ModelRun.run_dir.in_(
+        {str(run_dir), storage.key(path), str(path)})).order_by(ModelRun.id)).first()
+
+
 def list_runs(session: Session, project_id: int) -> list[ModelRun]:
     """A project's runs, newest first."""
     return list(session.scalars(select(ModelRun).where(ModelRun.project_id == project_id)
                                 .order_by(ModelRun.created_at.desc(), ModelRun.id.desc())))
+
+
+#: Score columns of :func:`runs_overview`, in display order.
+SCORE_KEYS = ("f1", "precision", "recall", "mae", "medae", "bias", "mean_iou", "n_images")
+# Other spellings a metrics.json may use for the same score.
+_ALIASES = {"medae": ("median_ae", "median_abs_error"), "mae": ("mean_abs_error",),
+            "mean_iou": ("iou", "miou"), "n_images": ("images", "n")}
+
+
+def _metric(metrics: dict, key: str) -> float:
+    """One score from a run's metrics, whatever spelling it was stored under; NaN when absent."""
+    lower = {str(k).lower(): v for k, v in (metrics or {}).items()}
+    for name in (key, *_ALIASES.get(key, ())):
+        value = lower.get(name)
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+    return math.nan
+
+
+def runs_overview(session: Session, project_id: int) -> pd.DataFrame:
+    """Every run of a project, oldest first, with its test scores.
+
+    Returns
+    -------
+    DataFrame
+        Columns ``run_id, name, created_at, promoted, threshold, run_dir`` and :data:`SCORE_KEYS`
+        (NaN where the run's metrics lack a score).
+    """
+    cols = ["run_id", "name", "created_at", "promoted", "threshold", "run_dir", *SCORE_KEYS]
+    rows = [{"run_id": r.id, "name": r.name or f"run {r.id}", "created_at": r.created_at,
+             "promoted": bool(r.promoted), "threshold": r.threshold, "run_dir": r.run_dir,
+             **{k: _metric(r.metrics, k) for k in SCORE_KEYS}}
+            for r in reversed(list_runs(session, project_id))]
+    return pd.DataFrame(rows, columns=cols)
 
 
 def promoted_run(session: Session, project_id: int) -> ModelRun | None:
@@ -167,6 +233,34 @@ def run_path(run: ModelRun, storage: Storage | None = None) -> Path:
         raise ValueError(f"Run {run.id} is recorded below the data dir ({run.run_dir}); pass "
                          "the Storage so its directory can be found.")
     return path
+
+
+def run_threshold(run: ModelRun, storage: Storage | None = None) -> float:
+    """The threshold a registered run counts with: its row's (what an admin keeps with
+    :func:`set_threshold`), else its directory's chosen one."""
+    if run.threshold is not None:
+        return float(run.threshold)
+    return load_run(run_path(run, storage), with_model=False).threshold
+
+
+def run_scoring(run: ModelRun, storage: Storage | None = None) -> Scoring:
+    """The scoring rule a registered run counts with (:class:`core.run.Scoring`).
+
+    The post-processing params come from the row's config (from the run directory for rows
+    that lack them); the threshold is the row's, the one an admin keeps
+    (:func:`set_threshold`), else the directory's chosen one.
+    """
+    config = run.config or {}
+    params = config.get("postprocess")
+    try:
+        postprocess = PostprocessParams.from_dict(params) if isinstance(params, dict) else None
+    except (TypeError, KeyError, ValueError):
+        log.warning("run %s: the post-processing params in the database are invalid", run.id)
+        postprocess = None
+    if postprocess is None:
+        postprocess = load_run(run_path(run, storage), with_model=False).postprocess
+    return Scoring(postprocess, run_threshold(run, storage),
+                   str(config.get("match_method") or MATCH_METHOD))
 
 
 def set_threshold(session: Session, run_id: int, threshold: float, *, actor: User,
@@ -305,64 +399,76 @@ def replace_image_results(session: Session, run_id: int, results: Iterable[Score
             for r in rows]
 
 
-def image_results(session: Session, run_id: int, *, sort: str = "errors", only_errors: bool = False,
-                  limit: int | None = None, offset: int = 0) -> list[dict[str, Any]]:
-    """Per-image results of a run, for the Predictions page.
+RESULT_COLUMNS = ["result_id", "image_id", "name", "animal", "region", "condition", "width",
+                  "height", "n_true", "n_pred", "tp", "fp", "fn", "iou", "error", "abs_error",
+                  "heatmap_path", "image_path", "version_id"]
 
-    ``sort`` is ``errors`` (FP + FN, most first), ``count_error`` (|predicted - true|, most
-    first), ``fp``, ``fn`` or ``name``. ``only_errors`` keeps images with any FP or FN.
+
+def run_results(session: Session, run_id: int, *, sort: str = "image", only_errors: bool = False,
+                limit: int | None = None, offset: int = 0) -> pd.DataFrame:
+    """A run's per-image results on its test images.
+
+    Parameters
+    ----------
+    sort : str
+        ``image`` (by id), ``errors`` (FP + FN, most first), ``count_error`` (|predicted -
+        true|, most first), ``fp``, ``fn`` or ``name``.
+    only_errors : bool
+        Keep images with any FP or FN.
+    limit, offset : int
+        One page of the results.
+
+    Returns
+    -------
+    DataFrame
+        Columns :data:`RESULT_COLUMNS`; ``error`` is ``n_pred - n_true``.
     """
     errors = ImageResult.fp + ImageResult.fn
-    count_error = func.abs(ImageResult.n_pred - ImageResult.n_true)
-    orders = {"errors": [errors.desc()], "count_error": [count_error.desc()],
-              "fp": [ImageResult.fp.desc()], "fn": [ImageResult.fn.desc()], "name": []}
+    orders = {"image": [], "errors": [errors.desc()],
+              "count_error": [func.abs(ImageResult.n_pred - ImageResult.n_true).desc()],
+              "fp": [ImageResult.fp.desc()], "fn": [ImageResult.fn.desc()],
+              "name": [Image.original_name]}
     if sort not in orders:
         raise ValueError(f"Unknown sort {sort!r}; use one of {', '.join(orders)}.")
-    query = (select(ImageResult, Image.original_name, Image.path)
-             .join(Image, Image.id == ImageResult.image_id).where(ImageResult.run_id == run_id)
-             .order_by(*orders[sort], Image.original_name, Image.id).offset(offset))
+    query = (select(ImageResult, Image).join(Image, Image.id == ImageResult.image_id)
+             .where(ImageResult.run_id == run_id)
+             .order_by(*orders[sort], Image.id).offset(offset))
     if only_errors:
         query = query.where(errors > 0)
     if limit is not None:
         query = query.limit(limit)
-    return [{"result_id": r.id, "image_id": r.image_id, "name": name, "image_path": path,
-             "version_id": r.version_id, "tp": r.tp, "fp": r.fp, "fn": r.fn, "n_true": r.n_true,
-             "n_pred": r.n_pred, "iou": r.iou, "heatmap_path": r.heatmap_path,
-             "count_error": r.n_pred - r.n_true}
-            for r, name, path in session.execute(query).all()]
+    rows = [{"result_id": r.id, "image_id": img.id, "name": img.original_name or f"image {img.id}",
+             "animal": img.animal, "region": img.region, "condition": img.condition,
+             "width": img.width, "height": img.height, "n_true": r.n_true, "n_pred": r.n_pred,
+             "tp": r.tp, "fp": r.fp, "fn": r.fn, "iou": r.iou, "error": r.n_pred - r.n_true,
+             "abs_error": abs(r.n_pred - r.n_true), "heatmap_path": r.heatmap_path,
+             "image_path": img.path, "version_id": r.version_id}
+            for r, img in session.execute(query).all()]
+    return pd.DataFrame(rows, columns=RESULT_COLUMNS)
 
 
-def object_outcomes(session: Session, result_id: int, *, outcome: str | None = None) -> list[ObjectOutcome]:
-    """The objects of one image result (optionally only TP, FP or FN)."""
+def result_for(session: Session, run_id: int, image_id: int) -> ImageResult | None:
+    """A run's result on one image, or None when the run did not score it."""
+    return session.scalar(select(ImageResult).where(ImageResult.run_id == run_id,
+                                                    ImageResult.image_id == image_id))
+
+
+def scored_image_ids(session: Session, run_id: int) -> list[int]:
+    """The images a run was scored on, by id."""
+    return list(session.scalars(select(ImageResult.image_id).where(ImageResult.run_id == run_id)
+                                .order_by(ImageResult.image_id)))
+
+
+def stored_heatmap_results(session: Session, run_id: int) -> list[ImageResult]:
+    """A run's results that kept a heatmap, by image id."""
+    return list(session.scalars(select(ImageResult).where(
+        ImageResult.run_id == run_id, ImageResult.heatmap_path.is_not(None))
+        .order_by(ImageResult.image_id)))
+
+
+def result_objects(session: Session, result_id: int, *, outcome: str | None = None) -> list[ObjectOutcome]:
+    """The stored objects of one image result (optionally only TP, FP or FN)."""
     query = select(ObjectOutcome).where(ObjectOutcome.result_id == result_id)
     if outcome is not None:
         query = query.where(ObjectOutcome.outcome == outcome)
     return list(session.scalars(query.order_by(ObjectOutcome.id)))
-
-
-def run_scores(session: Session, project_id: int) -> list[dict[str, Any]]:
-    """One row per run of a project, oldest first: stored metrics plus totals from the results.
-
-    Keys: run_id, name, created_at, promoted, threshold, n_images, tp, fp, fn, precision,
-    recall, f1, mean_iou, and every key of the run's ``metrics.json`` (which wins).
-    """
-    totals = (select(ImageResult.run_id, func.count(ImageResult.id).label("n"),
-                     func.sum(ImageResult.tp).label("tp"), func.sum(ImageResult.fp).label("fp"),
-                     func.sum(ImageResult.fn).label("fn"), func.avg(ImageResult.iou).label("iou"))
-              .group_by(ImageResult.run_id).subquery())
-    query = (select(ModelRun, totals).outerjoin(totals, totals.c.run_id == ModelRun.id)
-             .where(ModelRun.project_id == project_id).order_by(ModelRun.created_at, ModelRun.id))
-    rows = []
-    for row in session.execute(query).mappings():
-        run = row["ModelRun"]
-        tp, fp, fn = int(row["tp"] or 0), int(row["fp"] or 0), int(row["fn"] or 0)
-        precision = tp / (tp + fp) if tp + fp else None
-        recall = tp / (tp + fn) if tp + fn else None
-        f1 = 2 * tp / (2 * tp + fp + fn) if tp + fp + fn else None
-        rows.append({"run_id": run.id, "name": run.name, "created_at": run.created_at,
-                     "promoted": run.promoted, "threshold": run.threshold,
-                     "n_images": int(row["n"] or 0), "tp": tp, "fp": fp, "fn": fn,
-                     "precision": precision, "recall": recall, "f1": f1,
-                     "mean_iou": None if row["iou"] is None else float(row["iou"]),
-                     **(run.metrics or {})})
-    return rows

@@ -28,6 +28,8 @@ from pathlib import Path
 import numpy as np
 
 from core import io as core_io
+from core.objects import as_labels
+from core.postprocess import quantise_heatmap
 from db.settings import Settings
 
 __all__ = ["Storage", "Stored", "pixel_hash", "STORE_PNG_LEVEL"]
@@ -226,9 +228,7 @@ class Storage:
         heatmap = np.asarray(heatmap)
         if heatmap.ndim != 2:
             raise ValueError(f"A heatmap is (rows, cols); got shape {heatmap.shape}.")
-        if heatmap.dtype != np.uint8:
-            heatmap = np.rint(np.clip(heatmap.astype(np.float32), 0.0, 1.0) * 255).astype(np.uint8)
-        return self._put("heatmaps", heatmap, _write_png)
+        return self._put("heatmaps", quantise_heatmap(heatmap), _write_png)
 
     def _put(self, kind: str, array: np.ndarray, writer) -> Stored:
         sha = pixel_hash(array)
@@ -247,6 +247,10 @@ class Storage:
     def read_mask(self, path: str | Path) -> np.ndarray:
         """Read a stored mask (key or absolute path) back as bool (rows, cols)."""
         return core_io.read_mask(self.resolve(path))
+
+    def read_labels(self, path: str | Path) -> np.ndarray:
+        """A stored mask's objects as an int32 label image (:func:`core.objects.as_labels`)."""
+        return as_labels(self.read_mask(path), name=str(path))
 
     def read_heatmap(self, path: str | Path) -> np.ndarray:
         """Read a stored heatmap (key or absolute path) back as float32 probabilities in [0, 1]."""

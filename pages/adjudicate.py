@@ -5,22 +5,20 @@ record; the history tab lists every decision on an image.
 import pandas as pd
 import streamlit as st
 
-from db import insights, masks, users
+from db import adjudication, review, users
 from pages import ui
 
 who, pid = ui.open_page("Adjudicate", "expert", "admin")
 
 REASONS = ("clear soma, stained", "debris or artefact", "too dim to be a cell", "out of focus",
            "part of a neighbouring cell", "other (write below)")
-REASON_TEXT = {0: "flagged unsure", 1: "operators disagree", 2: "sent from Predictions",
-               3: "the model is unsure"}
 
 queue_tab, history_tab = st.tabs(["Queue", "History of an image"])
 
 with queue_tab:
     with ui.session() as s:
-        queue = insights.adjudication_queue(s, pid)
-        doubts = insights.model_doubt_candidates(s, pid)
+        queue = adjudication.adjudication_queue(s, pid)
+        doubts = adjudication.model_doubt_candidates(s, ui.storage(), pid)
     if st.session_state.get("adj_last"):
         st.success(st.session_state.pop("adj_last"))
     top = st.columns([3, 2])
@@ -29,7 +27,7 @@ with queue_tab:
             f"Add the model's {len(doubts)} least sure objects", key="adj_add_doubts"):
         try:
             with ui.session() as s:
-                n = insights.queue_model_doubts(s, ui.storage(), pid, user_id=who.id)
+                n = adjudication.queue_model_doubts(s, ui.storage(), pid, user_id=who.id)
             st.success(f"{n} objects added to the queue.")
             st.rerun()
         except ValueError as exc:
@@ -42,12 +40,12 @@ with queue_tab:
     else:
         pos = min(st.session_state.get("adj_pos", 0), len(queue) - 1)
         item = queue.iloc[pos]
-        st.caption(f"Item {pos + 1} of {len(queue)}: {REASON_TEXT[int(item['rank'])]} "
+        st.caption(f"Item {pos + 1} of {len(queue)}: {item['group']} "
                    f"({item['reason']}), image **{item['name']}**")
         left, right = st.columns([3, 2])
         try:
             with ui.session() as s:
-                crop = insights.item_crop(s, ui.storage(), int(item["item_id"]))
+                crop = adjudication.item_crop(s, ui.storage(), int(item["item_id"]))
             left.image(crop, caption="Yellow: the object in question; cyan: the other cells "
                                      "of the current mask (magnified x4).")
         except ValueError as exc:
@@ -57,8 +55,9 @@ with queue_tab:
             if pd.isna(prob):
                 try:
                     with ui.session() as s:
-                        prob = masks.item_probability(s, ui.storage(), int(item["item_id"]),
-                                                      predict=ui.model_heatmap)
+                        prob = adjudication.item_probability(s, ui.storage(),
+                                                             int(item["item_id"]),
+                                                             predict=ui.model_heatmap)
                 except ValueError as exc:
                     st.caption(f"No model probability: {exc}")
                 prob = float("nan") if prob is None else prob
@@ -90,7 +89,7 @@ with queue_tab:
                 try:
                     with ui.session() as s:
                         expert = users.get_user(s, who.name)
-                        decision = masks.decide_adjudication(
+                        decision = adjudication.decide_adjudication(
                             s, ui.storage(), int(item["item_id"]), expert=expert,
                             verdict=verdict, reason=reason)
                         version_id = decision.version_id
@@ -106,7 +105,7 @@ with queue_tab:
 
 with history_tab:
     with ui.session() as s:
-        counts = insights.image_counts(s, pid)
+        counts = review.image_counts(s, pid)
     if counts.empty:
         st.info("The project has no images yet.")
     else:
@@ -116,7 +115,7 @@ with history_tab:
         image_id = st.selectbox("Image", ids, format_func=names.get, key="adj_history_pick",
                                 index=ids.index(default) if default in ids else 0)
         with ui.session() as s:
-            history = insights.image_history(s, image_id)
+            history = review.image_history(s, image_id)
         if history.empty:
             st.caption("Nothing happened to this image's masks yet.")
         else:

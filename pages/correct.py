@@ -14,10 +14,12 @@ import streamlit as st
 from streamlit_drawable_canvas import st_canvas
 
 from core import render, strokes
-from db import insights, masks
+from db import masks, review
+from db.projects import ImageFilter, get_image
 from pages import ui
 
 CANVAS_WIDTH = 800
+PAGE_SIZE = 50
 TOOLS = {  # label: (edit kind, drawing mode, stroke width, fill)
     "Add cell (polygon)": ("add", "polygon", 2, "rgba(0, 224, 64, 0.30)"),
     "Add cell (freehand)": ("add", "freedraw", 2, "rgba(0, 224, 64, 0.30)"),
@@ -29,19 +31,20 @@ TOOLS = {  # label: (edit kind, drawing mode, stroke width, fill)
 who, pid = ui.open_page("Correct", *ui.EDITORS)
 
 with ui.session() as s:
-    table = insights.image_counts(s, pid)
-if table.empty:
+    # Review and Correct follow the same image; the list is the page of the queue holding it.
+    where = review.queue_position(s, pid, st.session_state.get("rv_image"), ImageFilter(),
+                                  page_size=PAGE_SIZE)
+if where.image_id is None:
     st.info("The project has no images yet: import some on the Import page.")
     st.stop()
-ids = [int(i) for i in table["image_id"]]
-names = dict(zip(ids, table["name"]))
-start = st.session_state.get("rv_image")
-image_id = st.selectbox("Image", ids, index=ids.index(start) if start in ids else 0,
-                        format_func=names.get, key="cx_image")
-st.session_state["rv_image"] = image_id  # Review and Correct follow the same image
+names = {r.image_id: r.name for r in where.page.rows}
+ids = list(names)
+image_id = st.selectbox("Image", ids, index=ids.index(where.image_id), format_func=names.get,
+                        key="cx_image")
+st.session_state["rv_image"] = image_id
 
 with ui.session() as s:
-    image = ui.image_row(s, image_id)
+    image = get_image(s, image_id)
     path, head_id = image.path, image.head_version_id
     base_key = f"cx_base_{image_id}"
     base_id = st.session_state.setdefault(base_key, head_id)
@@ -49,8 +52,7 @@ with ui.session() as s:
     base_path = next((v.path for v in base if v.id == base_id), None)
 rgb = ui.read_image(path)
 shape = rgb.shape[:2]
-base_labels = (masks.label_objects(ui.read_mask(base_path)) if base_path
-               else np.zeros(shape, np.int32))
+base_labels = ui.read_labels(base_path) if base_path else np.zeros(shape, np.int32)
 pending_key = f"cx_pending_{image_id}_{base_id}"
 pending = st.session_state.setdefault(pending_key, [])
 if base_id != head_id:
@@ -83,7 +85,7 @@ def background(labels) -> bytes:
 
     view = render.draw_outlines(
         render.adjust_display(window.crop(rgb), brightness=brightness, contrast=contrast,
-                              gamma=gamma), window.crop(labels), color=(255, 255, 0))
+                              gamma=gamma), window.crop(labels), color=render.COLORS["outline"])
     pic = PILImage.fromarray(view).resize((canvas_w, canvas_h), PILImage.NEAREST)
     buf = io.BytesIO()
     pic.save(buf, format="JPEG", quality=90)

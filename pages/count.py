@@ -9,14 +9,16 @@ import numpy as np
 import pandas as pd
 import streamlit as st
 
-from db import insights
+from core.strokes import region_from_objects
+from db import importing, projects, runs
+from db import jobs as job_rows
 from pages import ui
-from training import jobs
+from training import scoring, tasks
 
 who, pid = ui.open_page("Count", *ui.EDITORS)
 
 with ui.session() as s:
-    overview = insights.runs_overview(s, pid)
+    overview = runs.runs_overview(s, pid)
 promoted = overview[overview["promoted"]]
 if promoted.empty:
     st.info("The project has no promoted model yet. Train one on the Train page and ask an "
@@ -40,19 +42,19 @@ else:
 if st.button("Count", key="count_go", type="primary"):
     try:
         with ui.session() as s:
-            images, problems = insights.register_for_count(
+            images, problems = importing.import_for_count(
                 s, ui.settings(), pid, uploads=uploads, folder=(folder or "").strip() or None,
                 user_id=who.id)
         if not images:
             st.error("None of the files can be counted; see the list below.")
         else:
-            job_id = jobs.submit(ui.settings(), "count", project=pid, created_by=who.id,
+            job_id = tasks.submit(ui.settings(), "count", project=pid, created_by=who.id,
                                  config={"run_dir": model["run_dir"],
                                          "image_ids": [i for _, i in images]},
                                  engine=ui.engine())
             st.session_state["count_job"] = job_id
             st.success(f"Counting {len(images)} images (job {job_id}).")
-        st.session_state["count_problems"] = problems
+        st.session_state["count_problems"] = pd.DataFrame(problems, columns=["file", "problem"])
     except ValueError as exc:
         st.error(str(exc))
 
@@ -63,7 +65,7 @@ if problems is not None and not problems.empty:
 
 # ---------------------------------------------------------------- progress
 with ui.session() as s:
-    past = insights.jobs_table(s, pid, kinds=("count",))
+    past = job_rows.jobs_table(s, pid, kinds=("count",))
 if past.empty:
     st.stop()
 ids = list(past["job_id"])
@@ -77,7 +79,7 @@ job_id = st.selectbox("Count job", ids, index=ids.index(current) if current in i
 def progress():
     """The job's row, re-read every two seconds; a whole-page rerun once it has ended."""
     with ui.session() as s:
-        row = insights.jobs_table(s, pid, kinds=("count",))
+        row = job_rows.jobs_table(s, pid, kinds=("count",))
     row = row[row["job_id"] == job_id].iloc[0]
     if row["status"] in ("queued", "running"):
         st.progress(min(max(row["progress"], 0.0), 1.0),
@@ -97,7 +99,7 @@ if row["status"] != "done":
 # ---------------------------------------------------------------- region of interest
 rois = st.session_state.setdefault("count_rois", {})
 with ui.session() as s:
-    table = insights.count_results(s, ui.storage(), job_id, rois=rois.get(job_id, {}))
+    table = scoring.count_results(s, ui.storage(), job_id, rois=rois.get(job_id, {}))
 with st.expander("Limit an image's count to a region (draw a polygon)"):
     names = dict(zip(table["image_id"], table["file"]))
     image_id = st.selectbox("Image", list(names), format_func=names.get, key="count_roi_image")
@@ -105,7 +107,7 @@ with st.expander("Limit an image's count to a region (draw a polygon)"):
     picture = None
     try:
         with ui.session() as s:
-            picture = insights.image_rgb(s, ui.storage(), int(image_id))
+            picture = projects.read_image_pixels(s, ui.storage(), int(image_id))
     except ValueError as exc:
         st.error(str(exc))
     if picture is not None:
@@ -121,7 +123,7 @@ with st.expander("Limit an image's count to a region (draw a polygon)"):
         objects = ((canvas.json_data or {}).get("objects", []) if canvas is not None else [])
         if st.button("Use this region", key="count_roi_use"):
             try:
-                region = insights.canvas_region(objects, picture.shape[:2], scale)
+                region = region_from_objects(objects, picture.shape[:2], scale)
                 rois.setdefault(job_id, {})[int(image_id)] = region
                 st.rerun()
             except ValueError as exc:

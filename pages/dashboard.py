@@ -10,13 +10,16 @@ import plotly.express as px
 import plotly.graph_objects as go
 import streamlit as st
 
-from db import insights
+from core.metrics import PAPER_SCORES
+from db import review
+from db import runs as run_rows
 from pages import ui
+from training import scoring
 
 who, pid = ui.open_page("Dashboard")
 
 with ui.session() as s:
-    runs = insights.runs_overview(s, pid)
+    runs = run_rows.runs_overview(s, pid)
 
 
 def fmt(value, digits=2) -> str:
@@ -38,7 +41,7 @@ else:
                           format_func=labels.get, key="dash_run")
     row = runs[runs["run_id"] == run_id].iloc[0]
     cols = st.columns(7)
-    paper = insights.PAPER_SCORES
+    paper = PAPER_SCORES
     for col, key, title, digits in zip(cols, ("f1", "precision", "recall", "mae", "medae", "bias",
                                               "mean_iou"),
                                        ("F1", "Precision", "Recall", "MAE", "MedAE", "Bias",
@@ -49,14 +52,14 @@ else:
     st.caption("Paper (preprint): F1 0.87, MAE 0.85, MedAE 1, mean IoU 0.74 on 60 test images. "
                f"This run: {fmt(row['n_images'], 0)} test images, chosen threshold "
                f"{fmt(row['threshold'], 3)}.")
-    table = runs[["name", "created_at", "promoted", "threshold", *insights.SCORE_KEYS]].copy()
+    table = runs[["name", "created_at", "promoted", "threshold", *run_rows.SCORE_KEYS]].copy()
     table = pd.concat([table, pd.DataFrame([{"name": "paper (preprint)", "promoted": False,
                                              **paper, "n_images": 60}])], ignore_index=True)
     st.dataframe(table, hide_index=True, width="stretch")
 
     with ui.session() as s:
-        results = insights.run_results(s, run_id)
-        curve = insights.threshold_curve_for_run(s, ui.storage(), run_id)
+        results = run_rows.run_results(s, run_id)
+        curve = scoring.threshold_curve_for_run(s, ui.storage(), run_id)
 
     # ------------------------------------------------------------ F1 against threshold
     st.subheader("F1 against threshold")
@@ -67,8 +70,8 @@ else:
             try:
                 with st.spinner("Sweeping the threshold over the test heatmaps..."), \
                         ui.session() as s:
-                    curve = insights.threshold_curve_for_run(s, ui.storage(), run_id,
-                                                             compute=True)
+                    curve = scoring.threshold_curve_for_run(s, ui.storage(), run_id,
+                                                            compute=True)
             except ValueError as exc:
                 st.error(str(exc))
     if curve is not None:
@@ -127,7 +130,7 @@ if not runs.empty:
                       key="dash_source")
 try:
     with ui.session() as s:
-        groups = insights.group_summary(
+        groups = review.group_summary(
             s, pid, by, run_id=run_id if source == "selected run" and not runs.empty else None)
 except ValueError as exc:
     st.error(str(exc))
@@ -142,7 +145,7 @@ else:
 # ---------------------------------------------------------------- operator agreement
 st.subheader("Agreement between operators")
 with ui.session() as s:
-    agreement = insights.operator_agreement(s, ui.storage(), pid)
+    agreement = review.operator_agreement(s, ui.storage(), pid)
 if agreement.before is None:
     st.caption("No image has been reviewed blind by two operators yet. An admin assigns images "
                "for double review on the Import page.")

@@ -7,7 +7,8 @@ import json
 
 import streamlit as st
 
-from db import exporting, insights
+from db import exporting, review
+from db.projects import ImageFilter
 from pages import ui
 
 who, pid = ui.open_page("Export")
@@ -21,7 +22,7 @@ FORMATS = {
 }
 
 with ui.session() as s:
-    images = insights.image_counts(s, pid)
+    images = review.image_counts(s, pid)
 if images.empty:
     st.info("The project has no images to export yet. Import some on the Import page.")
     st.stop()
@@ -44,13 +45,11 @@ for col, field in ((m1, "animal"), (m2, "region"), (m3, "condition")):
     if value != ANY:
         metadata[field] = value
 
-filters = exporting.ExportFilter(split=None if split == ANY else split,
-                                 status=None if status == ANY else status, metadata=metadata)
-chosen = images
-for key, value in (("split", filters.split), ("review_status", filters.status), *metadata.items()):
-    if value is not None:
-        chosen = chosen[chosen[key].astype(str) == value]
-st.caption(f"{len(chosen)} of {len(images)} images match.")
+filters = ImageFilter(split=None if split == ANY else split,
+                      status=None if status == ANY else status, **metadata)
+with ui.session() as s:
+    chosen = exporting.count_images(s, pid, filters)
+st.caption(f"{chosen} of {len(images)} images match.")
 
 st.subheader("Format")
 fmt = st.radio("Format", list(FORMATS), key="exp_format", horizontal=True,

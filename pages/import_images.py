@@ -7,8 +7,9 @@ mask get an automatic mask at once.
 """
 import streamlit as st
 
-from db import importing, insights, masks, projects, users
+from db import importing, masks, projects, review, users
 from pages import ui
+from training.inference import prelabel_with_model
 
 who, pid = ui.open_page("Import", *ui.EDITORS)
 settings = ui.settings()
@@ -72,20 +73,19 @@ if report is not None:
 # ---------------------------------------------------------------- pre-label with the model
 with ui.session() as s:
     model = ui.promoted_model(s, pid)
-    table = insights.image_counts(s, pid)
+    table = review.image_counts(s, pid)
 if model is not None:
     st.subheader(f"Pre-label with the model ({model['name']})")
     names = dict(zip(table["image_id"], table["name"]))
     chosen = st.multiselect("Images", list(names), format_func=lambda i: names[i],
                             key="prelabel_images")
     if st.button("Pre-label selected images with the model", disabled=not chosen):
-        from training.seed_demo import prelabel_with_model
-
         bar = st.progress(0.0)
         try:
             with ui.session() as s:
-                n = prelabel_with_model(s, ui.storage(), ui.model_run(model["run_dir"]), chosen,
-                                        user_id=who.id, progress=lambda d, t: bar.progress(d / t))
+                n = prelabel_with_model(s, ui.storage(), ui.model_run(model), chosen,
+                                        run_id=model["id"], user_id=who.id,
+                                        progress=lambda d, t: bar.progress(d / t))
             st.success(f"Pre-labelled {n} image(s) with {model['name']} (source: model).")
         except ValueError as err:
             st.error(str(err))
@@ -94,7 +94,7 @@ if model is not None:
 if who.role == "admin":
     st.subheader("Splits")
     with ui.session() as s:
-        table = insights.image_counts(s, pid)
+        table = review.image_counts(s, pid)
     locked = table[table["split_locked"]]
     st.caption(f"{(table['split'] == 'train').sum()} train, {(table['split'] == 'test').sum()} test, "
                f"{(table['split'] == 'unassigned').sum()} unassigned; {len(locked)} locked "

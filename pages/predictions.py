@@ -2,18 +2,19 @@
 counts change (recounted from the stored heatmaps), keep the new threshold, and send an FP or FN
 to the experts.
 """
-import pandas as pd
 import streamlit as st
 
 from core.io import encode_png
-from db import insights, masks, runs, users
+from core.render import OUTCOME_COLORS, outcome_overlay
+from db import adjudication, runs, users
 from pages import ui
+from training import scoring
 
 who, pid = ui.open_page("Predictions")
 may_edit = who.role in ui.EDITORS
 
 with ui.session() as s:
-    overview = insights.runs_overview(s, pid)
+    overview = runs.runs_overview(s, pid)
 if overview.empty:
     st.info("No trained run yet. Queue one on the Train page; its test images appear here.")
     st.stop()
@@ -25,11 +26,9 @@ default = (int(overview.loc[overview["promoted"], "run_id"].iloc[-1]) if overvie
            else ids[-1])
 run_id = st.selectbox("Run", ids, index=ids.index(default), format_func=labels.get,
                       key="pred_run")
-stored_t = overview.loc[overview["run_id"] == run_id, "threshold"].iloc[0]
-stored_t = float(stored_t) if pd.notna(stored_t) else 0.5
-
 with ui.session() as s:
-    results = insights.run_results(s, run_id)
+    stored_t = runs.run_scoring(runs.get_run(s, run_id), ui.storage()).threshold
+    results = runs.run_results(s, run_id)
 if results.empty:
     st.info("This run has no scored test images. Evaluate it on the Train page.")
     st.stop()
@@ -47,8 +46,8 @@ else:
     if key not in memo:
         bar = st.progress(0.0, text="Recounting the test images...")
         with ui.session() as s:
-            memo[key] = insights.recount(s, ui.storage(), run_id, threshold,
-                                         progress=lambda d, n: bar.progress(d / n))
+            memo[key] = scoring.recount(s, ui.storage(), run_id, threshold,
+                                        progress=lambda d, n: bar.progress(d / n))
         bar.empty()
     fresh = memo[key]
     table = results.drop(columns=["n_true", "n_pred", "tp", "fp", "fn", "iou", "error",
@@ -101,10 +100,11 @@ show_outlines = l3.checkbox("Outlines", key="pred_outlines")
 row = view[view["image_id"] == image_id].iloc[0]
 try:
     with ui.session() as s:
-        outcome = insights.image_outcome(s, ui.storage(), run_id, image_id, threshold)
-    rgb = ui.storage().read_image(row["image_path"])
-    picture = insights.outcome_overlay(rgb, outcome, boxes=show_boxes, heatmap=show_heat,
-                                       outlines=show_outlines)
+        outcome = scoring.image_outcome(s, ui.storage(), run_id, image_id, threshold)
+    picture = outcome_overlay(ui.read_image(row["image_path"]), outcome.match,
+                              outcome.true_labels, outcome.pred_labels,
+                              heatmap=outcome.heatmap if show_heat else None, boxes=show_boxes,
+                              outlines=show_outlines, colors=OUTCOME_COLORS)
     st.image(encode_png(picture), caption=f"{row['name']}: {outcome.match.n_pred} predicted, "
                                           f"{outcome.match.n_true} true at {threshold:.3f}")
 except (ValueError, OSError) as exc:
@@ -113,8 +113,8 @@ except (ValueError, OSError) as exc:
 # ---------------------------------------------------------------- send to the experts
 if may_edit:
     with ui.session() as s:
-        stored = [r for r in runs.image_results(s, run_id) if r["image_id"] == image_id]
-        errors = (runs.object_outcomes(s, stored[0]["result_id"]) if stored else [])
+        stored = runs.result_for(s, run_id, image_id)
+        errors = runs.result_objects(s, stored.id) if stored is not None else []
         errors = [(o.id, o.outcome, o.centroid_row, o.centroid_col, o.probability)
                   for o in errors if o.outcome in ("FP", "FN")]
     st.subheader("Send an error to the experts")
@@ -129,7 +129,8 @@ if may_edit:
         if b.button("Send", key=f"pred_send_{oid}"):
             try:
                 with ui.session() as s:
-                    masks.queue_run_object(s, oid, user_id=who.id, note="sent from Predictions")
+                    adjudication.queue_run_object(s, oid, user_id=who.id,
+                                                  note="sent from Predictions")
                 st.success(f"The {kind} is in the experts' queue.")
             except ValueError as exc:
                 st.error(str(exc))

@@ -11,42 +11,37 @@ import plotly.graph_objects as go
 import streamlit as st
 
 from core import render, strokes
+from core.objects import count_objects, object_info
 from core.prelabel import METHODS, PrelabelParams, auto_mask, auto_threshold
-from db import insights, masks
+from db import adjudication, masks, review
+from db.models import SPLITS
+from db.projects import ImageFilter, get_image
 from pages import ui
 
-VERDICT_COLOURS = {"keep": (0, 220, 80), "drop": (255, 60, 60), "unsure": (255, 150, 0)}
+VERDICT_COLOURS = {v: render.COLORS[v] for v in ("keep", "drop", "unsure")}
 STATUSES = ("to_review", "in_progress", "approved")
+PAGE_SIZE = 50
 
 who, pid = ui.open_page("Review", *ui.EDITORS)
 
-# ---------------------------------------------------------------- the image list
-with ui.session() as s:
-    table = insights.image_counts(s, pid)
-if table.empty:
-    st.info("The project has no images yet: import some on the Import page.")
-    st.stop()
+# ---------------------------------------------------------------- the image list (one page)
 f1, f2, f3 = st.columns(3)
 status = f1.multiselect("Status", STATUSES, default=["to_review", "in_progress"], key="rv_status")
-split = f2.multiselect("Split", ("train", "test", "unassigned"), key="rv_split")
-meta_values = sorted({f"{k}: {v}" for k in ("animal", "region", "condition")
-                      for v in table[k].dropna().unique()})
+split = f2.multiselect("Split", SPLITS, key="rv_split")
+with ui.session() as s:
+    meta_values = [f"{k}: {v}" for k, v in review.metadata_values(s, pid)]
 meta = f3.multiselect("Metadata", meta_values, key="rv_meta")
-shown = table[table["review_status"].isin(status or STATUSES)]
-if split:
-    shown = shown[shown["split"].isin(split)]
-for item in meta:
-    key, value = item.split(": ", 1)
-    shown = shown[shown[key] == value]
-if shown.empty:
-    st.info("No image matches these filters; widen them.")
+filters = ImageFilter(status=tuple(status or STATUSES), split=tuple(split) or None,
+                      **dict(item.split(": ", 1) for item in meta))
+with ui.session() as s:
+    where = review.queue_position(s, pid, st.session_state.get("rv_image"), filters,
+                                  page_size=PAGE_SIZE)
+if where.image_id is None:
+    st.info("No image matches these filters; widen them." if where.page.total == 0 and meta_values
+            else "The project has no images yet: import some on the Import page.")
     st.stop()
-ids = [int(i) for i in shown["image_id"]]
-names = dict(zip(ids, shown["name"]))
-current = st.session_state.get("rv_image")
-if current not in ids:
-    current = ids[0]
-pos = ids.index(current)
+rows = {r.image_id: r for r in where.page.rows}
+ids = list(rows)
 
 
 def go_to(target: int) -> None:
@@ -56,28 +51,30 @@ def go_to(target: int) -> None:
 
 
 nav1, nav2, nav3 = st.columns([1, 6, 1])
-nav1.button("◀ Previous", disabled=pos == 0, key="rv_prev", on_click=go_to,
-            args=(ids[max(pos - 1, 0)],))
-nav3.button("Next ▶", disabled=pos == len(ids) - 1, key="rv_next", on_click=go_to,
-            args=(ids[min(pos + 1, len(ids) - 1)],))
-st.session_state["rv_image"] = ids[pos]
-image_id = nav2.selectbox(f"Image ({len(ids)} shown)", ids, index=pos, key=f"rv_pick_{ids[pos]}",
-                          format_func=lambda i: f"{names[i]} · {shown.set_index('image_id').loc[i, 'review_status']}")
+nav1.button("◀ Previous", disabled=where.previous is None, key="rv_prev", on_click=go_to,
+            args=(where.previous,))
+nav3.button("Next ▶", disabled=where.next is None, key="rv_next", on_click=go_to,
+            args=(where.next,))
+st.session_state["rv_image"] = where.image_id
+page_note = (f", page {where.page.page + 1} of {where.page.pages}" if where.page.pages > 1 else "")
+image_id = nav2.selectbox(f"Image ({where.page.total} shown{page_note})", ids,
+                          index=ids.index(where.image_id), key=f"rv_pick_{where.image_id}",
+                          format_func=lambda i: f"{rows[i].name} · {rows[i].status}")
 st.session_state["rv_image"] = image_id
 
 # ---------------------------------------------------------------- the chosen image
 with ui.session() as s:
-    image = ui.image_row(s, image_id)
+    image = get_image(s, image_id)
     # On an open blind assignment the page shows the reviewer's own version and votes only.
     blind = masks.blind_assignment(s, image_id, who.id) is not None
     head = masks.review_version(s, image_id, who.id)
-    path, split_name = image.path, image.split
-    votes = masks.visible_decisions(s, image_id, who.id)
+    path, split_name, name = image.path, image.split, image.original_name
+    votes = adjudication.visible_decisions(s, image_id, who.id)
     head_id = head.id if head else None
     head_path = head.path if head else None
 rgb = ui.read_image(path)
-labels = masks.label_objects(ui.read_mask(head_path)) if head_path else np.zeros(rgb.shape[:2], np.int32)
-objects = masks.object_info(labels)
+labels = ui.read_labels(head_path) if head_path else np.zeros(rgb.shape[:2], np.int32)
+objects = object_info(labels)
 mine = {d.label: d.verdict for d in votes if d.version_id == head_id}  # last verdict wins
 
 with st.sidebar.expander("Display", expanded=False):
@@ -119,8 +116,8 @@ if preview:
         new_mask = auto_mask(rgb, params)
         appeared, disappeared = strokes.compare_masks(labels > 0, new_mask)
         with right:
-            st.metric("Objects with these parameters", masks.count_objects(new_mask),
-                      delta=masks.count_objects(new_mask) - len(objects))
+            st.metric("Objects with these parameters", count_objects(new_mask),
+                      delta=count_objects(new_mask) - len(objects))
             st.caption(f"{int(appeared.max())} would appear (green), "
                        f"{int(disappeared.max())} would disappear (red). Nothing is saved yet.")
             if st.button("Save as a new automatic mask"):
@@ -158,14 +155,14 @@ picked = st.session_state["rv_obj_pick"]
 shown_rgb = render.adjust_display(rgb, brightness=brightness, contrast=contrast, gamma=gamma)
 colours = {lab: VERDICT_COLOURS[v] for lab, v in mine.items()}
 if picked:
-    colours[picked] = (0, 200, 255)
-over = render.draw_outlines(shown_rgb, labels, color=(255, 255, 0), colors=colours)
+    colours[picked] = render.COLORS["picked"]
+over = render.draw_outlines(shown_rgb, labels, color=render.COLORS["outline"], colors=colours)
 for obj in objects:
     if obj.label == picked:
         over = emphasise(over, labels, obj, colours[picked])
 if appeared is not None:
-    over = render.draw_outlines(over, appeared, color=(0, 255, 0))
-    over = render.draw_outlines(over, disappeared, color=(255, 0, 0), thickness=2)
+    over = render.draw_outlines(over, appeared, color=render.COLORS["appear"])
+    over = render.draw_outlines(over, disappeared, color=render.COLORS["disappear"], thickness=2)
 
 
 def encoded(rgb_array) -> str:
@@ -226,8 +223,8 @@ with right:
     if verdict:
         try:
             with ui.session() as s:
-                masks.record_decision(s, ui.storage(), image_id, head_id, choice, user_id=who.id,
-                                      verdict=verdict, reason=reason)
+                adjudication.record_decision(s, ui.storage(), image_id, head_id, choice,
+                                             user_id=who.id, verdict=verdict, reason=reason)
             # On to the next object nobody judged yet, so the picker never rests on this one.
             st.session_state["rv_obj_next"] = next(
                 (lab for lab in labels_list if lab > choice and lab not in mine), None)
@@ -244,30 +241,15 @@ with right:
     if st.button(label, type="primary", disabled=head_id is None, key="rv_approve"):
         try:
             with ui.session() as s:
-                if blind:
-                    # The reviewer's count is the version on the assignment, so one is always saved.
-                    kept = strokes.remove_objects(labels, dropped) > 0 if dropped else labels > 0
-                    masks.save_mask_version(s, ui.storage(), image_id, kept, based_on=head_id,
-                                            source="manual", author_id=who.id,
-                                            note=f"blind review: dropped {len(dropped)} object(s)")
-                    masks.finish_assignment(s, image_id, who.id)
-                    flash = f"Finished your blind review of {names[image_id]}."
-                else:
-                    version_id = head_id
-                    if dropped:
-                        kept = strokes.remove_objects(labels, dropped) > 0
-                        version_id = masks.save_mask_version(
-                            s, ui.storage(), image_id, kept, based_on=head_id, source="manual",
-                            author_id=who.id, note=f"review: dropped {len(dropped)} object(s)").id
-                    masks.approve(s, image_id, user_id=who.id, version_id=version_id)
-                    flash = f"Approved {names[image_id]}."
+                flash = masks.finish_review(s, ui.storage(), image_id, ui.db_user(s, who),
+                                            version_id=head_id, dropped=dropped)
             st.session_state["rv_flash"] = flash
-            if pos < len(ids) - 1:
-                st.session_state["rv_image"] = ids[pos + 1]
+            if where.next is not None:
+                st.session_state["rv_image"] = where.next
             st.rerun()
         except masks.ConflictError as err:
             st.warning(str(err))
-        except ValueError as err:
+        except (ValueError, PermissionError) as err:
             st.error(str(err))
     if "rv_flash" in st.session_state:
         st.success(st.session_state.pop("rv_flash"))

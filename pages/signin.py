@@ -56,6 +56,6 @@ if go:
 if ui.settings().demo:
     st.divider()
     st.caption("Demo accounts (demo mode only): name / password")
-    from training.seed_demo import DEMO_USERS
+    from training.demo_project import DEMO_USERS
 
     st.table([{"role": role, "name": n, "password": p} for n, p, role in DEMO_USERS])

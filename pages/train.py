@@ -1,5 +1,5 @@
 """Train: the training config (METHOD.md defaults), what a run will use, "Retrain" through
-``training.jobs.submit``, live progress that survives a reload, cancel, past jobs, and (admins)
+``training.tasks.submit``, live progress that survives a reload, cancel, past jobs, and (admins)
 promoting a finished run.
 """
 import dataclasses
@@ -7,10 +7,10 @@ import dataclasses
 import pandas as pd
 import streamlit as st
 
-from db import insights, runs, users
-from db import jobs as db_jobs
+from db import runs, users
+from db import jobs as job_rows
 from pages import ui
-from training import jobs
+from training import tasks
 from training.config import POSTPROCESS_PRESETS, TrainConfig
 
 who, pid = ui.open_page("Train", *ui.EDITORS)
@@ -20,7 +20,7 @@ REFRESH_S = 2.0
 
 # ---------------------------------------------------------------- what a run will use
 with ui.session() as s:
-    data = insights.training_data(s, pid)
+    data = runs.training_data(s, pid)
 c = st.columns(4)
 c[0].metric("Train images", data["train_images"])
 c[1].metric("… with approved masks", data["train_approved"])
@@ -78,7 +78,7 @@ if queued:
                  "Approve some masks of train images on the Review page first.")
     else:
         try:
-            job_id = jobs.submit(ui.settings(), "train", project=pid, created_by=who.id,
+            job_id = tasks.submit(ui.settings(), "train", project=pid, created_by=who.id,
                                  config={"train": config.to_dict(), "name": name.strip() or None},
                                  engine=ui.engine())
             # Watched from now on, so even a job that ends before the next refresh is announced.
@@ -114,7 +114,7 @@ def live_jobs():
     page finds the same jobs. A job seen running here and then ending is announced, and the
     whole page reruns once so the past jobs and runs below include it."""
     with ui.session() as s:
-        table = insights.jobs_table(s, pid, kinds=("train", "evaluate"))
+        table = job_rows.jobs_table(s, pid, kinds=("train", "evaluate"))
     active = table[table["status"].isin(ACTIVE)]
     watched = st.session_state.setdefault("train_watched", set())
     ended = table[table["job_id"].isin(watched) & ~table["status"].isin(ACTIVE)]
@@ -138,7 +138,7 @@ def live_jobs():
         if st.button("Cancel", key=f"train_cancel_{j.job_id}"):
             try:
                 with ui.session() as s:
-                    db_jobs.request_cancel(s, int(j.job_id), user_id=who.id)
+                    job_rows.request_cancel(s, int(j.job_id), user_id=who.id)
                 st.info(f"Job {j.job_id} will stop at its next check.")
             except ValueError as exc:
                 st.error(str(exc))
@@ -149,7 +149,7 @@ live_jobs()
 # ---------------------------------------------------------------- past jobs
 st.subheader("Past jobs")
 with ui.session() as s:
-    table = insights.jobs_table(s, pid, kinds=("train", "evaluate"))
+    table = job_rows.jobs_table(s, pid, kinds=("train", "evaluate"))
 past = table[~table["status"].isin(ACTIVE)]
 if past.empty:
     st.caption("No finished job yet.")
@@ -167,7 +167,7 @@ else:
 # ---------------------------------------------------------------- runs and promotion
 st.subheader("Runs")
 with ui.session() as s:
-    overview = insights.runs_overview(s, pid)
+    overview = runs.runs_overview(s, pid)
 if overview.empty:
     st.caption("No run yet.")
 else:

@@ -5,7 +5,8 @@ Every page imports this. It keeps what Streamlit should hold once per server pro
 nothing else is cached anywhere in the app. Keep it small and stable: other pages depend on it.
 
 - :func:`settings`, :func:`engine`, :func:`storage`, :func:`session`: the backend handles;
-- :func:`model_run`: a run directory loaded once (keras is imported only then);
+- :func:`model_run`: a registered run with its network loaded once (keras is imported only
+  then) and its threshold read afresh;
 - :func:`require`: the server-side role check at the top of every page;
 - :func:`project_id`, :func:`sidebar`: the chosen project and its state (``db.review``).
 """
@@ -52,7 +53,7 @@ def engine():
     eng = make_engine(s)
     upgrade(eng)
     if s.demo:
-        from training.seed_demo import seed_demo
+        from training.demo_project import seed_demo
 
         seed_demo(s, engine=eng)
     return eng
@@ -67,14 +68,29 @@ def storage():
 
 
 @st.cache_resource(show_spinner="Loading the model...", max_entries=4)
-def model_run(run_dir: str):
-    """A run directory with its model loaded (keras is imported here, on first use only).
-
-    ``run_dir`` is what the run's row records: a key below the data dir or an absolute path.
-    """
+def _keras_model(path: str, stamp: float):
+    """The network of a run directory, loaded once per model file (``stamp``: its mtime)."""
     from core.run import load_run
 
-    return load_run(storage().resolve(run_dir))
+    return load_run(path).model
+
+
+def model_run(run: dict):
+    """A registered run loaded with its model, counting at the threshold its row keeps now.
+
+    ``run`` is what :func:`promoted_model` returns. Only the network is cached; the run's
+    threshold and post-processing are read afresh on every call, so a threshold an admin keeps
+    is used at once, without a restart.
+    """
+    import dataclasses
+
+    from core.run import MODEL_FILE, load_run
+
+    path = storage().resolve(run["run_dir"])
+    loaded = load_run(path, with_model=False)
+    stamp = (path / MODEL_FILE).stat().st_mtime if (path / MODEL_FILE).is_file() else 0.0
+    loaded = dataclasses.replace(loaded, model=_keras_model(str(path), stamp))
+    return loaded if run.get("threshold") is None else loaded.with_threshold(run["threshold"])
 
 
 @st.cache_resource(show_spinner="Predicting with the promoted model...", max_entries=8)
@@ -82,7 +98,7 @@ def model_heatmap(run_dir: str, image_path: str):
     """The heatmap of a run's model on a stored image, predicted once per (run, image)."""
     from core.predict import predict_heatmap
 
-    return predict_heatmap(model_run(run_dir).model, read_image(image_path))
+    return predict_heatmap(model_run({"run_dir": run_dir}).model, read_image(image_path))
 
 
 @st.cache_resource(show_spinner=False, max_entries=16)
@@ -92,19 +108,9 @@ def read_image(path: str):
 
 
 @st.cache_resource(show_spinner=False, max_entries=32)
-def read_mask(path: str):
-    """Pixels of a stored mask (content-addressed like images)."""
-    return storage().read_mask(path)
-
-
-def image_row(s, image_id: int):
-    """An image's database row (path, size, metadata, split, head version), or ValueError."""
-    from db.models import Image
-
-    image = s.get(Image, image_id)
-    if image is None:
-        raise ValueError(f"There is no image with id {image_id}; pick another from the list.")
-    return image
+def read_labels(path: str):
+    """The objects of a stored mask (content-addressed like images), as a label image."""
+    return storage().read_labels(path)
 
 
 @contextmanager

@@ -17,6 +17,17 @@ import os
 import sys
 from pathlib import Path
 
+from sqlalchemy.orm import Session
+
+from db.engine import make_engine, upgrade
+from db.jobs import get_job, list_jobs
+from db.settings import Settings
+from db.storage import Storage
+from training.config import TrainConfig
+from training.demo_model import build_demo_model
+from training.tasks import submit, worker_pid
+from training.worker import WorkerOptions, run_worker
+
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 log = logging.getLogger("training")
@@ -52,8 +63,6 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _engine(settings):
-    from db.engine import make_engine, upgrade
-
     engine = make_engine(settings)
     upgrade(engine)
     return engine
@@ -61,8 +70,6 @@ def _engine(settings):
 
 def _train_config(args) -> dict:
     """TrainConfig overrides from --config, --epochs and --base-filters (validated)."""
-    from training.config import TrainConfig
-
     overrides = {}
     if args.config:
         data = json.loads(args.config.read_text())
@@ -77,11 +84,6 @@ def _train_config(args) -> dict:
 
 def _wait_for(settings, engine, job_id: int) -> dict:
     """Run a foreground worker until job ``job_id`` has ended; return its final row as a dict."""
-    from sqlalchemy.orm import Session
-
-    from db.jobs import get_job
-    from training.worker import WorkerOptions, run_worker
-
     def ended() -> bool:
         with Session(engine) as session:
             return get_job(session, job_id).status in ENDED
@@ -94,9 +96,6 @@ def _wait_for(settings, engine, job_id: int) -> dict:
 
 
 def cmd_train(args, settings) -> int:
-    from db.storage import Storage
-    from training.jobs import submit
-
     engine = _engine(settings)
     job_id = submit(settings, "train", project=args.project,
                     config={"train": _train_config(args)}, start_worker=not args.wait,
@@ -115,8 +114,6 @@ def cmd_train(args, settings) -> int:
 
 
 def cmd_evaluate(args, settings) -> int:
-    from training.jobs import submit
-
     engine = _engine(settings)
     job_id = submit(settings, "evaluate", project=args.project,
                     config={"run_dir": str(args.run.resolve())}, start_worker=False, engine=engine)
@@ -130,11 +127,6 @@ def cmd_evaluate(args, settings) -> int:
 
 
 def cmd_status(args, settings) -> int:
-    from sqlalchemy.orm import Session
-
-    from db.jobs import list_jobs
-    from training.jobs import worker_pid
-
     engine = _engine(settings)
     pid = worker_pid(settings)
     print(f"local worker: {'pid ' + str(pid) if pid else 'not running'} ({settings.workers})")
@@ -146,8 +138,6 @@ def cmd_status(args, settings) -> int:
 
 
 def cmd_worker(args, settings) -> int:
-    from training.worker import WorkerOptions, run_worker
-
     if args.stale_after < 3 * args.heartbeat:
         print("--stale-after must be at least three heartbeats, or live jobs get requeued.",
               file=sys.stderr)
@@ -163,15 +153,11 @@ def main(argv=None) -> int:
     logging.basicConfig(level=logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     if args.command == "demo-model":
-        from training.demo import build_demo_model
-
         metrics = build_demo_model(args.out, seed=args.seed)
         keys = ("f1", "precision", "recall", "mae", "medae", "bias", "mean_iou", "n_images",
                 "threshold", "seconds")
         print("demo model test scores:", json.dumps({k: metrics.get(k) for k in keys}))
         return 0
-    from db.settings import Settings
-
     settings = Settings.from_env()
     commands = {"train": cmd_train, "evaluate": cmd_evaluate, "status": cmd_status,
                 "worker": cmd_worker}

@@ -30,10 +30,11 @@ import numpy as np
 
 from training.config import TrainConfig
 from training.data import CropBatches, keras_dataset
+from training.scoring import (Cancelled, check_cancel, predict_samples, score_samples,
+                              scoring_for, tune_threshold)
 
-__all__ = ["Cancelled", "FitResult", "fit", "use_accelerator", "load_state", "ImageResult",
-           "RunOutcome", "postprocess_params", "predict_samples", "tune_threshold",
-           "score_samples", "train_run"]
+__all__ = ["Cancelled", "FitResult", "fit", "use_accelerator", "load_state", "RunOutcome",
+           "train_run"]
 
 log = logging.getLogger(__name__)
 
@@ -43,10 +44,6 @@ _CANCEL_POLL_S = 1.0
 _PROGRESS_EVERY_S = 2.0
 
 Progress = Callable[[dict], None]
-
-
-class Cancelled(Exception):
-    """Training stopped because ``should_cancel()`` returned True."""
 
 
 @dataclass(frozen=True)
@@ -373,27 +370,6 @@ def fit(train: CropBatches, validation: CropBatches | None, config: TrainConfig,
 
 
 @dataclass(frozen=True)
-class ImageResult:
-    """One scored image.
-
-    Attributes
-    ----------
-    key : str
-        The sample's key.
-    heatmap : float32 array (H, W)
-    labels : int32 array (H, W)
-        Predicted objects at the chosen threshold.
-    match : core.metrics.Match
-        Against the ground truth.
-    """
-
-    key: str
-    heatmap: np.ndarray = field(repr=False)
-    labels: np.ndarray = field(repr=False)
-    match: Any
-
-
-@dataclass(frozen=True)
 class RunOutcome:
     """A finished training run: its directory, thresholds, test scores and per-image results."""
 
@@ -403,85 +379,6 @@ class RunOutcome:
     results: list = field(repr=False)
     history: list = field(repr=False)
     fit: FitResult = field(repr=False)
-
-
-def postprocess_params(config: TrainConfig, threshold: float | None = None):
-    """``core.postprocess.PostprocessParams`` of the config's preset and cell diameter."""
-    from core.postprocess import PostprocessParams
-
-    params = getattr(PostprocessParams, config.postprocess_preset)(cell_diameter=config.cell_diameter)
-    return params if threshold is None else dataclasses.replace(params, threshold=float(threshold))
-
-
-def predict_samples(model, samples, *, stage: str, progress: Progress | None = None,
-                    should_cancel: Callable[[], bool] | None = None):
-    """Full-size heatmaps of samples (float32), reporting ``stage`` and the image count.
-
-    ``should_cancel`` is asked before every image: a full-size prediction takes seconds on a
-    CPU, so a cancel is honoured within one image rather than after the whole stage.
-    """
-    from core.predict import predict_heatmap
-
-    heatmaps = []
-    for i, sample in enumerate(samples):
-        _check_cancel(should_cancel, f"during {stage} after {i} of {len(samples)} images")
-        heatmaps.append(predict_heatmap(model, sample.image))
-        if progress:
-            progress({"stage": stage, "step": i + 1, "steps": len(samples)})
-    return heatmaps
-
-
-def tune_threshold(heatmaps, samples, config: TrainConfig, *, progress: Progress | None = None,
-                   should_cancel: Callable[[], bool] | None = None) -> dict:
-    """Best and knee thresholds of F1 on the given (training) images; ``chosen`` is the best.
-
-    Reports stage ``tuning`` after every threshold of the grid (a sweep over an untrained
-    model's heatmaps takes minutes) and asks ``should_cancel`` there too.
-    """
-    from core.metrics import threshold_curve
-
-    def step(done: int, total: int) -> None:
-        if progress:
-            progress({"stage": "tuning", "step": done, "steps": total})
-        _check_cancel(should_cancel, f"while tuning the threshold after {done} of {total} steps")
-
-    curve = threshold_curve(heatmaps, [s.labels for s in samples], postprocess_params(config),
-                            max_distance=config.cell_diameter, progress=step)
-    knee = None if curve.knee is None or not np.isfinite(curve.knee) else float(curve.knee)
-    return {"best": float(curve.best), "knee": knee, "chosen": float(curve.best),
-            "curve": {"thresholds": np.asarray(curve.thresholds).tolist(),
-                      "f1": np.asarray(curve.f1).tolist()}}
-
-
-def score_samples(model, samples, params, *, progress: Progress | None = None, heatmaps=None,
-                  should_cancel: Callable[[], bool] | None = None):
-    """Predict, post-process and match every sample; returns (metrics dict, ImageResults).
-
-    ``params`` is a ``core.postprocess.PostprocessParams`` carrying the threshold to use; objects
-    match within one cell diameter (``params.cell_diameter``, 50 px by default, METHOD.md 7).
-    ``should_cancel`` is asked before every image's prediction and post-processing.
-    """
-    from core.metrics import match_objects, score
-    from core.postprocess import heatmap_to_labels
-
-    if heatmaps is None:
-        heatmaps = predict_samples(model, samples, stage="test", progress=progress,
-                                   should_cancel=should_cancel)
-    results = []
-    for i, (sample, heat) in enumerate(zip(samples, heatmaps)):
-        _check_cancel(should_cancel, f"while scoring after {i} of {len(samples)} images")
-        labels = heatmap_to_labels(heat, params)
-        match = match_objects(sample.labels, labels, max_distance=params.cell_diameter)
-        results.append(ImageResult(sample.key, heat, labels, match))
-    if not results:
-        return {"n_images": 0, "threshold": params.threshold}, results
-    scores = dataclasses.asdict(score(r.match for r in results))
-    return {**scores, "threshold": params.threshold}, results
-
-
-def _check_cancel(should_cancel, when: str) -> None:
-    if should_cancel is not None and should_cancel():
-        raise Cancelled(f"cancelled {when}")
 
 
 def train_run(train, validation, test, config: TrainConfig, run_dir, *, manifest: dict,
@@ -519,18 +416,19 @@ def train_run(train, validation, test, config: TrainConfig, run_dir, *, manifest
     result = fit(batches, val, config, run_dir / "checkpoint", progress=progress,
                  should_cancel=should_cancel)
     del batches, val
-    _check_cancel(should_cancel, "after training")
+    check_cancel(should_cancel, "after training")
     tuning = list(train) + list(validation)
+    rule = scoring_for(config)
     thresholds = tune_threshold(predict_samples(result.model, tuning, stage="threshold",
                                                 progress=progress, should_cancel=should_cancel),
-                                tuning, config, progress=progress, should_cancel=should_cancel)
-    _check_cancel(should_cancel, "after threshold tuning")
-    params = postprocess_params(config, thresholds["chosen"])
-    metrics, results = score_samples(result.model, test, params, progress=progress,
+                                tuning, rule, progress=progress, should_cancel=should_cancel)
+    check_cancel(should_cancel, "after threshold tuning")
+    rule = rule.with_threshold(thresholds["chosen"])
+    metrics, results = score_samples(result.model, test, rule, progress=progress,
                                      should_cancel=should_cancel)
     metrics = {**metrics, "best_epoch": result.best_epoch, "epochs_run": len(result.history)}
     save_run(run_dir, model=result.model, config=config.to_dict(),
-             postprocess=params, thresholds=thresholds,
-             metrics=metrics, manifest=manifest, history=result.history)
+             postprocess=dataclasses.replace(rule.postprocess, threshold=rule.threshold),
+             thresholds=thresholds, metrics=metrics, manifest=manifest, history=result.history)
     log.info("run %s: test F1 %s over %d images", run_dir, metrics.get("f1"), len(results))
     return RunOutcome(run_dir, thresholds, metrics, results, result.history, result)

@@ -22,8 +22,12 @@ from typing import Callable
 
 from sqlalchemy.orm import Session
 
+from db.engine import make_engine
+from db.jobs import (claim_next_job, fail_job, finish_job, get_job, heartbeat, report_progress,
+                     requeue_stale)
 from db.settings import Settings
-from training.jobs import PID_FILE, JobContext, run_job
+from training.scoring import Cancelled
+from training.tasks import PID_FILE, JobContext, run_job, worker_pid
 
 __all__ = ["WorkerOptions", "run_worker", "execute_job", "LogTail"]
 
@@ -97,9 +101,6 @@ def run_worker(settings: Settings, options: WorkerOptions = WorkerOptions(), *, 
         Checked between jobs and polls; returning True ends the loop (``train --wait`` stops
         once its job has ended).
     """
-    from db.engine import make_engine
-    from db.jobs import claim_next_job, requeue_stale
-
     engine = engine or make_engine(settings)
     host, pid = socket.gethostname(), os.getpid()
     owns_pid_file = _claim_pid_file(settings)
@@ -126,8 +127,6 @@ def run_worker(settings: Settings, options: WorkerOptions = WorkerOptions(), *, 
 
 def _claim_pid_file(settings: Settings) -> bool:
     """Record this process as the data dir's local worker unless another live one is recorded."""
-    from training.jobs import worker_pid
-
     if settings.workers == "remote":
         return False
     current = worker_pid(settings)
@@ -158,8 +157,6 @@ class _Heartbeat(threading.Thread):
         self.cancel = threading.Event()
 
     def run(self) -> None:
-        from db.jobs import heartbeat
-
         while not self.stop.wait(self.interval):
             try:
                 with Session(self.engine) as session, session.begin():
@@ -171,8 +168,6 @@ class _Heartbeat(threading.Thread):
 
 def _progress_writer(engine, job_id: int, tail: LogTail, beat: _Heartbeat):
     """A ``progress(fraction, message)`` that logs and writes the job row, at most every 0.5 s."""
-    from db.jobs import report_progress
-
     last = [0.0]
 
     def progress(fraction: float, message: str) -> None:
@@ -191,11 +186,6 @@ def _progress_writer(engine, job_id: int, tail: LogTail, beat: _Heartbeat):
 def execute_job(settings: Settings, engine, job_id: int,
                 options: WorkerOptions = WorkerOptions()) -> str:
     """Run one claimed job to its end; returns its final status (done, cancelled or failed)."""
-    from db.jobs import fail_job, finish_job
-    from training.fit import Cancelled
-
-    from db.jobs import get_job
-
     with Session(engine) as session:
         job = get_job(session, job_id)
         tail = LogTail(earlier=job.log_tail or "")

@@ -4,7 +4,7 @@ It holds the demo accounts (one per role, named after the role: ``admin``, ``exp
 ``operator``, ``viewer``; password ``<role>-demo``), the demo project with 8 synthetic 600x800
 images, their automatic masks, a seeded split with approved ground truth for the test images and
 half the train images, and, when ``models/demo/`` and the training code are there, the demo model
-registered and scored (``training.seed_demo``).
+registered and scored (``training.demo_project``).
 
 Streamlit caches the settings and the engine for the whole process (``pages.ui``), so the
 environment points at this database before the first ``AppTest`` runs and stays so.
@@ -47,7 +47,7 @@ def app_db(tmp_path_factory):
     from db.engine import make_engine, transaction
     from db.settings import Settings
     from db.storage import Storage
-    from training.seed_demo import seed_demo
+    from training.demo_project import seed_demo
 
     data_dir = tmp_path_factory.mktemp("app-db")
     env = {"CELLTALLY_DATA_DIR": str(data_dir), "CELLTALLY_DB_URL": f"sqlite:///{data_dir}/app.db",

@@ -127,14 +127,14 @@ def test_draw_a_cell_with_the_mouse_and_save(server, browser, app_db):
     picker = page.locator("[data-testid=stMain] [data-testid=stSelectbox]").first
     shown = picker.text_content() + " " + " ".join(picker.locator("input").evaluate_all("els => els.map(e => e.value + ' ' + (e.getAttribute('aria-label') || ''))"))
     with app_db.session() as s:
-        from db import insights
+        from db import review
 
-        table = insights.image_counts(s, app_db.project_id)
+        table = review.image_counts(s, app_db.project_id)
         image_id = int(next((i for i, n in zip(table["image_id"], table["name"]) if n in shown), -1))
         assert image_id > 0, (shown, list(table["name"]))
         head = masks.head_version(s, image_id)
         n_versions, n_objects = len(masks.versions(s, image_id)), head.object_count
-    labels = masks.label_objects(app_db.storage.read_mask(head.path))
+    labels = app_db.storage.read_labels(head.path)
     row, col = empty_spot(labels)
     box = canvas.bounding_box()
     scale = box["width"] / labels.shape[1]  # zoom 1: the whole image across the canvas
@@ -172,13 +172,13 @@ TINY = {"Base filters": 2, "Most epochs": 1, "Crop size (multiple of 8)": 64, "B
 def worker_stopped(app_db):
     """After the test: the detached worker the Train page started is gone, and no job of the
     test is left running (a worker ends by itself once the queue is empty; this is for failures)."""
-    from training.jobs import _alive, worker_pid
+    from training.tasks import _alive, worker_pid
 
     yield
     pid = worker_pid(app_db.settings)
     if pid is None:
         return
-    # Started with its own session (training.jobs.ensure_worker), so its group id is its pid.
+    # Started with its own session (training.tasks.ensure_worker), so its group id is its pid.
     os.killpg(pid, signal.SIGTERM)
     deadline = time.time() + 15
     while _alive(pid) and time.time() < deadline:

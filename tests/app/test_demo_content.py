@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from training.seed_demo import DEMO_MODEL_DIR
+from training.demo_project import DEMO_MODEL_DIR
 
 pytestmark = pytest.mark.skipif(not (DEMO_MODEL_DIR / "model.keras").is_file(),
                                 reason="models/demo/ is not there (make demo-model builds it)")
@@ -28,11 +28,11 @@ def test_the_demo_model_is_scored_with_objects_and_heatmaps(app_db, demo_run):
     from db.models import Image
 
     with app_db.session() as s:
-        results = runs.image_results(s, demo_run)
+        results = runs.run_results(s, demo_run).to_dict("records")
         tests = {i.id for i in s.query(Image).filter_by(project_id=app_db.project_id,
                                                         split="test")}
         assert results and {r["image_id"] for r in results} == tests
-        assert sum(len(runs.object_outcomes(s, r["result_id"])) for r in results) > 0
+        assert sum(len(runs.result_objects(s, r["result_id"])) for r in results) > 0
         metrics = runs.get_run(s, demo_run).metrics
     heat = app_db.storage.read_heatmap(results[0]["heatmap_path"])
     assert heat.shape == app_db.storage.read_image(results[0]["image_path"]).shape[:2]
@@ -43,13 +43,13 @@ def test_the_demo_model_is_scored_with_objects_and_heatmaps(app_db, demo_run):
 
 def test_a_second_start_adds_nothing(app_db, demo_run):
     from db import runs
-    from training.seed_demo import seed_demo
+    from training.demo_project import seed_demo
 
     with app_db.session() as s:
-        before = (len(runs.list_runs(s, app_db.project_id)), len(runs.image_results(s, demo_run)))
+        before = (len(runs.list_runs(s, app_db.project_id)), len(runs.scored_image_ids(s, demo_run)))
     seed_demo(app_db.settings, engine=app_db.engine, n_images=8, shape=(600, 800))
     with app_db.session() as s:
-        after = (len(runs.list_runs(s, app_db.project_id)), len(runs.image_results(s, demo_run)))
+        after = (len(runs.list_runs(s, app_db.project_id)), len(runs.scored_image_ids(s, demo_run)))
     assert after == before
 
 

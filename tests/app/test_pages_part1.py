@@ -208,7 +208,7 @@ def _select(at, label_start):
 
 
 def test_review_keep_unsure_and_approve(app_as, app_db):
-    from db import insights, masks
+    from db import adjudication, masks
 
     at = app_as("operator", "pages/review.py")
     image_id = at.session_state["rv_image"]
@@ -219,8 +219,8 @@ def test_review_keep_unsure_and_approve(app_as, app_db):
     _button(at, "Unsure").click().run()
     assert not at.exception
     with app_db.session() as s:
-        verdicts = {(d.label, d.verdict) for d in masks.decisions(s, image_id)}
-        queue = insights.adjudication_queue(s, app_db.project_id)
+        verdicts = {(d.label, d.verdict) for d in adjudication.decisions(s, image_id)}
+        queue = adjudication.adjudication_queue(s, app_db.project_id)
     assert {(1, "keep"), (2, "unsure")} <= verdicts
     assert (queue["image_id"] == image_id).any()
     approve = next(b for b in at.button if b.label.startswith("Approve"))
@@ -263,12 +263,12 @@ def _review_at(app_as, role, image_id):
 
 
 def test_admin_assigns_blind_double_review_and_reviewers_do_not_see_each_other(app_as, app_db):
-    from db import insights, masks, users
+    from db import adjudication, masks, review, users
 
     with app_db.session() as s:
         a = users.create_user(s, "blind-a", "blind-a-password", role="operator").id
         b = users.create_user(s, "blind-b", "blind-b-password", role="operator").id
-        image_id = int(insights.image_counts(s, app_db.project_id)["image_id"].iloc[-2])
+        image_id = int(review.image_counts(s, app_db.project_id)["image_id"].iloc[-2])
         head = masks.head_version(s, image_id).id
     at = app_as("admin", "pages/import_images.py")
     at.multiselect(key="dr_images").set_value([image_id])
@@ -279,7 +279,7 @@ def test_admin_assigns_blind_double_review_and_reviewers_do_not_see_each_other(a
     with app_db.session() as s:
         got = {(r.user_id, r.blind, r.done) for r in masks.assignments(s, image_id=image_id)}
         assert {(a, True, False), (b, True, False)} <= got
-        masks.record_decision(s, app_db.storage, image_id, head, 1, user_id=b, verdict="drop",
+        adjudication.record_decision(s, app_db.storage, image_id, head, 1, user_id=b, verdict="drop",
                               reason="blind-b thinks so")
 
     seen = _review_at(app_as, "expert", image_id)            # not blind: sees blind-b's drop
@@ -370,7 +370,7 @@ def test_correct_injected_drawing_is_saved_as_new_version(app_as, app_db):
     with app_db.session() as s:
         head = masks.head_version(s, image_id)
         n_versions, n_objects, head_id = len(masks.versions(s, image_id)), head.object_count, head.id
-    labels = masks.label_objects(app_db.storage.read_mask(head.path))
+    labels = app_db.storage.read_labels(head.path)
     # an empty corner far from any object: a filled square there adds exactly one cell
     free = np.argwhere(np.add.reduceat(np.add.reduceat(labels == 0, np.arange(0, 600, 50), 0),
                                        np.arange(0, 800, 50), 1) == 2500)
@@ -421,13 +421,13 @@ def test_import_folder_reports_bad_file_and_auto_masks_the_rest(app_as, app_db):
 
 
 def test_admin_split_panel_lists_locked_images(app_as, app_db):
-    from db import insights, projects
+    from db import projects, review
 
     with app_db.session() as s:
-        table = insights.image_counts(s, app_db.project_id)
+        table = review.image_counts(s, app_db.project_id)
         image_id = int(table["image_id"].iloc[-1])
         projects.lock_splits(s, [image_id])
-        n_locked = int(insights.image_counts(s, app_db.project_id)["split_locked"].sum())
+        n_locked = int(review.image_counts(s, app_db.project_id)["split_locked"].sum())
     at = app_as("admin", "pages/import_images.py")
     assert not at.exception, at.exception
     assert any(f"{n_locked} locked" in c.value for c in at.caption), [c.value for c in at.caption]

@@ -14,6 +14,12 @@ import numpy as np
 import pytest
 from skimage.draw import disk
 
+from core.objects import count_objects, object_info
+from db import adjudication
+
+# A heatmap of 0.7 as stored and read back: uint8 levels, round(0.7 x 255) / 255.
+STORED_07 = float(np.rint(0.7 * 255) / 255)
+
 ROOT = Path(__file__).resolve().parents[2]
 ROLES = ("admin", "expert", "operator", "viewer")
 PAGES = ("pages/adjudicate.py", "pages/train.py", "pages/predictions.py", "pages/dashboard.py",
@@ -66,13 +72,13 @@ def part2_run(app_db, tmp_path_factory):
             # A faint blob away from every cell: an FP only when the threshold drops below it.
             rr, cc = disk((20, 20), 10, shape=truth.shape)
             heat[rr, cc] = np.where(truth[rr, cc], 0.9, FAINT)
-            n = masks.count_objects(truth)
+            n = count_objects(truth)
             res = ImageResult(run_id=run.id, image_id=img.id, version_id=truth_version.id,
                               tp=n, fp=0, fn=0, n_true=n, n_pred=n, iou=1.0,
                               heatmap_path=str(app_db.storage.put_heatmap(heat).path))
             s.add(res)
             s.flush()
-            for info in masks.object_info(masks.label_objects(truth))[:3]:
+            for info in object_info(truth)[:3]:
                 s.add(ObjectOutcome(result_id=res.id, outcome="TP", centroid_row=info.centroid[0],
                                     centroid_col=info.centroid[1], bbox=list(info.bbox),
                                     area=info.area, probability=0.9))
@@ -148,8 +154,8 @@ def test_expert_adjudicates_an_item_and_a_new_version_appears(app_as, app_db):
                                             Image.head_version_id.is_not(None))
                         .order_by(Image.id)).first()
         head = masks.head_version(s, img.id)
-        item = masks.queue_mask_object(s, app_db.storage, img.id, head.id, 1, reason="unsure",
-                                       note="part2 test item")
+        item = adjudication.queue_mask_object(s, app_db.storage, img.id, head.id, 1,
+                                              reason="unsure", note="part2 test item")
         item.priority = 1e6  # first in the queue whatever other tests left there
         item_id, image_id, before = item.id, img.id, head.id
     at = app_as("expert", "pages/adjudicate.py")
@@ -253,11 +259,11 @@ def test_queue_a_tiny_training_job_and_see_it_listed(app_as, app_db, monkeypatch
     from sqlalchemy import select
 
     from db.models import Job
-    from training import jobs
+    from training import tasks
 
     started = []
     # No worker process in the test: the job must only be queued and listed.
-    monkeypatch.setattr(jobs, "ensure_worker", lambda settings: started.append(1))
+    monkeypatch.setattr(tasks, "ensure_worker", lambda settings: started.append(1))
     at = app_as("operator", "pages/train.py")
     assert not at.exception
     assert [m.value for m in at.metric][1] != "0"        # approved train masks exist
@@ -317,9 +323,9 @@ def test_count_two_images_one_corrupt(app_as, app_db, promoted, monkeypatch):
     from core.synthetic import make_image
     from db import jobs as db_jobs
     from db.models import Job
-    from training import jobs
+    from training import tasks
 
-    monkeypatch.setattr(jobs, "ensure_worker", lambda settings: None)
+    monkeypatch.setattr(tasks, "ensure_worker", lambda settings: None)
     folder = app_db.settings.data_dir / "incoming" / "count-two"
     folder.mkdir(parents=True, exist_ok=True)
     rgb, _ = make_image(np.random.default_rng(7), shape=(96, 128))
@@ -364,8 +370,8 @@ def _unsure_item_on(app_db, image_id, version_id, label, user, times=2):
     with app_db.session() as s:
         uid = users.get_user(s, user).id
         for _ in range(times):
-            masks.record_decision(s, app_db.storage, image_id, version_id, label, user_id=uid,
-                                  verdict="unsure", reason="dim")
+            adjudication.record_decision(s, app_db.storage, image_id, version_id, label,
+                                         user_id=uid, verdict="unsure", reason="dim")
         item = s.scalars(select(AdjudicationItem).where(
             AdjudicationItem.image_id == image_id, AdjudicationItem.version_id == version_id,
             AdjudicationItem.label == label, AdjudicationItem.status == "open")).one()
@@ -426,11 +432,11 @@ def test_item_probability_predicts_once_without_a_stored_heatmap(app_db, promote
 
     try:
         with app_db.session() as s:
-            assert masks.item_probability(s, app_db.storage, item_id) is None  # no way to get it
-            assert masks.item_probability(s, app_db.storage, item_id,
-                                          predict=predict) == pytest.approx(0.7)
-            assert masks.item_probability(s, app_db.storage, item_id,
-                                          predict=predict) == pytest.approx(0.7)
+            assert adjudication.item_probability(s, app_db.storage, item_id) is None  # no way to get it
+            assert adjudication.item_probability(s, app_db.storage, item_id,
+                                          predict=predict) == pytest.approx(STORED_07)
+            assert adjudication.item_probability(s, app_db.storage, item_id,
+                                          predict=predict) == pytest.approx(STORED_07)
             item = s.get(AdjudicationItem, item_id)
             assert len(calls) == 1 and item.geometry["probability_run"] == promoted
             assert app_db.storage.read_heatmap(item.geometry["heatmap"]).shape == shape

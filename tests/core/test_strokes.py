@@ -3,7 +3,8 @@ import numpy as np
 import pytest
 from skimage import draw
 
-from core.strokes import TOOL_COLORS, Edit, Window, apply_edits, objects_to_edits, window_at
+from core.strokes import (TOOL_COLORS, Edit, Window, apply_edits, objects_to_edits,
+                          region_from_objects, window_at)
 
 ADD, ERASE, DELETE, SPLIT = (TOOL_COLORS[k] for k in ("add", "erase", "delete", "split"))
 
@@ -180,3 +181,14 @@ def test_display_helpers_are_not_duplicated_here():
     for name in ("adjust_display", "outline_overlay"):
         assert not hasattr(core.strokes, name), f"core.strokes.{name} duplicates core.render"
     assert callable(core.render.adjust_display) and callable(core.render.draw_outlines)
+
+
+def test_region_from_objects_maps_a_drawn_rectangle_to_full_resolution():
+    rect = {"type": "rect", "left": 10, "top": 5, "width": 20, "height": 10,
+            "stroke": TOOL_COLORS["add"], "strokeWidth": 0, "fill": "rgba(0,0,0,0.2)",
+            "scaleX": 1, "scaleY": 1, "angle": 0, "originX": "left", "originY": "top"}
+    region = region_from_objects([rect], (100, 200), 0.5)   # canvas at half size
+    rows, cols = np.nonzero(region)
+    assert (rows.min(), rows.max(), cols.min(), cols.max()) == (10, 29, 20, 59)
+    with pytest.raises(ValueError, match="Draw a polygon"):
+        region_from_objects([], (100, 200), 0.5)

@@ -51,10 +51,10 @@ def test_pages_and_the_seeder_use_the_db_transaction():
     import inspect as pyinspect
 
     import pages.ui
-    import training.seed_demo
+    import training.demo_project
 
     # One helper, owned by db: the seeder's own copy is gone and the pages no longer borrow it.
-    assert training.seed_demo.transaction is transaction
+    assert training.demo_project.transaction is transaction
     assert "seed_demo" not in pyinspect.getsource(pages.ui.session)
 
 

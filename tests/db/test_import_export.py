@@ -19,9 +19,11 @@ from sqlalchemy.orm import Session
 
 from core import io as core_io
 from db import exporting as E
-from db import formats as F
+from core import formats as F
+from core.objects import as_labels, count_objects
 from db import importing as I
-from db.masks import label_objects
+from db.masks import MaskProvenance, save_mask_version
+from db.projects import ImageFilter
 from db.models import AdjudicationItem, Approval, Image, ImportBatch, MaskVersion, ModelRun, User
 from db.projects import create_project, get_project
 
@@ -56,7 +58,7 @@ def _write_pair(images, masks, name, seed):
 
 def _same_objects(truth, found, min_iou=0.9):
     """Same object count and every true object's best IoU >= min_iou."""
-    a, b = label_objects(truth), label_objects(found)
+    a, b = as_labels(truth), as_labels(found)
     assert a.max() == b.max()
     for k in range(1, a.max() + 1):
         obj = a == k
@@ -165,7 +167,7 @@ def test_fnc_v2_splits_stain_and_unlabelled(engine, settings, storage, project):
 def test_fnc_v2_non_standard_coco_is_read(engine, settings, storage, project):
     split = settings.data_dir / "fnc2coco" / "yellow" / "test"
     rgb, mask = _write_pair(split / "images", None, FNC_NAMES[0], 3)
-    outlines = F.object_outlines(label_objects(mask), snap=True)
+    outlines = F.object_outlines(as_labels(mask), snap=True)
     doc = {"images": [{"id": FNC_NAMES[0], "file_name": FNC_NAMES[0] + ".png", "split": "test",
                        "path": f"yellow/test/images/{FNC_NAMES[0]}.png",
                        "height": SHAPE[0], "width": SHAPE[1]}],
@@ -208,7 +210,7 @@ def test_export_then_import_round_trip(engine, settings, storage, project, kind)
         ann = doc["annotations"][0]
         assert ann["area"] > 0 and len(ann["bbox"]) == 4
         assert isinstance(ann["segmentation"], dict if kind == "coco-rle" else list)
-        assert len(doc["annotations"]) == sum(label_objects(m).max() for m in truth.values())
+        assert len(doc["annotations"]) == sum(count_objects(m) for m in truth.values())
     (settings.data_dir / "in" / "images" / "export.json").write_text(json.dumps(doc))
     report = _run(engine, I.import_path, settings, settings.data_dir / "in" / "images" / "export.json",
                   project="Q")
@@ -239,7 +241,7 @@ def test_hand_written_via_and_coco_files(engine, settings, storage, project):
     assert sorted(o.name for o in report.imported) == ["a.png", "b.png"]
     assert any("point" in note for note in report.notes)
     masks = _head_masks(engine, storage)
-    assert label_objects(masks["a.png"]).max() == 2 and masks["a.png"][5:13, 5:15].all()
+    assert count_objects(masks["a.png"]) == 2 and masks["a.png"][5:13, 5:15].all()
     assert masks["b.png"].sum() == 100 and masks["b.png"][10:20, 10:20].all()
 
 
@@ -311,16 +313,14 @@ def test_reimport_is_a_no_op_that_says_so(engine, settings, storage, project):
 
 
 def test_count_registration_counts_duplicates_as_the_image_they_repeat(engine, settings, project):
-    from db import insights
-
     _import_folder_with_masks(engine, settings, n=2)
     uploads = [(p.name, p.read_bytes()) for p in sorted((settings.data_dir / "in" / "images").iterdir())]
     uploads.append(("junk.png", b"not an image"))
     with Session(engine) as s, s.begin():
-        images, problems = insights.register_for_count(s, settings, "P", uploads=uploads)
+        images, problems = I.import_for_count(s, settings, "P", uploads=uploads)
         ids = {im.original_name: im.id for im in s.scalars(select(Image))}
     assert images == [(name, ids[name]) for name in ("img0.png", "img1.png")]
-    assert problems["file"].tolist() == ["junk.png"]
+    assert [p["file"] for p in problems] == ["junk.png"]
 
 
 def test_images_without_masks_get_auto_masks_and_imported_ones_never(engine, settings, storage,
@@ -362,7 +362,7 @@ def test_folders_outside_the_import_roots_are_refused(engine, settings, project,
 def test_uploads_pair_masks_and_json(engine, settings, storage, project):
     rgb1, mask1 = _picture(1)
     rgb2, mask2 = _picture(2)
-    via = F.via_document([F.ExportImage("two.png", label_objects(mask2))])
+    via = F.via_document([F.ExportImage("two.png", as_labels(mask2))])
     files = [("one.png", core_io.write_image(None, rgb1)),
              ("one_mask.png", core_io.write_mask(None, mask1)),
              ("two.png", core_io.write_image(None, rgb2)),
@@ -405,23 +405,36 @@ def test_counts_csv_and_filters(engine, settings, storage, project):
         s.add(AdjudicationItem(project_id=test_image.project_id, image_id=test_image.id,
                                kind="mask_object", reason="unsure", centroid_row=1.0,
                                centroid_col=1.0, bbox=[0, 0, 2, 2]))
+    with Session(engine) as s, s.begin():
+        # A newer model mask on another image records the run, threshold and model file.
+        other = s.scalar(select(Image).where(Image.split != "test", Image.head_version_id.is_not(None))
+                         .order_by(Image.id))
+        run = s.scalar(select(ModelRun))
+        run.threshold = 0.7  # moved after the mask was made: the mask keeps its own threshold
+        save_mask_version(s, storage, other.id, np.zeros((other.height, other.width), bool),
+                          based_on=other.head_version_id, source="model", author_id=None,
+                          provenance=MaskProvenance(run.id, 0.55, "ab" * 32))
     with Session(engine) as s:
         text = E.export_counts(s, "P")
-        test_only = E.export_counts(s, "P", filters=E.ExportFilter(split="test"))
-        by_animal = E.export_counts(s, "P", filters=E.ExportFilter(metadata={"animal": "Mar19b"}))
+        test_only = E.export_counts(s, "P", filters=ImageFilter(split="test"))
+        by_animal = E.export_counts(s, "P", filters=ImageFilter(animal="Mar19b"))
     rows = list(csv.DictReader(io.StringIO(text)))
     assert list(rows[0]) == list(E.COUNT_COLUMNS)
     assert len(rows) == 4
     by_name = {r["image"]: r for r in rows}
     t = by_name["Mar33bS1C4R2_DMl_200x_y.png"]
+    # An imported mask was made by no model: the promoted run is not stamped on it.
     assert (t["split"], t["count"], t["source"], t["model_run"], t["threshold"],
-            t["review_status"], t["pending_adjudications"]) == (
-        "test", "4", "import", "demo-run", "0.55", "approved", "1")
+            t["model_sha256"], t["review_status"], t["pending_adjudications"]) == (
+        "test", "4", "import", "", "", "", "approved", "1")
     assert by_name["Mar40S1C2R2_DMl_200x_y.png"]["count"] == ""
+    made = next(r for r in rows if r["source"] == "model")
+    assert (made["model_run"], made["threshold"], made["model_sha256"]) == ("demo-run", "0.55",
+                                                                           "ab" * 32)
     assert [r["image"] for r in csv.DictReader(io.StringIO(test_only))] == [t["image"]]
     assert [r["animal"] for r in csv.DictReader(io.StringIO(by_animal))] == ["Mar19b"]
     with Session(engine) as s, pytest.raises(ValueError, match="Unknown split 'val'"):
-        E.export_counts(s, "P", filters=E.ExportFilter(split="val"))
+        E.export_counts(s, "P", filters=ImageFilter(split="val"))
 
 
 def test_command_line_import_and_exports(engine, settings, storage, project, capsys):

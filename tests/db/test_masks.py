@@ -1,10 +1,11 @@
-"""Mask versions, conflicts, approvals, history, decisions and adjudication."""
+"""Mask versions, conflicts, approvals, decisions and adjudication."""
 import pytest
 from sqlalchemy.orm import Session
 
-from db import masks
+from db import adjudication, masks
 from db.audit import audit_log
-from db.models import Image, MaskVersion, User
+from db.models import AdjudicationItem, Image, MaskVersion, User
+from db.review import image_history
 from tests.db.helpers import disks, project_with_images, user
 
 
@@ -83,23 +84,6 @@ def test_ground_truth_is_latest_approved_version(engine, storage, image_id):
         assert s.get(Image, image_id).review_status == "approved"
 
 
-def test_history_lists_everything_in_order(engine, storage, image_id):
-    with Session(engine) as s, s.begin():
-        ann = user(s, "ann").id
-    v1 = save(engine, storage, image_id, disks((10, 10)), None, author=ann)
-    with Session(engine) as s, s.begin():
-        masks.record_decision(s, storage, image_id, v1, 1, user_id=ann, verdict="keep")
-        masks.approve(s, image_id, user_id=ann)
-    v2 = save(engine, storage, image_id, disks((10, 10), (30, 30)), v1, author=ann)
-    with Session(engine) as s:
-        events = masks.history(s, image_id)
-    assert [(e.kind, e.version_id) for e in events] == [
-        ("version", v1), ("decision", v1), ("approval", v1), ("version", v2)]
-    assert all(e.user_name == "ann" for e in events)
-    assert [e.at for e in events] == sorted(e.at for e in events)
-    assert all(e.at.tzinfo is not None for e in events)
-
-
 def test_votes_on_the_same_cell_share_a_key_and_disagreement_is_queued(engine, storage, image_id):
     with Session(engine) as s, s.begin():
         ann, bob = user(s, "ann").id, user(s, "bob").id
@@ -107,18 +91,19 @@ def test_votes_on_the_same_cell_share_a_key_and_disagreement_is_queued(engine, s
     v2 = save(engine, storage, image_id, disks((11, 10), (25, 40), (30, 10)), v1)
     with Session(engine) as s, s.begin():
         project_id = s.get(Image, image_id).project_id
-        d1 = masks.record_decision(s, storage, image_id, v1, 1, user_id=ann, verdict="keep")
-        d2 = masks.record_decision(s, storage, image_id, v2, 2, user_id=bob, verdict="keep")
+        d1 = adjudication.record_decision(s, storage, image_id, v1, 1, user_id=ann, verdict="keep")
+        d2 = adjudication.record_decision(s, storage, image_id, v2, 2, user_id=bob, verdict="keep")
         assert d1.cell_key != d2.cell_key
-        assert masks.pending_adjudications(s, project_id) == 0
-        d3 = masks.record_decision(s, storage, image_id, v2, 1, user_id=bob, verdict="drop",
+        assert adjudication.pending_adjudications(s, project_id) == 0
+        d3 = adjudication.record_decision(s, storage, image_id, v2, 1, user_id=bob, verdict="drop",
                                    reason="too dim")
         assert d3.cell_key == d1.cell_key  # moved by a pixel: IoU >= 0.5, the same cell
-        queue = masks.adjudication_queue(s, project_id)
-        assert [(i.reason, i.version_id, i.label) for i in queue] == [("disagreement", v2, 1)]
-        masks.record_decision(s, storage, image_id, v2, 3, user_id=ann, verdict="unsure")
-        assert masks.pending_adjudications(s, project_id, image_id=image_id) == 2
-        assert len(masks.decisions(s, image_id, cell_key=d1.cell_key)) == 2
+        queue = adjudication.adjudication_queue(s, project_id)
+        assert [(r.reason, r.version_id, r.label) for r in queue.itertuples()] == [
+            ("disagreement", v2, 1)]
+        adjudication.record_decision(s, storage, image_id, v2, 3, user_id=ann, verdict="unsure")
+        assert adjudication.pending_adjudications(s, project_id, image_id=image_id) == 2
+        assert len(adjudication.decisions(s, image_id, cell_key=d1.cell_key)) == 2
 
 
 def test_expert_decision_makes_an_adjudicated_version(engine, storage, image_id):
@@ -127,13 +112,14 @@ def test_expert_decision_makes_an_adjudicated_version(engine, storage, image_id)
     v1 = save(engine, storage, image_id, disks((10, 10), (25, 40)), None, source="auto")
     with Session(engine) as s, s.begin():
         masks.approve(s, image_id, user_id=ann)
-        masks.record_decision(s, storage, image_id, v1, 2, user_id=ann, verdict="unsure")
-        [item] = masks.adjudication_queue(s, s.get(Image, image_id).project_id)
+        adjudication.record_decision(s, storage, image_id, v1, 2, user_id=ann, verdict="unsure")
+        [item_id] = adjudication.adjudication_queue(s, s.get(Image, image_id).project_id)["item_id"]
+        item = s.get(AdjudicationItem, int(item_id))
         with pytest.raises(PermissionError, match="expert"):
-            masks.decide_adjudication(s, storage, item.id, expert=s.get(User, ann),
+            adjudication.decide_adjudication(s, storage, item.id, expert=s.get(User, ann),
                                       verdict="drop", reason="debris")
         expert = s.get(User, eve)
-        decision = masks.decide_adjudication(s, storage, item.id, expert=expert, verdict="drop",
+        decision = adjudication.decide_adjudication(s, storage, item.id, expert=expert, verdict="drop",
                                              reason="debris, not a neuron")
         new_id, item_id = decision.version_id, item.id
     with Session(engine) as s:
@@ -142,26 +128,24 @@ def test_expert_decision_makes_an_adjudicated_version(engine, storage, image_id)
         assert masks.head_version(s, image_id).id == new.id
         assert masks.ground_truth(s, image_id).id == new.id  # the image was approved
         assert audit_log(s, action="adjudication.decide")[0].entity_id == item_id
-        assert masks.adjudication_queue(s, new.image_id and s.get(Image, image_id).project_id) == []
-        kinds = [e.kind for e in masks.history(s, image_id)]
-        assert kinds[-3:] == ["version", "approval", "adjudication"]
+        assert adjudication.adjudication_queue(s, s.get(Image, image_id).project_id).empty
+        what = list(image_history(s, image_id)["what"])
+        assert what[-3:] == ["version (adjudicated)", "approved", "adjudicated: drop"]
 
 
 def test_item_pixels_is_the_queued_object(engine, storage, image_id):
-    from db.models import AdjudicationItem
-
     v1 = save(engine, storage, image_id, disks((10, 10), (25, 40)), None, source="auto")
     with Session(engine) as s, s.begin():
-        item = masks.queue_mask_object(s, storage, image_id, v1, 2, reason="unsure")
-        pixels = masks.item_pixels(s, storage, item, (40, 60))
+        item = adjudication.queue_mask_object(s, storage, image_id, v1, 2, reason="unsure")
+        pixels = adjudication.item_pixels(s, storage, item, (40, 60))
         assert pixels.dtype == bool and (pixels == disks((25, 40))).all()
         missed = AdjudicationItem(project_id=item.project_id, image_id=image_id, kind="run_fn",
                                   version_id=v1, bbox=None, reason="prediction_fn")
-        assert not masks.item_pixels(s, storage, missed, (40, 60)).any()  # no box to look in
+        assert not adjudication.item_pixels(s, storage, missed, (40, 60)).any()  # no box to look in
         gone = AdjudicationItem(project_id=item.project_id, image_id=image_id, kind="mask_object",
                                 version_id=v1, label=9, reason="unsure")
         with pytest.raises(ValueError, match="no object 9"):
-            masks.item_pixels(s, storage, gone, (40, 60))
+            adjudication.item_pixels(s, storage, gone, (40, 60))
 
 
 def test_blind_reviews_stay_off_the_head(engine, storage, image_id):

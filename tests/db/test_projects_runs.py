@@ -6,7 +6,7 @@ import pytest
 from sqlalchemy.orm import Session
 
 from core import io as core_io
-from db import masks, projects, runs
+from db import adjudication, masks, projects, runs
 from db.audit import audit_log
 from db.models import Image
 from tests.db.helpers import disks, picture, project_with_images, user
@@ -115,17 +115,15 @@ def test_training_items_results_promotion(engine, storage, tmp_path):
                      {"outcome": "FP", "centroid": (30, 10), "bbox": (25, 5, 35, 15)}])
         assert result.version_id == versions[2].id
         assert s.get(Image, images[2].id).split_locked
-        [row] = runs.image_results(s, run.id, only_errors=True)
-        assert (row["fp"], row["count_error"], row["name"]) == (2, 2, "img2.png")
-        fps = runs.object_outcomes(s, result.id, outcome="FP")
-        item = masks.queue_run_object(s, fps[0].id, user_id=admin.id)
+        [row] = runs.run_results(s, run.id, only_errors=True).to_dict("records")
+        assert (row["fp"], row["error"], row["name"]) == (2, 2, "img2.png")
+        fps = runs.result_objects(s, result.id, outcome="FP")
+        item = adjudication.queue_run_object(s, fps[0].id, user_id=admin.id)
         assert item.kind == "run_fp" and item.reason == "prediction_fp"
         with pytest.raises(PermissionError):
             runs.promote_run(s, run.id, actor=user(s, "ann"))
         runs.promote_run(s, run.id, actor=admin)
         assert runs.promoted_run(s, p.id).id == run.id
-        [score] = runs.run_scores(s, p.id)
-        assert (score["tp"], score["fp"], score["precision"], score["f1"]) == (1, 2, 1 / 3, 0.8)
         runs.set_threshold(s, run.id, 0.45, actor=admin)
         saved = json.loads((tmp_path / "run1" / "thresholds.json").read_text())
         assert saved["chosen"] == 0.45 and saved["best"] == 0.6
@@ -149,10 +147,10 @@ def test_replace_image_results_swaps_results_and_objects_at_once(engine, storage
             {"image_id": images[2].id, "scores": {"tp": 0, "fp": 0, "fn": 2, "n_true": 2,
                                                   "n_pred": 0, "iou": 0.0}}],
             metrics={"f1": 0.4, "n_images": 2})
-        rows = {r["image_id"]: r for r in runs.image_results(s, run.id)}
+        rows = {r["image_id"]: r for r in runs.run_results(s, run.id).to_dict("records")}
         assert set(rows) == {images[1].id, images[2].id}
         assert (rows[images[1].id]["fp"], rows[images[1].id]["heatmap_path"]) == (0, "heatmaps/ab/x.png")
-        assert [o.outcome for o in runs.object_outcomes(s, new[0].id)] == ["TP"]
+        assert [o.outcome for o in runs.result_objects(s, new[0].id)] == ["TP"]
         assert s.get(Image, images[2].id).split_locked
         assert runs.get_run(s, run.id).metrics == {"f1": 0.4, "mae": 1.5, "n_images": 2}
         with pytest.raises(ValueError, match="one result per image"):

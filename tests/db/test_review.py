@@ -2,7 +2,8 @@
 import pytest
 from sqlalchemy.orm import Session
 
-from db import masks, review
+from db import adjudication, masks, review
+from db.projects import ImageFilter
 from tests.db.helpers import disks, project_with_images, user
 
 
@@ -14,7 +15,7 @@ def test_queue_pages_filters_and_counts(engine, storage):
             im.split = split
         v = masks.save_mask_version(s, storage, images[0].id, disks((10, 10), (30, 30)),
                                     based_on=None, source="auto", author_id=None)
-        masks.record_decision(s, storage, images[0].id, v.id, 1, user_id=ann.id, verdict="unsure")
+        adjudication.record_decision(s, storage, images[0].id, v.id, 1, user_id=ann.id, verdict="unsure")
         masks.approve(s, images[0].id, user_id=ann.id)
         masks.assign_review(s, images[3].id, ann.id)
         page = review.review_queue(s, p.id, page_size=2)
@@ -23,14 +24,14 @@ def test_queue_pages_filters_and_counts(engine, storage):
         first = page.rows[0]
         assert (first.object_count, first.decisions, first.unsure, first.pending_adjudications) == (
             2, 1, 1, 1)
-        tests = review.review_queue(s, p.id, review.ReviewFilter(split="test", status="to_review"))
+        tests = review.review_queue(s, p.id, ImageFilter(split="test", status="to_review"))
         assert [r.image_id for r in tests.rows] == [images[2].id, images[3].id]
-        mine = review.review_queue(s, p.id, review.ReviewFilter(assigned_to=ann.id))
+        mine = review.review_queue(s, p.id, ImageFilter(assigned_to=ann.id))
         assert [r.image_id for r in mine.rows] == [images[3].id]
-        assert review.neighbours(s, p.id, images[2].id, review.ReviewFilter(split="test")) == (
+        assert review.neighbours(s, p.id, images[2].id, ImageFilter(split="test")) == (
             None, images[3].id)
         state = review.project_state(s, p.id)
         assert (state["n_images"], state["share_reviewed"], state["pending_adjudications"]) == (
             5, 0.2, 1)
         with pytest.raises(ValueError, match="Unknown review status"):
-            review.ReviewFilter(status="done")
+            ImageFilter(status="done")

@@ -42,7 +42,7 @@ def test_prediction_and_scoring_check_cancel_before_every_image(samples, tiny_co
     import numpy as np
 
     from core.model import build_cresunet
-    from training.fit import postprocess_params, predict_samples, score_samples
+    from training.scoring import predict_samples, score_samples, scoring_for
 
     model, seen = build_cresunet(2), []
 
@@ -54,7 +54,7 @@ def test_prediction_and_scoring_check_cancel_before_every_image(samples, tiny_co
                         should_cancel=lambda: len(seen) >= 1)
     assert seen == [("threshold", 1)]
     seen.clear()
-    params = postprocess_params(tiny_config, 0.5)
+    params = scoring_for(tiny_config, 0.5)
     with pytest.raises(Cancelled, match="during test after 2 of 6 images"):
         score_samples(model, samples, params, progress=progress,
                       should_cancel=lambda: len(seen) >= 2)
@@ -80,12 +80,12 @@ def test_train_run_honours_a_cancel_during_threshold_tuning(samples, tiny_config
 def test_threshold_tuning_reports_every_step_and_honours_cancel(samples, tiny_config):
     import numpy as np
 
-    from training.fit import tune_threshold
-    from training.jobs import _stage_fraction
+    from training.scoring import scoring_for, tune_threshold
+    from training.tasks import _stage_fraction
 
     heats = [np.where(s.labels > 0, 0.8, 0.2).astype(np.float32) for s in samples[:2]]
     seen = []
-    got = tune_threshold(heats, samples[:2], tiny_config, progress=seen.append)
+    got = tune_threshold(heats, samples[:2], scoring_for(tiny_config), progress=seen.append)
     steps = len(got["curve"]["thresholds"])
     assert [p["step"] for p in seen] == list(range(1, steps + 1))
     assert {(p["stage"], p["steps"]) for p in seen} == {("tuning", steps)}
@@ -93,5 +93,5 @@ def test_threshold_tuning_reports_every_step_and_honours_cancel(samples, tiny_co
     assert message == f"Tuning the threshold: step 3/{steps}" and 0.88 < fraction < 0.93
     seen.clear()
     with pytest.raises(Cancelled, match="while tuning the threshold after 2 of"):
-        tune_threshold(heats, samples[:2], tiny_config, progress=seen.append,
+        tune_threshold(heats, samples[:2], scoring_for(tiny_config), progress=seen.append,
                        should_cancel=lambda: len(seen) >= 2)

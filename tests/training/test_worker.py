@@ -20,7 +20,7 @@ from db.models import Image, ImageResult, ModelRun, ObjectOutcome
 from db.projects import create_project, register_image
 from db.settings import Settings
 from db.storage import Storage
-from training.jobs import REPO_ROOT, ensure_worker, submit
+from training.tasks import REPO_ROOT, ensure_worker, submit
 from training.worker import WorkerOptions, run_worker
 
 from .conftest import SHAPE, draw_sample
@@ -189,7 +189,7 @@ def test_evaluate_job_scores_a_registered_run_once_per_image(project_db, tmp_pat
     from core.postprocess import PostprocessParams
     from core.run import save_run
     from db.runs import register_run
-    from training.jobs import evaluate_run
+    from training.tasks import evaluate_run
 
     settings, engine = project_db
     run_dir = save_run(tmp_path / "run", model=build_cresunet(2), config={"base_filters": 2},
@@ -217,7 +217,7 @@ def test_a_reevaluation_replaces_every_result(project_db, tmp_path):
     from core.postprocess import PostprocessParams
     from core.run import save_run
     from db.runs import register_run
-    from training.jobs import evaluate_run
+    from training.tasks import evaluate_run
 
     settings, engine = project_db
     storage = Storage.from_settings(settings)
@@ -268,10 +268,10 @@ def test_runs_and_heatmaps_are_found_after_the_data_dir_moves(project_db, tmp_pa
     from core.model import build_cresunet
     from core.postprocess import PostprocessParams
     from core.run import save_run
-    from db import insights
+    from training import scoring
     from db.runs import get_run, register_run, run_path, set_threshold
     from db.users import create_user, get_user
-    from training.jobs import evaluate_run
+    from training.tasks import evaluate_run
 
     settings, engine = project_db
     storage = Storage.from_settings(settings)
@@ -302,9 +302,9 @@ def test_runs_and_heatmaps_are_found_after_the_data_dir_moves(project_db, tmp_pa
         with Session(engine) as s, s.begin():
             image_id = s.scalars(select(ImageResult.image_id)
                                  .where(ImageResult.run_id == run_id)).first()
-            outcome = insights.image_outcome(s, storage, run_id, image_id, 0.5)
+            outcome = scoring.image_outcome(s, storage, run_id, image_id, 0.5)
             assert outcome.heatmap.shape == SHAPE
-            assert insights.threshold_curve_for_run(s, storage, run_id, compute=True)["f1"]
+            assert scoring.threshold_curve_for_run(s, storage, run_id, compute=True)["f1"]
             set_threshold(s, run_id, 0.4, actor=get_user(s, "ann"), storage=storage)
             where = run_path(get_run(s, run_id), storage)
         assert where.parent == moved / "runs"
@@ -319,7 +319,7 @@ def test_an_evaluation_stops_within_one_image_of_a_cancel(project_db, tmp_path):
     from core.postprocess import PostprocessParams
     from core.run import save_run
     from training.fit import Cancelled
-    from training.jobs import JobContext, run_evaluate
+    from training.tasks import JobContext, run_evaluate
 
     settings, engine = project_db
     run_dir = save_run(tmp_path / "run", model=build_cresunet(2), config={"base_filters": 2},

@@ -12,7 +12,7 @@ What it builds:
 - a seeded random split (a quarter test), and the generator's true cells as an approved
   version (source ``manual``) for every test image and every other train image;
 - the demo model from ``models/demo/`` registered as the project's promoted run and scored on
-  the demo test split (``training.jobs.evaluate_run``: per-image results, object outcomes,
+  the demo test split (``training.tasks.evaluate_run``: per-image results, object outcomes,
   heatmaps).
 """
 from __future__ import annotations
@@ -20,7 +20,12 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-from db.engine import transaction
+from core.prelabel import auto_mask
+from core.synthetic import make_dataset
+from db import masks, projects, runs, users
+from db.engine import make_engine, transaction, upgrade
+from db.storage import Storage
+from training.tasks import evaluate_run
 
 log = logging.getLogger(__name__)
 
@@ -47,13 +52,6 @@ def seed_demo(settings, *, engine=None, n_images: int = 24, shape=(600, 800), se
     progress : callable, optional
         Called with (done, total) while images are made.
     """
-    from core.prelabel import auto_mask
-    from core.synthetic import make_dataset
-    from db import masks, projects, users
-    from db.engine import make_engine, upgrade
-    from db.models import Image
-    from db.storage import Storage
-
     if engine is None:
         engine = make_engine(settings)
         upgrade(engine)
@@ -84,7 +82,7 @@ def seed_demo(settings, *, engine=None, n_images: int = 24, shape=(600, 800), se
             projects.finish_batch(s, batch, {"imported": imported, "skipped": []})
             projects.assign_random_splits(s, pid, test_share=0.25, seed=seed, actor=admin)
             s.expire_all()
-            splits = {img: s.get(Image, img).split for img in imported}
+            splits = {img: projects.get_image(s, img).split for img in imported}
             train_seen = 0
             for image_id, (mask, auto_id) in truth.items():
                 if splits[image_id] == "train":
@@ -107,9 +105,6 @@ def _register_demo_model(engine, settings, storage, pid: int, model_dir: Path) -
     A start that stopped after registering (the server killed while scoring) scores the run
     on the next start: the check is for results, not for the run row.
     """
-    from db import runs, users
-    from training.jobs import evaluate_run
-
     if not (model_dir / "config.json").is_file():
         log.info("No demo model at %s; run `make demo-model` to build it.", model_dir)
         return
@@ -119,39 +114,8 @@ def _register_demo_model(engine, settings, storage, pid: int, model_dir: Path) -
         if run is None:
             run = runs.register_run(s, pid, model_dir, name="demo", storage=storage)
             runs.promote_run(s, run.id, actor=users.get_user(s, "admin"))
-        run_id, scored = run.id, bool(runs.image_results(s, run.id, limit=1))
+        run_id, scored = run.id, bool(runs.scored_image_ids(s, run.id))
     if not scored:
         # Scored here, in this process, so the Predictions and Dashboard pages have per-image
         # results, object outcomes and heatmaps on the first visit (no job, no worker).
         evaluate_run(settings, run_id, engine=engine)
-
-
-def prelabel_with_model(session, storage, run, image_ids, *, user_id=None, progress=None) -> int:
-    """Give images the loaded run's prediction as their new mask version (source ``model``).
-
-    Each version is based on the image's head, so nothing is overwritten. Returns how many
-    images were pre-labelled. ``run`` is a :class:`core.run.Run` loaded with its model.
-    """
-    from core.postprocess import heatmap_to_labels
-    from core.predict import predict_heatmap
-    from db import masks
-    from db.models import Image
-
-    if run.model is None:
-        raise ValueError(f"The run {run.name} was loaded without its model; load it with the model.")
-    ids = list(image_ids)
-    for done, image_id in enumerate(ids, start=1):
-        image = session.get(Image, image_id)
-        if image is None:
-            raise ValueError(f"There is no image with id {image_id}.")
-        heat = predict_heatmap(run.model, storage.read_image(image.path))
-        labels = heatmap_to_labels(heat, run.postprocess, threshold=run.threshold)
-        try:
-            masks.save_mask_version(session, storage, image_id, labels > 0,
-                                    based_on=image.head_version_id, source="model",
-                                    author_id=user_id, note=f"model:{run.name}")
-        except masks.ConflictError:
-            pass  # kept as a flagged version beside the head someone saved meanwhile
-        if progress is not None:
-            progress(done, len(ids))
-    return len(ids)

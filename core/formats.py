@@ -41,6 +41,8 @@ import numpy as np
 from scipy import ndimage as ndi
 from skimage import draw, measure
 
+from core.objects import as_labels
+
 __all__ = [
     "FormatError", "Region", "PolygonRegion", "EllipseRegion", "RectRegion", "MaskRegion",
     "AnnotatedImage", "ExportImage", "parse_json", "detect_format", "read_annotations",
@@ -240,16 +242,6 @@ def regions_to_labels(regions: Sequence[Region], shape: tuple[int, int]) -> np.n
 # Label images -> outlines
 
 
-def _as_labels(labels: np.ndarray) -> np.ndarray:
-    """An int label image: bool masks are split into 8-connected components."""
-    labels = np.asarray(labels)
-    if labels.ndim != 2:
-        raise ValueError(f"A label image must be 2-D (rows, cols); got shape {labels.shape}.")
-    if labels.dtype == bool:
-        return measure.label(labels, connectivity=2).astype(np.int32)
-    return labels.astype(np.int32, copy=False)
-
-
 def object_outlines(labels: np.ndarray, *, snap: bool = False) -> list[tuple[int, list[np.ndarray]]]:
     """Outer outlines of every object of a label image, holes dropped.
 
@@ -278,7 +270,7 @@ def object_outlines(labels: np.ndarray, *, snap: bool = False) -> list[tuple[int
     >>> [(k, c.tolist()) for k, (c,) in object_outlines(lab, snap=True)]
     [(7, [[2, 2]])]
     """
-    labels = _as_labels(labels)
+    labels = as_labels(labels)
     out = []
     for index, box in enumerate(ndi.find_objects(labels), start=1):
         if box is None:
@@ -424,7 +416,7 @@ def parse_json(data: bytes | str | Mapping[str, Any], *, name: str = "annotation
     >>> parse_json("[", name="x.json")
     Traceback (most recent call last):
     ...
-    db.formats.FormatError: x.json is not valid JSON (line 1, column 2: Expecting value); export it again from the annotation tool.
+    core.formats.FormatError: x.json is not valid JSON (line 1, column 2: Expecting value); export it again from the annotation tool.
     """
     if isinstance(data, Mapping):
         return data
@@ -740,7 +732,7 @@ def coco_document(images: Iterable[ExportImage], *, category: str = "cell", rle:
                            "licenses": [], "images": [], "annotations": [],
                            "categories": [{"id": 1, "name": category, "supercategory": category}]}
     for image_id, item in enumerate(images, start=1):
-        labels = _as_labels(item.labels)
+        labels = as_labels(item.labels)
         entry = {"id": image_id, "file_name": item.file_name,
                  "height": int(labels.shape[0]), "width": int(labels.shape[1])}
         entry.update({k: v for k, v in item.attributes.items() if k not in entry})

@@ -19,7 +19,10 @@ import tempfile
 import time
 from pathlib import Path
 
+from core.synthetic import make_dataset
 from training.config import TrainConfig
+from training.data import Sample, split_samples
+from training.fit import train_run
 
 __all__ = ["DEMO_CONFIG", "DEMO_SHAPE", "DEMO_IMAGES", "demo_data", "build_demo_model"]
 
@@ -39,9 +42,6 @@ RUN_FILES = ("model.keras", "config.json", "thresholds.json", "metrics.json", "m
 
 def demo_data(seed: int = 0, shape=DEMO_SHAPE, counts=DEMO_IMAGES):
     """Synthetic (train, validation, test) samples of the demo, all fixed by ``seed``."""
-    from core.synthetic import make_dataset
-    from training.data import Sample, split_samples
-
     n_train, n_test = counts
     data = make_dataset(n_train + n_test, seed + 1000, shape=shape)
     samples = [Sample(f"synthetic:{i}", rgb, labels) for i, (rgb, labels) in enumerate(data)]
@@ -69,8 +69,6 @@ def build_demo_model(out="models/demo", *, seed: int = 0, config: TrainConfig | 
     dict
         The test metrics (also in ``out/metrics.json``), with ``seconds`` and ``seed``.
     """
-    from training.fit import train_run
-
     config = config or dataclasses.replace(DEMO_CONFIG, seed=seed)
     started = time.monotonic()
     train, validation, test = demo_data(seed)

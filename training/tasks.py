@@ -19,7 +19,6 @@ mounts the data dir elsewhere finds it; one outside (``models/demo``) stays abso
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import datetime as dt
 import fcntl
 import logging
@@ -30,12 +29,19 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
-import numpy as np
-from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from core.objects import count_objects, describe_outcomes
+from core.run import load_run
+from db import jobs as job_rows
+from db import projects, runs
+from db.engine import make_engine
 from db.settings import Settings
+from db.storage import Storage
 from training.config import TrainConfig
+from training.data import Sample, split_samples
+from training.fit import train_run
+from training.scoring import check_cancel, score_samples
 
 __all__ = ["submit", "ensure_worker", "worker_pid", "JobContext", "run_job", "run_train",
            "run_evaluate", "run_count", "evaluate_run", "load_samples", "PID_FILE", "REPO_ROOT"]
@@ -71,16 +77,12 @@ def submit(settings: Settings, kind: str, *, project: str | int | None = None,
     engine : sqlalchemy.Engine, optional
         Reuse an engine (the app's); by default one is made from the settings.
     """
-    from db.engine import make_engine
-    from db.jobs import queue_job
-    from db.projects import get_project
-
     if kind == "train":
         TrainConfig.from_dict((config or {}).get("train", {}))
     engine = engine or make_engine(settings)
     with Session(engine) as session, session.begin():
-        project_id = None if project is None else get_project(session, project).id
-        job_id = queue_job(session, kind, project_id=project_id, config=config or {},
+        project_id = None if project is None else projects.get_project(session, project).id
+        job_id = job_rows.queue_job(session, kind, project_id=project_id, config=config or {},
                            created_by=created_by).id
     log.info("queued %s job %d", kind, job_id)
     if start_worker:
@@ -169,18 +171,14 @@ class JobContext:
     should_cancel: Callable[[], bool]
 
     @property
-    def storage(self):
-        from db.storage import Storage
-
+    def storage(self) -> Storage:
         return Storage.from_settings(self.settings)
 
 
 def run_job(ctx: JobContext) -> dict:
     """Run the claimed job ``ctx.job_id`` by its kind; returns the result for ``finish_job``."""
-    from db.jobs import get_job
-
     with Session(ctx.engine) as session:
-        job = get_job(session, ctx.job_id)
+        job = job_rows.get_job(session, ctx.job_id)
         kind, project_id, config = job.kind, job.project_id, dict(job.config or {})
         previous = dict(job.result or {})
     runner = {"train": run_train, "evaluate": run_evaluate, "count": run_count}[kind]
@@ -189,14 +187,10 @@ def run_job(ctx: JobContext) -> dict:
 
 def load_samples(session: Session, storage, project_id: int, split: str):
     """Samples (image + labelled ground truth) and manifest pairs of one split of a project."""
-    from db.masks import label_objects
-    from db.runs import training_items
-    from training.data import Sample
-
     samples, pairs = [], []
-    for item in training_items(session, project_id, split):
+    for item in runs.training_items(session, project_id, split):
         image = storage.read_image(item.image_path)
-        labels = label_objects(storage.read_mask(item.mask_path))
+        labels = storage.read_labels(item.mask_path)
         samples.append(Sample(f"image:{item.image_id}", image, labels, hard=bool(item.hard),
                               manual=bool(item.hand_segmented)))
         pairs.append((item.image_id, item.mask_version_id))
@@ -235,26 +229,20 @@ def _duration(seconds: float) -> str:
 
 def _train_setup(ctx: JobContext, project_id: int, config: dict, previous: dict):
     """The run directory (the same one on a retry, so training resumes) and the TrainConfig."""
-    from db.jobs import get_job
-    from db.projects import get_project
-
     cfg = TrainConfig.from_dict(config.get("train", {}))
     run_dir = previous.get("run_dir")
     if not run_dir:
         with Session(ctx.engine) as session, session.begin():
-            project = get_project(session, project_id)
+            project = projects.get_project(session, project_id)
             stamp = dt.datetime.now().strftime("%Y%m%d-%H%M%S")
             name = config.get("name") or f"{project.name}-{stamp}-job{ctx.job_id}"
             run_dir = ctx.storage.key(ctx.storage.run_dir(name))
-            get_job(session, ctx.job_id).result = {"run_dir": run_dir}
+            job_rows.get_job(session, ctx.job_id).result = {"run_dir": run_dir}
     return cfg, ctx.storage.resolve(run_dir)
 
 
 def run_train(ctx: JobContext, project_id: int, config: dict, previous: dict) -> dict:
     """Train on the project's train split, score its test split, store the run and results."""
-    from training.data import split_samples
-    from training.fit import train_run
-
     if project_id is None:
         raise ValueError("A training job needs a project.")
     cfg, run_dir = _train_setup(ctx, project_id, config, previous)
@@ -288,130 +276,80 @@ def _store_run(ctx: JobContext, project_id: int, run_dir: Path, results, samples
     ``metrics`` (a re-evaluation's scores) replace the run's stored scores, so the Dashboard's
     figures describe the same test images as its per-image results.
     """
-    from db.runs import ScoredImage, get_run, register_run, replace_image_results
-
     truth = {s.key: s.labels for s in samples}
     version = {f"image:{image_id}": v for image_id, v in pairs}
     scored = []
     for res in results:
         heat = ctx.storage.key(ctx.storage.put_heatmap(res.heatmap).path)
-        scored.append(ScoredImage(int(res.key.split(":")[1]), res.match,
-                                  object_outcomes(truth[res.key], res.labels, res.heatmap,
-                                                  res.match),
-                                  heatmap_path=heat, version_id=version[res.key]))
+        scored.append(runs.ScoredImage(
+            int(res.key.split(":")[1]), res.match,
+            describe_outcomes(truth[res.key], res.labels, res.heatmap, res.match),
+            heatmap_path=heat, version_id=version[res.key]))
     with Session(ctx.engine) as session, session.begin():
         # A retried job whose first attempt stored its run finds that row again.
-        run = (get_run(session, run_id) if run_id is not None else
-               _registered(session, ctx.storage, run_dir, None)
-               or register_run(session, project_id, run_dir, job_id=ctx.job_id,
-                               storage=ctx.storage))
-        replace_image_results(session, run.id, scored, metrics=metrics)
+        run = (runs.get_run(session, run_id) if run_id is not None else
+               runs.find_run(session, ctx.storage, run_dir)
+               or runs.register_run(session, project_id, run_dir, job_id=ctx.job_id,
+                                    storage=ctx.storage))
+        runs.replace_image_results(session, run.id, scored, metrics=metrics)
         return run.id
 
 
-def object_outcomes(true_labels, pred_labels, heatmap, match) -> list[dict]:
-    """TP, FP and FN objects of one image with centroid, bbox, area, IoU and mean probability.
+def _job_run(ctx: JobContext, config: dict, *, with_model: bool = True):
+    """The job's run directory loaded, counting at its registered threshold, and its row.
 
-    A TP is described by its predicted object (IoU with its true partner); an FN by the true
-    object it missed; an FP by the predicted object nobody matched.
-
-    >>> t = np.zeros((20, 20), np.int32); t[2:6, 2:6] = 1; t[12:16, 12:16] = 2
-    >>> p = np.zeros((20, 20), np.int32); p[2:6, 3:7] = 1
-    >>> from core.metrics import match_objects
-    >>> rows = object_outcomes(t, p, np.full((20, 20), 0.5, np.float32), match_objects(t, p))
-    >>> [(r["outcome"], r["bbox"]) for r in rows]
-    [('TP', [2, 3, 6, 7]), ('FN', [12, 12, 16, 16])]
+    A run kept in the database counts with the threshold kept there (an admin may have moved
+    it since the directory was written); an unregistered directory with its own.
     """
-    true_labels, pred_labels = np.asarray(true_labels), np.asarray(pred_labels)
-    rows = []
-    for true_id, pred_id, _ in match.pairs:
-        inter = np.count_nonzero((true_labels == true_id) & (pred_labels == pred_id))
-        union = np.count_nonzero((true_labels == true_id) | (pred_labels == pred_id))
-        rows.append(_describe(pred_labels, pred_id, heatmap, "TP", inter / union if union else 0.0))
-    rows += [_describe(pred_labels, i, heatmap, "FP", None) for i in match.unmatched_pred]
-    rows += [_describe(true_labels, i, heatmap, "FN", None) for i in match.unmatched_true]
-    return rows
-
-
-def _describe(labels: np.ndarray, label: int, heatmap, outcome: str, iou) -> dict:
-    """Centroid, bbox (min_row, min_col, max_row, max_col), area and mean probability of one object."""
-    inside = labels == label
-    rows, cols = np.nonzero(inside)
-    return {"outcome": outcome, "centroid": (float(rows.mean()), float(cols.mean())),
-            "bbox": [int(rows.min()), int(cols.min()), int(rows.max()) + 1, int(cols.max()) + 1],
-            "area": int(rows.size), "iou": None if iou is None else float(iou),
-            "probability": float(np.asarray(heatmap)[inside].mean())}
-
-
-def _load_run_for(ctx: JobContext, config: dict):
-    """The job's run directory, loaded with its model."""
-    from core.run import load_run
-
     run_dir = config.get("run_dir")
     if not run_dir:
         raise ValueError("The job names no run directory (config 'run_dir').")
-    return load_run(ctx.storage.resolve(run_dir))
-
-
-def _registered(session: Session, storage, path: Path, run_id: int | None):
-    """The row of a run directory: by id when the job names one, else by its key or its
-    absolute path (how older rows recorded it); None when it is not registered."""
-    from db.models import ModelRun
-    from db.runs import get_run
-
-    if run_id is not None:
-        return get_run(session, int(run_id))
-    return session.scalars(select(ModelRun).where(ModelRun.run_dir.in_(
-        {storage.key(path), str(path)})).order_by(ModelRun.id)).first()
+    run = load_run(ctx.storage.resolve(run_dir), with_model=with_model)
+    with Session(ctx.engine) as session:
+        row = (runs.get_run(session, int(config["run_id"])) if config.get("run_id") is not None
+               else runs.find_run(session, ctx.storage, run.path))
+        if row is not None:
+            session.expunge(row)
+    if row is not None and row.threshold is not None:
+        run = run.with_threshold(row.threshold)
+    return run, row
 
 
 def run_evaluate(ctx: JobContext, project_id: int | None, config: dict, previous: dict) -> dict:
     """Score an existing run on the test split of the project (the run's own when registered)."""
-    from training.fit import Cancelled, score_samples
-
-    run = _load_run_for(ctx, config)
+    run, row = _job_run(ctx, config)
+    project_id = row.project_id if row is not None else project_id
+    if project_id is None:
+        raise ValueError(f"{run.path} is not a run of any project; name the project.")
     with Session(ctx.engine) as session:
-        row = _registered(session, ctx.storage, run.path, config.get("run_id"))
-        project_id = row.project_id if row is not None else project_id
-        run_id = row.id if row is not None else None
-        if project_id is None:
-            raise ValueError(f"{run.path} is not a run of any project; name the project.")
         test, pairs = load_samples(session, ctx.storage, project_id, "test")
     if not test:
         raise ValueError("The project has no test images with approved ground truth.")
     metrics, results = score_samples(
-        run.model, test, dataclasses.replace(run.postprocess, threshold=run.threshold),
+        run.model, test, run.scoring,
         progress=lambda p: ctx.progress(p["step"] / p["steps"], f"Scoring {p['step']}/{p['steps']}"),
         should_cancel=ctx.should_cancel)
-    if ctx.should_cancel():
-        raise Cancelled("cancelled after scoring")
-    run_id = _store_run(ctx, project_id, run.path, results, test, pairs, run_id=run_id,
-                        metrics=metrics)
+    check_cancel(ctx.should_cancel, "after scoring")
+    run_id = _store_run(ctx, project_id, run.path, results, test, pairs,
+                        run_id=row.id if row is not None else None, metrics=metrics)
     return {"run_dir": ctx.storage.key(run.path), "run_id": run_id, "metrics": metrics}
 
 
 def run_count(ctx: JobContext, project_id: int | None, config: dict, previous: dict) -> dict:
     """Count cells on the given images with a run; heatmaps go to storage, counts to the result."""
-    from core.postprocess import heatmap_to_labels
     from core.predict import predict_heatmap
-    from db.models import Image
-    from training.fit import Cancelled
 
-    run = _load_run_for(ctx, config)
+    run, _row = _job_run(ctx, config)
     ids = [int(i) for i in config.get("image_ids", [])]
     counts = []
     for n, image_id in enumerate(ids):
-        if ctx.should_cancel():
-            raise Cancelled(f"cancelled after {n} of {len(ids)} images")
+        check_cancel(ctx.should_cancel, f"after {n} of {len(ids)} images")
         with Session(ctx.engine) as session:
-            image = session.get(Image, image_id)
-            if image is None:
-                raise ValueError(f"There is no image {image_id}.")
+            image = projects.get_image(session, image_id)
             path, name = image.path, image.original_name
         heat = predict_heatmap(run.model, ctx.storage.read_image(path))
-        labels = heatmap_to_labels(heat, run.postprocess, threshold=run.threshold)
-        count = int(np.count_nonzero(np.unique(labels)))
-        counts.append({"image_id": image_id, "name": name, "count": count,
+        counts.append({"image_id": image_id, "name": name,
+                       "count": count_objects(run.labels(heat)),
                        "heatmap_path": ctx.storage.key(ctx.storage.put_heatmap(heat).path)})
         ctx.progress((n + 1) / len(ids), f"Counted {n + 1}/{len(ids)} images")
     return {"run_dir": ctx.storage.key(run.path), "model": run.name, "threshold": run.threshold,
@@ -424,12 +362,9 @@ def evaluate_run(settings: Settings, run_id: int, *, engine=None) -> dict:
     For callers that need the results at once, such as the demo seeding; the app queues an
     ``evaluate`` job instead. Returns ``{"run_dir", "run_id", "metrics"}``.
     """
-    from db.engine import make_engine
-    from db.runs import get_run
-
     engine = engine or make_engine(settings)
     with Session(engine) as session:
-        run = get_run(session, run_id)
+        run = runs.get_run(session, run_id)
         project_id, run_dir = run.project_id, run.run_dir
     ctx = JobContext(settings, engine, job_id=None, progress=lambda fraction, message: None,
                      should_cancel=lambda: False)

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 from skimage import draw, measure
 
-from db import formats as F
+from core import formats as F
 
 
 def _cells(shape=(120, 160), seed=0):
@@ -105,7 +105,8 @@ def test_object_in_two_pieces_gives_two_outlines_largest_first():
     labels = np.zeros((10, 10), int)
     labels[1:3, 1:3] = 1
     labels[5:9, 5:9] = 1
-    ((_, pieces),) = F.object_outlines(labels)
+    labels[0, 8] = 2  # a second label makes it a label image: label 1 is one cell in two pieces
+    (_, pieces), _ = F.object_outlines(labels)
     assert len(pieces) == 2
     assert pieces[0][:, 0].min() == 4.5
 
@@ -167,10 +168,11 @@ def test_coco_multi_part_object_stays_one_object():
     labels = np.zeros((12, 12), int)
     labels[1:4, 1:4] = 1
     labels[7:10, 7:10] = 1
+    labels[1:3, 9:11] = 2  # a second label makes it a label image: label 1 is one cell
     doc = F.coco_document([F.ExportImage("a.png", labels)])
-    assert len(doc["annotations"]) == 1 and len(doc["annotations"][0]["segmentation"]) == 2
+    assert len(doc["annotations"]) == 2 and len(doc["annotations"][0]["segmentation"]) == 2
     (img,) = F.read_coco(doc)
-    assert len(img.regions) == 1
+    assert len(img.regions) == 2
     assert np.array_equal(F.regions_to_labels(img.regions, img.shape), labels)
 
 

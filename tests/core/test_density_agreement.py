@@ -6,8 +6,9 @@ import pandas as pd
 import pytest
 from skimage.draw import disk
 
-from core.agreement import (bland_altman, count_density, count_in_region, doubt, object_stats,
-                            polygon_mask, summarize_groups)
+from core.density import count_density, count_in_region, polygon_mask, summarize_groups
+from core.objects import doubt, object_stats
+from core.rater_agreement import bland_altman
 
 
 def test_bland_altman_by_hand():
