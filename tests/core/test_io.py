@@ -349,7 +349,7 @@ def test_display_range_applies_to_any_depth():
     assert read.rgb[0, :, 0].tolist() == [0, 0, 128, 255, 255]  # 75 * 255 / 150 = 127.5 -> 128
 
 
-@pytest.mark.parametrize("compression", ["zstd", "lzw", "zlib"])
+@pytest.mark.parametrize("compression", ["zstd", "lzw", "zlib", "jpegxr"])
 def test_compressed_tiffs_read(rng, compression, rgb):
     np.testing.assert_array_equal(
         read_image(_tiff_bytes(rgb, photometric="rgb", compression=compression)), rgb)
