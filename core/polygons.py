@@ -273,9 +273,10 @@ def rasterise(rings: Iterable[np.ndarray], shape: tuple[int, int]) -> np.ndarray
 
     Notes
     -----
-    A centre exactly on an edge counts as inside on the edge's left and top sides and
-    outside on its right and bottom sides, so two polygons sharing an edge never both
-    claim a pixel. Only the rings' bounding box (within ``shape``) is visited.
+    A centre exactly on the outline is inside where the outline is the polygon's left or
+    top side and outside where it is its right or bottom side, so two polygons sharing an
+    edge never both claim a pixel. Only the rings' bounding box (within ``shape``) is
+    visited.
 
     Examples
     --------

@@ -134,6 +134,16 @@ def test_rasterise_even_odd_and_clipping():
     assert not rasterise([np.array([[10, 10], [10, 12], [12, 12]])], (4, 4)).any()
 
 
+def test_centres_on_a_shared_edge_go_to_exactly_one_polygon():
+    # both squares' sides run through pixel centres (half-integer corner coordinates)
+    a = np.array([[0.5, 0.5], [0.5, 2.5], [2.5, 2.5], [2.5, 0.5]])
+    b = a + [0, 2]
+    in_a, in_b = rasterise([a], (4, 5)), rasterise([b], (4, 5))
+    assert not (in_a & in_b).any()
+    assert in_a[:, :2].sum() == 4 and in_a.sum() == 4      # rows 0-1, cols 0-1: left/top kept
+    assert in_b[:2, 2:4].all() and in_b.sum() == 4
+
+
 def test_rasterise_labels_later_cells_win():
     square = np.array([[0, 0], [0, 2], [2, 2], [2, 0]])
     lab = rasterise_labels([[square], [square + 1], [square + 10]], (3, 3))
