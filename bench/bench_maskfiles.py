@@ -66,7 +66,8 @@ def main() -> None:
           f"not one simple polygon")
     rings = [cells[k].rings() for k in sorted(cells)]
     back = rasterise_labels(rings, SHAPE)
-    exact = np.array_equal(np.asarray(sorted(cells))[np.maximum(back - 1, 0)] * (back > 0), labels)
+    values = np.asarray(sorted(cells))  # cell k of a file written here is the k-th label
+    exact = np.array_equal(values[np.maximum(back - 1, 0)] * (back > 0), labels)
     steps = {
         "label_outlines": lambda: label_outlines(labels),
         "rasterise_labels": lambda: rasterise_labels(rings, SHAPE),
@@ -84,7 +85,7 @@ def main() -> None:
         print(f"{name:18s} {wall * 1000:7.1f} ms wall   {cpu_time(fn) * 1000:7.1f} ms CPU")
     for kind, read in (("ROI zip", steps["read_imagej_rois"]), ("GeoJSON", steps["read_geojson"])):
         got = read().labels
-        exact &= np.array_equal(np.asarray(sorted(cells))[np.maximum(got - 1, 0)] * (got > 0), labels)
+        exact &= np.array_equal(values[np.maximum(got - 1, 0)] * (got > 0), labels)
     exact &= np.array_equal(steps["read_label_image"]().labels, labels)
     print(f"sizes: TIFF {len(files['tif']) >> 10} KiB, ROI zip {len(files['zip']) >> 10} KiB, "
           f"GeoJSON {len(files['geojson']) >> 10} KiB")

@@ -134,7 +134,8 @@ def mask_kind(name: str) -> str | None:
 
     Examples
     --------
-    >>> [mask_kind(n) for n in ("a_seg.npy", "a_RoiSet.zip", "a.roi", "a.geojson", "a.TIF", "a.jpg")]
+    >>> names = ("a_seg.npy", "a_RoiSet.zip", "a.roi", "a.geojson", "a.TIF", "a.jpg")
+    >>> [mask_kind(n) for n in names]
     ['cellpose', 'imagej', 'imagej', 'geojson', 'image', None]
     """
     kind, _ = _parse_name(name)
@@ -212,7 +213,8 @@ def match_mask_files(stems: Iterable[str], names: Iterable[str]) -> MaskMatch:
 
     Examples
     --------
-    >>> m = match_mask_files(["a", "b", "c"], ["a_seg.npy", "b.zip", "b_mask.png", "x.roi", "notes.txt"])
+    >>> files = ["a_seg.npy", "b.zip", "b_mask.png", "x.roi", "notes.txt"]
+    >>> m = match_mask_files(["a", "b", "c"], files)
     >>> m.found
     {'a': MaskFile(name='a_seg.npy', kind='cellpose')}
     >>> m.refused["b"]
@@ -385,6 +387,12 @@ def _finish(cells: list[list[np.ndarray]], shape: tuple[int, int], label: str, k
     return MaskRead(labels, kind, tuple(notes))
 
 
+def _no_cells(shape: tuple[int, int], kind: str, label: str, notes: list[str]) -> MaskRead:
+    """An empty file is a statement too: this image has no cells."""
+    notes.append(f"{label} holds no cells.")
+    return MaskRead(np.zeros(shape, np.int32), kind, tuple(notes))
+
+
 def _check_points(points: np.ndarray, shape: tuple[int, int], label: str, where: str) -> bool:
     """Refuse absurd (x, y) points; True when some lie outside the image (the cell is cut).
 
@@ -406,7 +414,9 @@ def _check_points(points: np.ndarray, shape: tuple[int, int], label: str, where:
 
 
 def _cut_note(label: str, cut: int, what: str) -> list[str]:
-    return [f"{label}: {cut} {what} reach beyond the image's edge and were cut there."] if cut else []
+    if not cut:
+        return []
+    return [f"{label}: {cut} {what} reach beyond the image's edge and were cut there."]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -577,6 +587,8 @@ def read_imagej_rois(source: str | Path | bytes, shape: tuple[int, int], *,
     if skipped:
         listed = ", ".join(f"{kind}: {n}" for kind, n in sorted(skipped.items()))
         notes.append(f"{label}: ROIs without an area were skipped ({listed}).")
+    if not cells and not skipped:
+        return _no_cells(shape, "imagej", label, notes)
     if not cells:
         raise ValueError(f"{label} holds no area ROI (polygon, freehand, traced, rectangle, "
                          f"oval or composite); outline the cells as areas and save the ROI set "
@@ -595,9 +607,12 @@ def _roi_entries(data: bytes, label: str) -> tuple[list[tuple[str, roifile.Image
         archive = zipfile.ZipFile(io.BytesIO(data))
         entries = [i for i in archive.infolist() if not i.is_dir()]
     except zipfile.BadZipFile as exc:
-        raise ValueError(f"{label} is a damaged zip file ({exc}); save the ROI set again.") from None
+        raise ValueError(f"{label} is a damaged zip file ({exc}); save the ROI set "
+                         f"again.") from None
     rois = [i for i in entries if i.filename.lower().endswith(".roi")]
     others = [i.filename for i in entries if i not in rois]
+    if not entries:
+        return [], []
     if not rois:
         raise ValueError(f"{label} holds no .roi files ({', '.join(others[:3]) or 'it is empty'}); "
                          f"save the ROIs from ImageJ's ROI Manager (More > Save).")
@@ -629,18 +644,21 @@ def _decode_roi(raw: bytes, label: str, where: str) -> roifile.ImagejRoi:
 
 
 _AREA_ROIS = (roifile.ROI_TYPE.POLYGON, roifile.ROI_TYPE.FREEHAND, roifile.ROI_TYPE.TRACED)
+_NOT_AREAS = (roifile.ROI_SUBTYPE.TEXT, roifile.ROI_SUBTYPE.IMAGE, roifile.ROI_SUBTYPE.ARROW)
 
 
 def _roi_rings(roi: roifile.ImagejRoi, shape: tuple[int, int], label: str,
                where: str) -> tuple[list[np.ndarray] | None, str]:
     """The rings ((row, col) corner coordinates) of one ROI, or (None, what it is)."""
-    if roi.subtype in (roifile.ROI_SUBTYPE.TEXT, roifile.ROI_SUBTYPE.IMAGE, roifile.ROI_SUBTYPE.ARROW):
+    if roi.subtype in _NOT_AREAS:
         return None, roi.subtype.name.lower()
     if roi.composite:
         return _path_rings(roi.multi_coordinates, label, where), "composite"
     if roi.roitype in _AREA_ROIS:
         xy = np.asarray(roi.coordinates(), dtype=float)
-        return ([xy[:, ::-1]], "polygon") if len(xy) >= 3 else (None, "polygon of fewer than 3 points")
+        if len(xy) < 3:
+            return None, "polygon of fewer than 3 points"
+        return [xy[:, ::-1]], "polygon"
     if roi.roitype in (roifile.ROI_TYPE.RECT, roifile.ROI_TYPE.OVAL):
         if roi.subpixelrect:
             x0, y0, x1, y1 = roi.xd, roi.yd, roi.xd + roi.widthd, roi.yd + roi.heightd
@@ -688,7 +706,8 @@ def _path_rings(values: np.ndarray | None, label: str, where: str) -> list[np.nd
         if op in (0, 1):
             points.append(args)
         elif op in (2, 3):
-            points.extend(_bezier([points[-1] if points else args[:2], *zip(args[::2], args[1::2])]))
+            start = points[-1] if points else args[:2]
+            points.extend(_bezier([start, *zip(args[::2], args[1::2])]))
         k += 1 + widths[op]
     if points:
         rings.append(points)
@@ -763,6 +782,8 @@ def read_geojson(source: str | Path | bytes, shape: tuple[int, int], *,
     if skipped:
         listed = ", ".join(f"{kind}: {n}" for kind, n in sorted(skipped.items()))
         notes.append(f"{label}: features without an area were skipped ({listed}).")
+    if not cells and not skipped:
+        return _no_cells(shape, "geojson", label, notes)
     if not cells:
         raise ValueError(f"{label} holds no Polygon or MultiPolygon objects; export the cells "
                          f"(detections or annotations) from QuPath as GeoJSON.")
@@ -793,7 +814,8 @@ def _cell_features(features: list[dict], label: str) -> tuple[list[tuple[str, An
         props = feature.get("properties") if isinstance(feature.get("properties"), dict) else {}
         kind = props.get("objectType", props.get("object_type", feature.get("objectType", "")))
         kind = str(kind or "").lower().replace("_", "")
-        what = f"feature {k}" + (f" ({props['name']})" if isinstance(props.get("name"), str) else "")
+        named = isinstance(props.get("name"), str)
+        what = f"feature {k}" + (f" ({props['name']})" if named else "")
         typed.append((kind, what, feature.get("geometry")))
     detections = [t for t in typed if t[0] in ("detection", "cell")]
     never = sum(t[0] in ("tile", "tmacore", "root") for t in typed)

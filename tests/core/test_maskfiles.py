@@ -209,7 +209,8 @@ def test_a_single_roi_file(tmp_path):
 
 def test_rois_far_outside_the_image_are_refused_before_drawing(tmp_path):
     roi = ImagejRoi.frompoints(np.array([[1.0, 1.0], [9e8, 1.0], [9e8, 9e8]]), name="huge")
-    with pytest.raises(ValueError, match=r"huge.roi: .* far outside the image \(80 px wide, 60 px high\)"):
+    message = r"huge.roi: .* far outside the image \(80 px wide, 60 px high\)"
+    with pytest.raises(ValueError, match=message):
         read_imagej_rois(roi.tobytes(), SHAPE, name="huge.roi")
 
 
@@ -270,7 +271,8 @@ def test_geojson_list_of_annotations_as_qupath_writes_without_collection():
     doc = [_feature({"type": "Polygon", "coordinates": [[[1, 1], [3, 1], [3, 3], [1, 3], [1, 1]]]},
                     "annotation"),
            {"type": "Feature", "geometry": {"type": "Polygon", "coordinates": [
-               [[5, 5], [6, 5], [6, 6], [5, 6], [5, 5]]]}, "properties": {"object_type": "annotation"}}]
+               [[5, 5], [6, 5], [6, 6], [5, 6], [5, 5]]]},
+            "properties": {"object_type": "annotation"}}]
     read = read_geojson(json.dumps(doc).encode(), SHAPE, name="img.geojson")
     assert read.n_cells == 2 and read.notes == ()
     assert (read.labels == 1).sum() == 4 and read.labels[5, 5] == 2
@@ -287,6 +289,17 @@ def test_bad_geojson_coordinates_are_refused(coordinates, message):
         read_geojson(json.dumps(doc).encode(), SHAPE, name="cells.geojson")
 
 
+def test_files_without_cells_say_so_and_files_without_areas_are_refused():
+    empty = read_geojson(b'{"type": "FeatureCollection", "features": []}', SHAPE, name="e.geojson")
+    assert empty.n_cells == 0 and empty.labels.shape == SHAPE
+    assert empty.notes == ("e.geojson holds no cells.",)
+    assert read_imagej_rois(write_imagej_rois(None, np.zeros(SHAPE, int)), SHAPE,
+                            name="e.zip").notes == ("e.zip holds no cells.",)
+    points = json.dumps([_feature({"type": "Point", "coordinates": [5, 5]})]).encode()
+    with pytest.raises(ValueError, match="p.geojson holds no Polygon or MultiPolygon"):
+        read_geojson(points, SHAPE, name="p.geojson")
+
+
 def test_json_that_is_not_geojson_is_refused():
     with pytest.raises(ValueError, match="not GeoJSON"):
         read_geojson(b'{"images": []}', SHAPE, name="coco.geojson")
@@ -301,7 +314,8 @@ def test_json_that_is_not_geojson_is_refused():
 def _seg_npy(masks, **extra):
     buffer = io.BytesIO()
     np.save(buffer, {"masks": masks, "outlines": np.zeros_like(masks), "chan_choose": [0, 0],
-                     "flows": [np.zeros(masks.shape + (3,), np.uint8)], "ismanual": np.zeros(2, bool),
+                     "flows": [np.zeros(masks.shape + (3,), np.uint8)],
+                     "ismanual": np.zeros(2, bool),
                      "filename": "img.tif", "est_diam": np.float64(30.0), **extra},
             allow_pickle=True)
     return buffer.getvalue()
@@ -418,9 +432,11 @@ def test_label_images_of_the_wrong_shape_are_refused(array, message):
 
 
 def test_two_candidates_are_refused_naming_both():
-    match = match_mask_files(["img01", "img02"], ["img01_seg.npy", "img01_RoiSet.zip", "img02.geojson"])
+    files = ["img01_seg.npy", "img01_RoiSet.zip", "img02.geojson"]
+    match = match_mask_files(["img01", "img02"], files)
     assert "img01" not in match.found
-    assert "img01_RoiSet.zip" in match.refused["img01"] and "img01_seg.npy" in match.refused["img01"]
+    assert match.refused["img01"] == ("img01 has 2 mask files, img01_RoiSet.zip and "
+                                      "img01_seg.npy; keep one of them in the masks folder.")
     assert match.found == {"img02": MaskFile("img02.geojson", "geojson")}
 
 
