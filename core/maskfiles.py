@@ -364,7 +364,7 @@ def _present_values(values: np.ndarray) -> np.ndarray:
     if values.size == 0:
         return np.zeros(0, np.int64)
     top = int(values.max())
-    if top < 1 << 24:
+    if top < max(values.size, 1 << 16):  # a count per value costs no more than the image
         return np.flatnonzero(np.bincount(values.ravel().astype(np.intp), minlength=1)[1:]) + 1
     found = np.unique(values)
     return found[found != 0]
