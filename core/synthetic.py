@@ -1,22 +1,32 @@
 """Synthetic fluorescence images of stained neurons, with instance labels.
 
-The pictures imitate the Fluorescent Neuronal Cells yellow set (see
-``shared/reference-images``): a dark, faintly red, textured background (median about RGB
-(4, 0, 0)); yellow-orange somata (G/R about 0.8 and B/R about 0.07 where bright) of
-equivalent diameter around 43 px, irregular, some with thin processes, some in touching
-clumps; and things that are *not* cells and stay out of the labels: dim unstained
-(greyish) cells, bright specks, a bright rod-shaped artefact, tissue edges, defocus and
-sensor noise. Cell density varies from near-empty to dense fields.
+Two generators live here. :func:`make_image` with a :class:`GeneratorConfig` draws what labs'
+images show, in ranges a configuration sets:
+
+- things to count: stained somata of varied size, brightness and irregular shape, some in
+  touching clumps of 2-4, some with thin processes (drawn, never labelled);
+- things not to count, never in the labels: dim unstained cells, thin bright neurites, bright
+  specks and dust, tissue folds, bright strips, autofluorescent bands, tissue edges, uneven
+  background, vignetting, camera noise and blur;
+- yellow, red or green stains at several exposures.
+
+Three named configurations keep the roles apart: :data:`TRAIN` to fit on, :data:`VALIDATION`
+to choose settings on, and :data:`HELDOUT`, never tuned, to measure on.
+
+Without a configuration (``config=None``) :func:`make_image` draws today's images byte for byte:
+the FNC-yellow-like pictures the shipped demo model was trained on (see ``_legacy_image``).
+That path goes once the demo model is retrained on :data:`TRAIN`.
 
 Sizes are physical (pixels at the FNC scale) whatever the image shape, so a small image
 simply holds fewer cells. Every object is drawn inside its own bounding box, which
-keeps one 1200 x 1600 image well under a second.
-
-Used by the demo and by tests; real images will differ, so everything is varied.
+keeps one 1200 x 1600 image at about a second.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import hashlib
+import json
 import logging
 
 import numpy as np
@@ -28,6 +38,234 @@ CELL_DIAMETER = 43.0  # px, median equivalent diameter of FNC yellow cells
 _FULL_AREA = 1200 * 1600
 # (share of images, expected stained cells in a full 1200 x 1600 field)
 _DENSITIES = ((0.15, 1.5), (0.35, 12.0), (0.30, 35.0), (0.20, 90.0))
+
+
+#: Light of each stain as (cell RGB, background RGB) weights. Cells: the FNC yellow reference
+#: (G/R about 0.8, B/R about 0.07); red and green stains have one dominant channel. The tissue's
+#: own glow takes the stain's filter colour, faint in the minor channels.
+STAINS = {
+    "yellow": ((1.0, 0.82, 0.07), (1.0, 0.10, 0.0)),
+    "red": ((1.0, 0.16, 0.05), (1.0, 0.05, 0.0)),
+    "green": ((0.14, 1.0, 0.10), (0.12, 1.0, 0.06)),
+}
+
+# Fields whose value is a (low, high) range; every other number is a single setting.
+_RANGE_FIELDS = (
+    "cells_per_field", "median_radius", "cell_radius", "elongation", "cell_peak", "focus_blur",
+    "exposure", "background_level", "unevenness", "vignetting", "unstained_per_field",
+    "neurites_per_field", "specks_per_field", "dust_per_field", "blur", "read_noise",
+    "shot_noise",
+)
+_CHANCE_FIELDS = ("process_chance", "clump_chance", "edge_chance", "fold_chance", "strip_chance",
+                  "band_chance")
+
+
+@dataclasses.dataclass(frozen=True)
+class GeneratorConfig:
+    """What the images of one synthetic data set may hold.
+
+    Every range is ``(low, high)``; each image (or each cell, where said) draws its own value
+    uniformly from it, or log-uniformly where said. A range of ``(0, 0)`` or a chance of 0
+    turns that kind of thing off. Counts ``*_per_field`` are expected numbers in a full
+    1200 x 1600 field: a smaller image holds proportionally fewer (sizes are physical).
+    Light levels are 8-bit units before the exposure factor.
+
+    Attributes
+    ----------
+    name : str
+        Shown by benchmarks; part of the hash.
+    cells_per_field : (float, float)
+        Log-uniform per image: the expected number of stained cells (the things to count).
+    median_radius : (float, float)
+        Per image, px: the equivalent radius of its typical cell.
+    radius_spread : float
+        Standard deviation of a cell's log radius around the image's median.
+    cell_radius : (float, float)
+        Px: every cell's equivalent radius is clipped into this range.
+    elongation : (float, float)
+        Per cell: ratio of the long to the short axis (area kept).
+    irregularity : float
+        Amplitude of the low harmonics (2-5 lobes) of a cell's outline; 0 is an ellipse.
+    cell_peak : (float, float)
+        Log-uniform per cell: the brightness of its centre in the dominant channel.
+    focus_blur : (float, float)
+        Per cell, px: Gaussian sigma of its defocus (cells lie above or below the focal plane).
+    process_chance : float
+        Share of cells with 1-4 thin processes (drawn, never labelled).
+    clump_chance : float
+        Share of placed cells that seed a clump of touching cells.
+    clump_size : (int, int)
+        Cells in a clump, the seed included.
+    stains : tuple of (str, float)
+        Stain names from :data:`STAINS` with their relative frequencies; one stain per image.
+    hue_jitter : float
+        Per image: relative standard deviation of each minor channel's share of the stain.
+    exposure : (float, float)
+        Log-uniform per image: factor on all light (cells, tissue, artefacts) before the camera
+        noise; bright parts saturate at 255.
+    background_level : (float, float)
+        Per image: the tissue's glow in the stain's dominant channel.
+    unevenness : (float, float)
+        Per image: relative amplitude of the smooth patches and mottling of the tissue.
+    edge_chance : float
+        Chance that a wavy tissue edge crosses the image, beyond which lies dark, empty slide.
+    vignetting : (float, float)
+        Per image: share of light lost in the corners (the optics' fall-off, quadratic in the
+        distance from an off-centre optical axis).
+    unstained_per_field : (float, float)
+        Per image: expected dim greyish somata, unstained neurons not to be counted.
+    neurites_per_field : (float, float)
+        Per image: expected thin bright curving neurites with no soma in view.
+    specks_per_field : (float, float)
+        Per image: expected small bright dots (1-4 px radius) of precipitate or debris.
+    dust_per_field : (float, float)
+        Per image: expected whitish dust particles and lint fibres, broad-spectrum
+        autofluorescence of about a cell's size.
+    fold_chance : float
+        Chance of a tissue fold: a bright wavy strip of double tissue with sharp sides.
+    strip_chance : float
+        Chance of a straight bright rod or scratch as bright as a cell.
+    band_chance : float
+        Chance of a broad autofluorescent band (a fibre tract or lipofuscin-rich layer),
+        soft-edged and dimmer than cells.
+    blur : (float, float)
+        Per image, px: Gaussian sigma of the whole image's defocus.
+    read_noise : (float, float)
+        Per image: standard deviation of the camera's read noise.
+    shot_noise : (float, float)
+        Per image: photon noise gain; a pixel's noise variance is this times its signal.
+    touching_gap : int
+        Background px kept between different cells in the labels (not in the image). Masks
+        are stored today as 0/255, with cells as 8-connected components, so touching cells
+        need the 1-px gap an annotator draws to read back as separate cells. Set it to 0 once
+        label masks are stored (issue 11): labels then touch where the cells do.
+
+    Examples
+    --------
+    >>> HELDOUT.name, HELDOUT.touching_gap
+    ('heldout', 1)
+    >>> dataclasses.replace(HELDOUT, clump_chance=2)
+    Traceback (most recent call last):
+    ...
+    ValueError: clump_chance must lie in [0, 1] (got 2); it is a share of cells or images
+    """
+
+    name: str
+    cells_per_field: tuple[float, float]
+    median_radius: tuple[float, float]
+    radius_spread: float
+    cell_radius: tuple[float, float]
+    elongation: tuple[float, float]
+    irregularity: float
+    cell_peak: tuple[float, float]
+    focus_blur: tuple[float, float]
+    process_chance: float
+    clump_chance: float
+    clump_size: tuple[int, int]
+    stains: tuple[tuple[str, float], ...]
+    hue_jitter: float
+    exposure: tuple[float, float]
+    background_level: tuple[float, float]
+    unevenness: tuple[float, float]
+    edge_chance: float
+    vignetting: tuple[float, float]
+    unstained_per_field: tuple[float, float]
+    neurites_per_field: tuple[float, float]
+    specks_per_field: tuple[float, float]
+    dust_per_field: tuple[float, float]
+    fold_chance: float
+    strip_chance: float
+    band_chance: float
+    blur: tuple[float, float]
+    read_noise: tuple[float, float]
+    shot_noise: tuple[float, float]
+    touching_gap: int = 1
+
+    def __post_init__(self):
+        for name in _RANGE_FIELDS + ("clump_size",):
+            low, high = getattr(self, name)
+            if not 0 <= low <= high:
+                raise ValueError(f"{name} must be a range (low, high) with 0 <= low <= high "
+                                 f"(got {getattr(self, name)})")
+        for name in _CHANCE_FIELDS:
+            if not 0 <= getattr(self, name) <= 1:
+                raise ValueError(f"{name} must lie in [0, 1] (got {getattr(self, name)}); "
+                                 "it is a share of cells or images")
+        if self.clump_size[0] < 2 or any(int(n) != n for n in self.clump_size):
+            raise ValueError(f"clump_size must be whole numbers of at least 2 cells "
+                             f"(got {self.clump_size})")
+        if self.exposure[0] <= 0:
+            raise ValueError(f"exposure must be above 0 (got {self.exposure})")
+        unknown = sorted({stain for stain, _ in self.stains} - set(STAINS))
+        if not self.stains or unknown or any(weight <= 0 for _, weight in self.stains):
+            raise ValueError(f"stains must be (name, weight > 0) pairs with names from "
+                             f"{sorted(STAINS)} (got {self.stains})")
+        if int(self.touching_gap) != self.touching_gap or self.touching_gap < 0:
+            raise ValueError(f"touching_gap must be a whole number of px >= 0 "
+                             f"(got {self.touching_gap})")
+
+
+def config_hash(config):
+    """A stable fingerprint of a configuration: sha256 of its canonical JSON.
+
+    Any change to any field changes it, so a benchmark can show which configuration it ran.
+
+    Parameters
+    ----------
+    config : GeneratorConfig
+
+    Returns
+    -------
+    str
+        64 hex digits.
+
+    Examples
+    --------
+    >>> len(config_hash(HELDOUT)), config_hash(HELDOUT) == config_hash(HELDOUT)
+    (64, True)
+    """
+    text = json.dumps(dataclasses.asdict(config), sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+#: Never tuned: set once, before any configuration was tuned, and then left alone, so
+#: results on it say how the product does on images nobody shaped it for. Against TRAIN it
+#: has other ranges (smaller and larger cells, more irregular and elongated, dimmer, more
+#: clumps, all three stains equally, wider exposure, noisier, blurrier, more artefacts) and
+#: two kinds of artefact TRAIN lacks: dust and vignetting, which come with a lab's own
+#: optics and slides rather than with the tissue.
+HELDOUT = GeneratorConfig(
+    name="heldout",
+    cells_per_field=(2.0, 80.0),
+    median_radius=(10.0, 21.0),
+    radius_spread=0.25,
+    cell_radius=(7.0, 25.0),
+    elongation=(1.0, 1.8),
+    irregularity=0.22,
+    cell_peak=(35.0, 260.0),
+    focus_blur=(0.5, 3.0),
+    process_chance=0.6,
+    clump_chance=0.35,
+    clump_size=(2, 4),
+    stains=(("yellow", 1.0), ("red", 1.0), ("green", 1.0)),
+    hue_jitter=0.15,
+    exposure=(0.5, 2.0),
+    background_level=(2.0, 8.0),
+    unevenness=(0.15, 0.5),
+    edge_chance=0.5,
+    vignetting=(0.15, 0.45),
+    unstained_per_field=(10.0, 60.0),
+    neurites_per_field=(10.0, 50.0),
+    specks_per_field=(10.0, 60.0),
+    dust_per_field=(3.0, 20.0),
+    fold_chance=0.35,
+    strip_chance=0.25,
+    band_chance=0.45,
+    blur=(0.8, 2.4),
+    read_noise=(1.0, 2.2),
+    shot_noise=(0.3, 0.8),
+    touching_gap=1,
+)
 
 
 def make_image(rng, shape=(1200, 1600)):
