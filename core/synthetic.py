@@ -51,6 +51,20 @@ STAINS = {
     "green": ((0.14, 1.0, 0.10), (0.12, 1.0, 0.06)),
 }
 
+#: :func:`image_stats` of the FNC yellow reference (``shared/reference-images``: a 1600x1200
+#: FNC image and its mask, both scaled down about 3.3 times, from Figure 2 of the FNC v2 paper),
+#: computed once by ``bench/reference_stats.py`` with areas scaled by 3.3**2 to full resolution.
+#: One image, yellow only: a guide for the eye and for scale, not a target to fit.
+REFERENCE_STATS = {
+    "cells": 16,
+    "area_median": 1421.145,
+    "area_iqr": 465.547,
+    "foreground_pct": 1.205,
+    "g_over_r": 0.751,
+    "b_over_r": 0.065,
+    "background_median": (4.0, 0.0, 0.0),
+}
+
 # Fields whose value is a (low, high) range; every other number is a single setting.
 _RANGE_FIELDS = (
     "cells_per_field", "median_radius", "cell_radius", "elongation", "cell_peak", "focus_blur",
