@@ -593,7 +593,8 @@ def _pick_stain(rng, config):
     for rgb in STAINS[name]:
         rgb = np.array(rgb, np.float32)
         minor = rgb < rgb.max()
-        rgb[minor] *= np.clip(1 + rng.normal(0, config.hue_jitter, minor.sum()), 0, None)
+        jitter = np.clip(1 + rng.normal(0, config.hue_jitter, minor.sum()), 0, None)
+        rgb[minor] = np.minimum(rgb[minor] * jitter, 0.98 * rgb.max())  # still minor
         colours.append(rgb)
     return colours[0], colours[1]
 
@@ -664,12 +665,12 @@ def _cell_layout(rng, shape, tissue, config):
     count = _how_many(rng, config.cells_per_field, shape, log=True)
     median = rng.uniform(*config.median_radius)
     cells = []
-    for _ in range(20 * count):  # bounded: the tissue may cover little or none of the frame
+    for _ in range(count):
         if len(cells) >= count:
             break
         centre = rng.uniform((0, 0), shape)
         if not tissue[int(centre[0]), int(centre[1])]:
-            continue
+            continue  # no retry: cells keep the tissue's density, empty slide just has none
         clump = [(centre, _cell_radius(rng, median, config))]
         if rng.random() < config.clump_chance:
             for _ in range(rng.integers(config.clump_size[0], config.clump_size[1] + 1) - 1):
@@ -841,7 +842,7 @@ def _draw_specks(rng, light, config, cell_rgb):
 
 
 def _draw_dust(rng, light, config):
-    """Whitish dust particles, about a cell's size, half of them trailing a lint fibre."""
+    """Whitish dust particles up to a cell's size, and lint fibres (about one per two)."""
     shape = light.shape[1:]
     whitish = np.array([1.0, 0.95, 0.8], np.float32)
     for _ in range(_how_many(rng, config.dust_per_field, shape)):
@@ -852,7 +853,7 @@ def _draw_dust(rng, light, config):
         level = _log_uniform(rng, (40, 200))
         _paste_add(light, level * whitish[:, None, None] * speck[None], centre - half)
         if rng.random() < 0.5:
-            points = _polyline(rng, centre, rng.uniform(30, 150), 8.0)
+            points = _polyline(rng, rng.integers((0, 0), shape), rng.uniform(30, 150), 8.0)
             fibre, corner = _line_light(points, rng.uniform(1.5, 3.0))
             _paste_add(light, 0.5 * level * whitish[:, None, None] * fibre[None], corner)
 
