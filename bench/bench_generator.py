@@ -2,9 +2,10 @@
 
 For TRAIN, VALIDATION and HELDOUT it draws ``--images`` images (default 6, 1200x1600) as
 configured and prints, pooled over them, the cell count, the median and IQR of cell area (px),
-the foreground % and the per-image cell counts (``image_stats``, see ``core.synthetic``). Colour depends on the stain, so a second table draws ``--per-stain``
-images (default 2) of each configuration with its stain forced to each one it uses, and prints
-the bright cells' G/R and B/R and the background median per stain. The reference row is
+the foreground % and the per-image cell counts (``image_stats``, see ``core.synthetic``).
+Colour depends on the stain, so a second table draws ``--per-stain`` images (default 2) of each
+configuration with its stain forced to each one it uses, and prints the bright cells' G/R and
+B/R and the background median per stain. The reference row is
 ``core.synthetic.REFERENCE_STATS`` (one yellow FNC image; see ``bench/reference_stats.py``).
 Finally it prints every configuration's hash (sha256 of its canonical JSON): HELDOUT's must not
 change without a note in ``bench/RESULTS.md``.
@@ -63,8 +64,9 @@ def shape_table(n_images: int, seed: int) -> None:
         seconds = (time.perf_counter() - start) / n_images
         s = pooled_stats(data)
         counts = ", ".join(str(int(lab.max())) for _, lab in data)
-        print(f"| {config.name} | {n_images} | {s['cells']} | {counts} | {fmt(s['area_median'], 0)} "
-              f"| {fmt(s['area_iqr'], 0)} | {s['foreground_pct']:.2f} | {seconds:.2f} |")
+        print(f"| {config.name} | {n_images} | {s['cells']} | {counts} "
+              f"| {fmt(s['area_median'], 0)} | {fmt(s['area_iqr'], 0)} "
+              f"| {s['foreground_pct']:.2f} | {seconds:.2f} |")
 
 
 def colour_table(n_images: int, seed: int) -> None:
@@ -78,8 +80,9 @@ def colour_table(n_images: int, seed: int) -> None:
         for stain, _ in config.stains:
             single = dataclasses.replace(config, stains=((stain, 1.0),))
             s = pooled_stats(make_dataset(n_images, seed, SHAPE, config=single))
-            print(f"| {config.name} | {stain} | {n_images} | {s['cells']} | {fmt(s['g_over_r'], 3)} "
-                  f"| {fmt(s['b_over_r'], 3)} | {fmt(s['background_median'])} |")
+            print(f"| {config.name} | {stain} | {n_images} | {s['cells']} "
+                  f"| {fmt(s['g_over_r'], 3)} | {fmt(s['b_over_r'], 3)} "
+                  f"| {fmt(s['background_median'])} |")
 
 
 def main() -> None:

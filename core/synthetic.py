@@ -630,7 +630,7 @@ def _edge_side(rng, coarse_shape, factor):
     along, across = _rotate(rng, rr * factor, cc * factor)
     offset = rng.uniform(-0.7, 0.7) * np.abs(across).max()
     wave = rng.uniform(10, 60) * np.sin(along / rng.uniform(60, 250) + rng.uniform(0, 6.3))
-    return 1 / (1 + np.exp(-(across - offset + wave) / rng.uniform(3, 15)))
+    return expit((across - offset + wave) / rng.uniform(3, 15))
 
 
 def _rotate(rng, rr, cc):

@@ -1,9 +1,16 @@
-"""core.synthetic: determinism, types, label ids, physical cell size, unlabelled artefacts."""
+"""core.synthetic: legacy images pinned; configurations, unlabelled artefacts, gaps, image_stats."""
+import dataclasses
+
 import numpy as np
 import pytest
+from scipy import ndimage as ndi
+from skimage.draw import rectangle
 from skimage.measure import regionprops
 
-from core.synthetic import make_dataset, make_image
+from core.synthetic import (
+    HELDOUT, TRAIN, VALIDATION, GeneratorConfig, artefact_kinds, config_hash, image_stats,
+    make_dataset, make_image,
+)
 
 
 @pytest.fixture(scope="module")
@@ -126,15 +133,6 @@ def test_default_reproduces_todays_images_byte_for_byte():
 
 # --- Configured generator (GeneratorConfig, TRAIN / VALIDATION / HELDOUT) --------------------
 
-import dataclasses  # noqa: E402
-
-from scipy import ndimage as ndi  # noqa: E402
-from skimage.draw import rectangle  # noqa: E402
-
-from core.synthetic import (  # noqa: E402
-    HELDOUT, TRAIN, VALIDATION, GeneratorConfig, artefact_kinds, config_hash, image_stats,
-)
-
 SMALL = (256, 320)
 # Every artefact kind off, no texture, no camera: what is left is a flat tissue glow.
 NOTHING = dict(
@@ -186,7 +184,8 @@ def test_heldout_has_artefact_kinds_that_train_and_validation_lack():
 
 def test_heldout_is_unchanged():
     """HELDOUT was committed before any tuning; changing it needs a note in bench/RESULTS.md."""
-    assert config_hash(HELDOUT) == "474c92c57e76beca95094500286bc4cb1725be176fc3422c533767c857e84cfc"
+    expected = "474c92c57e76beca95094500286bc4cb1725be176fc3422c533767c857e84cfc"
+    assert config_hash(HELDOUT) == expected
     assert config_hash(_variant(HELDOUT)) == config_hash(HELDOUT)
     assert config_hash(_variant(HELDOUT, touching_gap=0)) != config_hash(HELDOUT)
 
@@ -218,7 +217,8 @@ def test_configured_images_are_deterministic_per_seed(config):
         np.testing.assert_array_equal(rgb_a, rgb_b)
         np.testing.assert_array_equal(lab_a, lab_b)
         np.testing.assert_array_equal(np.unique(lab_a), np.arange(lab_a.max() + 1))
-    assert not np.array_equal(first[0][0], make_dataset(1, seed=6, shape=SMALL, config=config)[0][0])
+    other = make_dataset(1, seed=6, shape=SMALL, config=config)[0][0]
+    assert not np.array_equal(first[0][0], other)
 
 
 def test_configurations_share_no_layout_for_one_seed():
@@ -227,7 +227,8 @@ def test_configurations_share_no_layout_for_one_seed():
     same = make_image(np.random.default_rng(3), SMALL, config=config)[1]
     renamed = make_image(np.random.default_rng(3), SMALL, config=_variant(config, name="x"))[1]
     assert same.max() > 0 and renamed.max() > 0
-    np.testing.assert_array_equal(same, make_image(np.random.default_rng(3), SMALL, config=config)[1])
+    again = make_image(np.random.default_rng(3), SMALL, config=config)[1]
+    np.testing.assert_array_equal(same, again)
     assert not np.array_equal(same > 0, renamed > 0)
 
 
