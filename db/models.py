@@ -244,7 +244,8 @@ class AdjudicationItem(Base):
     """An object queued for an expert: a mask object or a run's FP/FN, with its geometry."""
 
     __tablename__ = "adjudication_items"
-    __table_args__ = (Index("ix_adjudication_items_open", "project_id", "status", "priority"),)
+    __table_args__ = (Index("ix_adjudication_items_open", "project_id", "status", "priority"),
+                      Index("ix_adjudication_items_image", "image_id", "status"))
     id: Mapped[int] = mapped_column(primary_key=True)
     project_id: Mapped[int] = mapped_column(ForeignKey("projects.id"))
     image_id: Mapped[int] = mapped_column(ForeignKey("images.id"), index=True)

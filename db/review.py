@@ -1,9 +1,9 @@
 """Review state: the paged review queue, the project's state, counts per image, operator
 agreement, and an image's history.
 
-One page of the queue is three indexed queries (the page, the total and the counts per status),
-plus one grouped query over the page's own images for decisions and pending adjudications; it
-stays well under 100 ms with 10,000 images and 100,000 object decisions (``bench/bench_db.py``).
+One page of the queue is two indexed queries: the page, with each image's decisions and pending
+adjudications counted by correlated subqueries, and the counts per status; it stays well under
+100 ms with 10,000 images and 100,000 object decisions (``bench/bench_db.py``).
 No query here binds more parameters than a page of images holds.
 """
 from __future__ import annotations
@@ -20,14 +20,15 @@ from sqlalchemy.orm import Session, aliased
 from core.density import summarize_groups
 from core.objects import label_at
 from core.rater_agreement import Agreement, bland_altman
-from db.masks import latest_approvals
+from db.adjudication import visible_decisions
+from db.masks import blind_assignment, latest_approvals, review_version
 from db.models import (REVIEW_STATUSES, AdjudicationDecision, AdjudicationItem, Approval, Image,
                        ImageResult, MaskVersion, ObjectDecision, ReviewAssignment, User)
-from db.projects import ImageFilter, get_project
+from db.projects import ImageFilter, get_image, get_project
 from db.runs import promoted_run
 
 __all__ = ["QueueRow", "ReviewPage", "review_queue", "neighbours", "QueuePosition",
-           "queue_position", "metadata_values", "project_state",
+           "queue_position", "ReviewScreen", "review_screen", "metadata_values", "project_state",
            "image_counts", "group_summary", "OperatorAgreement", "operator_agreement",
            "image_history", "COUNT_COLUMNS"]
 
@@ -69,21 +70,6 @@ class ReviewPage:
         return max(1, -(-self.total // self.page_size))
 
 
-def _work_on(session: Session, image_ids: list[int]) -> tuple[dict, dict]:
-    """Decisions (all, unsure) and open adjudication items per image, for a page's images."""
-    if not image_ids:
-        return {}, {}
-    unsure = func.sum((ObjectDecision.verdict == "unsure").cast(Image.id.type))
-    votes = {i: (n, int(u or 0)) for i, n, u in session.execute(
-        select(ObjectDecision.image_id, func.count(ObjectDecision.id), unsure)
-        .where(ObjectDecision.image_id.in_(image_ids)).group_by(ObjectDecision.image_id))}
-    pending = dict(session.execute(
-        select(AdjudicationItem.image_id, func.count(AdjudicationItem.id))
-        .where(AdjudicationItem.image_id.in_(image_ids), AdjudicationItem.status == "open")
-        .group_by(AdjudicationItem.image_id)).all())
-    return votes, pending
-
-
 def review_queue(session: Session, project_id: int, filters: ImageFilter = ImageFilter(), *,
                  page: int = 0, page_size: int = 50) -> ReviewPage:
     """One page of a project's images (by id), with totals and counts per review status.
@@ -94,7 +80,18 @@ def review_queue(session: Session, project_id: int, filters: ImageFilter = Image
     if page < 0 or not 1 <= page_size <= 1000:
         raise ValueError(f"Pages start at 0 and hold 1 to 1000 images; got page {page}, "
                          f"size {page_size}.")
-    query = (filters.apply(select(Image, MaskVersion.object_count), project_id)
+    # The work on each image comes as correlated counts in the page query itself, so one page
+    # reads one page of rows, whatever the project holds.
+    decided = (select(func.count(ObjectDecision.id)).where(ObjectDecision.image_id == Image.id)
+               .correlate(Image).scalar_subquery())
+    unsure = (select(func.count(ObjectDecision.id)).where(ObjectDecision.image_id == Image.id,
+                                                          ObjectDecision.verdict == "unsure")
+              .correlate(Image).scalar_subquery())
+    pending = (select(func.count(AdjudicationItem.id))
+               .where(AdjudicationItem.image_id == Image.id, AdjudicationItem.status == "open")
+               .correlate(Image).scalar_subquery())
+    query = (filters.apply(select(Image, MaskVersion.object_count, decided, unsure, pending),
+                           project_id)
              .outerjoin(MaskVersion, MaskVersion.id == Image.head_version_id)
              .order_by(Image.id).limit(page_size).offset(page * page_size))
     found = session.execute(query).all()
@@ -104,11 +101,9 @@ def review_queue(session: Session, project_id: int, filters: ImageFilter = Image
     statuses = REVIEW_STATUSES if filters.status is None else (
         (filters.status,) if isinstance(filters.status, str) else tuple(filters.status))
     total = sum(counts.get(s, 0) for s in statuses)
-    votes, pending = _work_on(session, [im.id for im, _ in found])
     rows = [QueueRow(im.id, im.original_name, im.split, im.review_status, im.stain, im.animal,
-                     im.region, im.condition, im.head_version_id, n,
-                     votes.get(im.id, (0, 0))[0], votes.get(im.id, (0, 0))[1],
-                     pending.get(im.id, 0)) for im, n in found]
+                     im.region, im.condition, im.head_version_id, n, int(d or 0), int(u or 0),
+                     int(p or 0)) for im, n, d, u, p in found]
     return ReviewPage(rows, total, page, page_size, {s: counts.get(s, 0) for s in REVIEW_STATUSES})
 
 
@@ -163,6 +158,48 @@ def queue_position(session: Session, project_id: int, image_id: int | None,
     if image_id is not None:
         previous, following = neighbours(session, project_id, image_id, filters)
     return QueuePosition(found, image_id, previous, following)
+
+
+@dataclass(frozen=True)
+class ReviewScreen:
+    """Everything one rerun of the Review page reads from the database.
+
+    Attributes
+    ----------
+    position : QueuePosition
+        The page of the filtered queue, the image shown and its neighbours.
+    image : Image or None
+        The image shown (None when nothing passes the filter).
+    version : MaskVersion or None
+        What the user reviews: the head, or their own version on an open blind assignment.
+    votes : list of ObjectDecision
+        The decisions the user may see on it (only their own while blind).
+    blind : bool
+        The user holds an open blind assignment on the image.
+    """
+
+    position: QueuePosition
+    image: Image | None
+    version: MaskVersion | None
+    votes: list
+    blind: bool
+
+
+def review_screen(session: Session, project_id: int, image_id: int | None, user_id: int,
+                  filters: ImageFilter = ImageFilter(), *, page_size: int = 50) -> ReviewScreen:
+    """What the Review page shows for one click: one page of the queue and one image.
+
+    Its cost does not grow with the project: at most a page of queue rows and the image's own
+    version and votes are read (``tests/db/test_review_click.py`` counts them on SQLite and
+    PostgreSQL).
+    """
+    where = queue_position(session, project_id, image_id, filters, page_size=page_size)
+    if where.image_id is None:
+        return ReviewScreen(where, None, None, [], False)
+    image = get_image(session, where.image_id)
+    blind = blind_assignment(session, image.id, user_id) is not None
+    return ReviewScreen(where, image, review_version(session, image.id, user_id),
+                        visible_decisions(session, image.id, user_id), blind)
 
 
 def metadata_values(session: Session, project_id: int) -> list[tuple[str, str]]:

@@ -15,7 +15,7 @@ from core.objects import count_objects, object_info
 from core.prelabel import METHODS, PrelabelParams, auto_mask, auto_threshold
 from db import adjudication, masks, review
 from db.models import SPLITS
-from db.projects import ImageFilter, get_image
+from db.projects import ImageFilter
 from pages import ui
 
 VERDICT_COLOURS = {v: render.COLORS[v] for v in ("keep", "drop", "unsure")}
@@ -29,15 +29,16 @@ f1, f2, f3 = st.columns(3)
 status = f1.multiselect("Status", STATUSES, default=["to_review", "in_progress"], key="rv_status")
 split = f2.multiselect("Split", SPLITS, key="rv_split")
 with ui.session() as s:
-    meta_values = [f"{k}: {v}" for k, v in review.metadata_values(s, pid)]
-meta = f3.multiselect("Metadata", meta_values, key="rv_meta")
+    options = [f"{k}: {v}" for k, v in review.metadata_values(s, pid)]
+meta = f3.multiselect("Metadata", options, key="rv_meta")
 filters = ImageFilter(status=tuple(status or STATUSES), split=tuple(split) or None,
                       **dict(item.split(": ", 1) for item in meta))
 with ui.session() as s:
-    where = review.queue_position(s, pid, st.session_state.get("rv_image"), filters,
+    screen = review.review_screen(s, pid, st.session_state.get("rv_image"), who.id, filters,
                                   page_size=PAGE_SIZE)
-if where.image_id is None:
-    st.info("No image matches these filters; widen them." if where.page.total == 0 and meta_values
+where = screen.position
+if screen.image is None:
+    st.info("No image matches these filters; widen them." if where.page.total == 0 and options
             else "The project has no images yet: import some on the Import page.")
     st.stop()
 rows = {r.image_id: r for r in where.page.rows}
@@ -57,21 +58,18 @@ nav3.button("Next ▶", disabled=where.next is None, key="rv_next", on_click=go_
             args=(where.next,))
 st.session_state["rv_image"] = where.image_id
 page_note = (f", page {where.page.page + 1} of {where.page.pages}" if where.page.pages > 1 else "")
+pick_key = f"rv_pick_{where.image_id}"
 image_id = nav2.selectbox(f"Image ({where.page.total} shown{page_note})", ids,
-                          index=ids.index(where.image_id), key=f"rv_pick_{where.image_id}",
+                          index=ids.index(where.image_id), key=pick_key,
+                          on_change=lambda: go_to(st.session_state[pick_key]),
                           format_func=lambda i: f"{rows[i].name} · {rows[i].status}")
-st.session_state["rv_image"] = image_id
 
 # ---------------------------------------------------------------- the chosen image
-with ui.session() as s:
-    image = get_image(s, image_id)
-    # On an open blind assignment the page shows the reviewer's own version and votes only.
-    blind = masks.blind_assignment(s, image_id, who.id) is not None
-    head = masks.review_version(s, image_id, who.id)
-    path, split_name, name = image.path, image.split, image.original_name
-    votes = adjudication.visible_decisions(s, image_id, who.id)
-    head_id = head.id if head else None
-    head_path = head.path if head else None
+# On an open blind assignment the page shows the reviewer's own version and votes only.
+blind, head, votes = screen.blind, screen.version, screen.votes
+path, split_name = screen.image.path, screen.image.split
+head_id = head.id if head else None
+head_path = head.path if head else None
 rgb = ui.read_image(path)
 labels = ui.read_labels(head_path) if head_path else np.zeros(rgb.shape[:2], np.int32)
 objects = object_info(labels)
