@@ -23,8 +23,8 @@ __all__ = [
     "VERDICTS", "JOB_KINDS", "JOB_STATUSES", "OUTCOMES", "User", "Project", "ImportBatch", "Image",
     "MaskVersion", "Approval", "ObjectDecision", "ReviewAssignment", "AdjudicationItem",
     "AdjudicationDecision", "AuditRecord", "Job", "ModelRun", "RunItem", "ImageResult",
-    "ObjectOutcome", "UserSession", "Device", "SignInAttempt", "SignInThrottle", "SESSION_END_REASONS",
-    "ATTEMPT_OUTCOMES",
+    "ObjectOutcome", "UserSession", "Device", "SignInAttempt", "SignInThrottle",
+    "SESSION_END_REASONS", "ATTEMPT_OUTCOMES",
 ]
 
 ROLES = ("operator", "expert", "viewer", "admin")
@@ -126,7 +126,8 @@ class Device(Base):
     """
 
     __tablename__ = "user_devices"
-    __table_args__ = (UniqueConstraint("user_id", "device_hash", name="uq_user_devices_user_device"),)
+    __table_args__ = (UniqueConstraint("user_id", "device_hash",
+                                       name="uq_user_devices_user_device"),)
     id: Mapped[int] = mapped_column(primary_key=True)
     user_id: Mapped[int] = mapped_column(ForeignKey("users.id"))
     device_hash: Mapped[str] = mapped_column(String(64))

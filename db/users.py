@@ -58,7 +58,7 @@ _ACCOUNT = "account"  # the allowance shared by every client the account does no
 _FAILED = "Sign-in failed: the name or the password is wrong, or the account is locked or disabled."
 _NOT_CHANGED = ("The current password was not accepted (wrong, or too many tries: wait a minute "
                 "and try again); the password was not changed.")
-_PAUSES = (0.05, 0.1, 0.2, 0.4, 0.8)  # seconds between tries of a transaction the database was busy for
+_PAUSES = (0.05, 0.1, 0.2, 0.4, 0.8)  # seconds between tries of a transaction the database refused
 _BUSY_SQLSTATES = {"55P03", "40P01", "40001"}  # lock timeout, deadlock, serialization (PostgreSQL)
 # Argon2id, 64 MiB, 3 passes (RFC 9106's second recommendation). Tests swap in a cheaper hasher.
 ARGON2_PARAMS = {"time_cost": 3, "memory_cost": 65536, "parallelism": 4}
@@ -287,8 +287,8 @@ def _reserve(s: Session, name: str, client: str, now: dt.datetime) -> _Ticket | 
     throttle = s.get(SignInThrottle, (user.id, client))
     if throttle is not None and throttle.not_before is not None and now < throttle.not_before:
         return None
-    known = client != ANONYMOUS and s.scalar(
-        select(Device.id).where(Device.user_id == user.id, Device.device_hash == client)) is not None
+    known = client != ANONYMOUS and s.scalar(select(Device.id).where(
+        Device.user_id == user.id, Device.device_hash == client)) is not None
     bucket = client if known else _ACCOUNT
     used = s.scalar(select(func.count()).select_from(SignInAttempt).where(
         SignInAttempt.user_id == user.id, SignInAttempt.bucket == bucket,
@@ -398,7 +398,8 @@ def set_password(session: Session, user: User, new: str, *, actor_id: int | None
     session.flush()
     _forget_limits(session, user.id)
     end_user_sessions(session, user.id, reason="password", clock=clock)
-    audit.record(session, user_id=actor_id, action="user.password", entity="users", entity_id=user.id)
+    audit.record(session, user_id=actor_id, action="user.password", entity="users",
+                 entity_id=user.id)
 
 
 def disable_user(session: Session, user: User, *, actor_id: int | None = None,
@@ -408,7 +409,8 @@ def disable_user(session: Session, user: User, *, actor_id: int | None = None,
     user.disabled = True
     session.flush()
     end_user_sessions(session, user.id, reason="disabled", clock=clock)
-    audit.record(session, user_id=actor_id, action="user.disable", entity="users", entity_id=user.id)
+    audit.record(session, user_id=actor_id, action="user.disable", entity="users",
+                 entity_id=user.id)
 
 
 def enable_user(session: Session, user: User, *, actor_id: int | None = None) -> None:

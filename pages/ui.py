@@ -7,6 +7,8 @@ nothing else is cached anywhere in the app. Keep it small and stable: other page
 - :func:`settings`, :func:`engine`, :func:`storage`, :func:`session`: the backend handles;
 - :func:`model_run`: a run directory loaded once (keras is imported only then);
 - :func:`require`: the server-side role check at the top of every page;
+- :func:`current_user`, :func:`sign_in`, :func:`sign_out`: server-side sessions (``db.sessions``)
+  whose token the browser keeps in a cookie, never in a URL;
 - :func:`project_id`, :func:`sidebar`: the chosen project and its state (``db.review``).
 """
 from __future__ import annotations

@@ -15,7 +15,8 @@ CHEAP = {"time_cost": 1, "memory_cost": 1024, "parallelism": 1}
 
 @dataclass(frozen=True)
 class Guesses:
-    """What one process saw: wrong passwords verified against the real hash, and sign-ins that got in."""
+    """What one process saw: wrong passwords checked against the real hash, sign-ins that got
+    in, and any error other than AuthenticationError."""
 
     verified_wrong: int
     got_in: int

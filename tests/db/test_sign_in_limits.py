@@ -135,7 +135,7 @@ def test_at_most_five_wrong_passwords_a_minute_across_clients(engine, checks):
     assert sign_in(engine, PW, clock, client="owner on a new browser") is None
     clock.step(60 - 8 + 0.001)                                           # the 1st guess is 60 s old
     assert sign_in(engine, "guess 9", clock, client="bot 9") is None
-    assert sign_in(engine, PW, clock, client="bot 10") is None           # the 5 slots are used again
+    assert sign_in(engine, PW, clock, client="bot 10") is None           # the 5 slots are full
     clock.step(1)
     assert sign_in(engine, PW, clock, client="bot 10") == "ann"
     assert failed_checks(engine) == len(checks) - 1 == 6

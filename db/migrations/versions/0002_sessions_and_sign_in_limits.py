@@ -48,7 +48,8 @@ def upgrade() -> None:
     sa.Column('bucket', sa.String(length=64), nullable=False),
     sa.Column('outcome', sa.String(length=8), nullable=False),
     sa.Column('reserved_at', sa.DateTime(timezone=True), nullable=False),
-    sa.ForeignKeyConstraint(['user_id'], ['users.id'], name=op.f('fk_sign_in_attempts_user_id_users')),
+    sa.ForeignKeyConstraint(['user_id'], ['users.id'],
+                            name=op.f('fk_sign_in_attempts_user_id_users')),
     sa.PrimaryKeyConstraint('id', name=op.f('pk_sign_in_attempts'))
     )
     with op.batch_alter_table('sign_in_attempts', schema=None) as batch_op:
@@ -60,7 +61,8 @@ def upgrade() -> None:
     sa.Column('client', sa.String(length=64), nullable=False),
     sa.Column('failures', sa.Integer(), nullable=False),
     sa.Column('not_before', sa.DateTime(timezone=True), nullable=True),
-    sa.ForeignKeyConstraint(['user_id'], ['users.id'], name=op.f('fk_sign_in_throttles_user_id_users')),
+    sa.ForeignKeyConstraint(['user_id'], ['users.id'],
+                            name=op.f('fk_sign_in_throttles_user_id_users')),
     sa.PrimaryKeyConstraint('user_id', 'client', name=op.f('pk_sign_in_throttles'))
     )
     # Plain ALTER TABLE ... DROP COLUMN (SQLite 3.35+): a batch rebuild of users would have to
