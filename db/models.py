@@ -23,7 +23,8 @@ __all__ = [
     "VERDICTS", "JOB_KINDS", "JOB_STATUSES", "OUTCOMES", "User", "Project", "ImportBatch", "Image",
     "MaskVersion", "Approval", "ObjectDecision", "ReviewAssignment", "AdjudicationItem",
     "AdjudicationDecision", "AuditRecord", "Job", "ModelRun", "RunItem", "ImageResult",
-    "ObjectOutcome",
+    "ObjectOutcome", "UserSession", "Device", "SignInAttempt", "SignInThrottle",
+    "SESSION_END_REASONS", "ATTEMPT_OUTCOMES",
 ]
 
 ROLES = ("operator", "expert", "viewer", "admin")
@@ -37,6 +38,8 @@ JOB_KINDS = ("train", "evaluate", "count")
 JOB_STATUSES = ("queued", "running", "done", "failed", "cancelled")
 OUTCOMES = ("TP", "FP", "FN")
 RUN_ITEM_ROLES = ("train", "validation", "test")
+SESSION_END_REASONS = ("sign_out", "password", "disabled", "idle", "expired")
+ATTEMPT_OUTCOMES = ("pending", "wrong", "right")
 
 # Stable constraint names, so migrations can address them on every backend.
 NAMING = {
@@ -98,9 +101,65 @@ class User(Base):
     role: Mapped[str] = mapped_column(String(16))
     password_hash: Mapped[str] = mapped_column(String(255))
     disabled: Mapped[bool] = mapped_column(Boolean, default=False)
-    failed_logins: Mapped[int] = mapped_column(Integer, default=0)
-    locked_until: Mapped[dt.datetime | None]
     created_at: Mapped[dt.datetime] = _created()
+
+
+class UserSession(Base):
+    """One sign-in of one browser: alive until ``ended_at`` is set (see :mod:`db.sessions`).
+
+    ``id`` is the SHA-256 of the token the browser holds, so the table alone signs nobody in.
+    """
+
+    __tablename__ = "sessions"
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id"), index=True)
+    created_at: Mapped[dt.datetime] = _created()
+    last_seen_at: Mapped[dt.datetime] = _created()
+    ended_at: Mapped[dt.datetime | None]
+    end_reason: Mapped[str | None] = mapped_column(String(16))
+
+
+class Device(Base):
+    """A browser that once signed in to an account (SHA-256 of its device cookie).
+
+    It keeps an allowance of wrong passwords of its own (:func:`db.users.authenticate`).
+    """
+
+    __tablename__ = "user_devices"
+    __table_args__ = (UniqueConstraint("user_id", "device_hash",
+                                       name="uq_user_devices_user_device"),)
+    id: Mapped[int] = mapped_column(primary_key=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id"))
+    device_hash: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[dt.datetime] = _created()
+    last_used_at: Mapped[dt.datetime] = _created()
+
+
+class SignInAttempt(Base):
+    """A password check reserved before it runs; rows older than the window are deleted.
+
+    ``bucket`` is the allowance it counts against: ``"account"`` for every client the account
+    does not know, or the hash of a known device. ``outcome`` is one of :data:`ATTEMPT_OUTCOMES`.
+    """
+
+    __tablename__ = "sign_in_attempts"
+    __table_args__ = (Index("ix_sign_in_attempts_window", "user_id", "bucket", "reserved_at"),)
+    id: Mapped[int] = mapped_column(primary_key=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id"))
+    client: Mapped[str] = mapped_column(String(64))
+    bucket: Mapped[str] = mapped_column(String(64))
+    outcome: Mapped[str] = mapped_column(String(8), default="pending")
+    reserved_at: Mapped[dt.datetime] = mapped_column(UTCDateTime())
+
+
+class SignInThrottle(Base):
+    """Consecutive wrong passwords of one client on one account, and when it may try again."""
+
+    __tablename__ = "sign_in_throttles"
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id"), primary_key=True)
+    client: Mapped[str] = mapped_column(String(64), primary_key=True)
+    failures: Mapped[int] = mapped_column(Integer, default=0)
+    not_before: Mapped[dt.datetime | None]
 
 
 class Project(Base):

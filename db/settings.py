@@ -34,6 +34,10 @@ class Settings:
     workers : str
         ``"local"`` (the app starts a worker process when it queues a job) or ``"remote"``
         (workers run elsewhere against the same database; nothing is started here).
+    session_idle_hours : float
+        A sign-in ends after this long without a page run (``CELLTALLY_SESSION_IDLE_HOURS``).
+    session_max_days : float
+        A sign-in ends this long after it began, however busy (``CELLTALLY_SESSION_MAX_DAYS``).
     """
 
     data_dir: Path
@@ -42,6 +46,8 @@ class Settings:
     import_roots: tuple[Path, ...] = field(default_factory=tuple)
     upload_limit_mb: int = 200
     workers: str = "local"
+    session_idle_hours: float = 8.0
+    session_max_days: float = 7.0
 
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None, *, base: Path | None = None) -> "Settings":
@@ -78,6 +84,8 @@ class Settings:
             import_roots=tuple(dict.fromkeys(roots)),
             upload_limit_mb=int(env.get("CELLTALLY_UPLOAD_LIMIT_MB", "200")),
             workers=workers,
+            session_idle_hours=_positive(env, "CELLTALLY_SESSION_IDLE_HOURS", 8.0),
+            session_max_days=_positive(env, "CELLTALLY_SESSION_MAX_DAYS", 7.0),
         )
 
     def with_(self, **changes) -> "Settings":
@@ -93,7 +101,26 @@ class Settings:
             "CELLTALLY_IMPORT_ROOTS": os.pathsep.join(str(p) for p in self.import_roots),
             "CELLTALLY_UPLOAD_LIMIT_MB": str(self.upload_limit_mb),
             "CELLTALLY_WORKERS": self.workers,
+            "CELLTALLY_SESSION_IDLE_HOURS": str(self.session_idle_hours),
+            "CELLTALLY_SESSION_MAX_DAYS": str(self.session_max_days),
         }
+
+
+def _positive(env: dict[str, str], name: str, default: float) -> float:
+    """A positive number from the environment, or ValueError naming the variable.
+
+    >>> _positive({"X": "0.5"}, "X", 8.0), _positive({}, "X", 8.0)
+    (0.5, 8.0)
+    """
+    raw = env.get(name, "").strip()
+    try:
+        value = float(raw) if raw else default
+    except ValueError:
+        value = float("nan")
+    if not value > 0 or value == float("inf"):
+        raise ValueError(f"{name} is {raw!r}; set it to a positive number (or leave it unset for "
+                         f"{default:g}).")
+    return value
 
 
 def _absolute_sqlite(url: str, base: Path) -> str:

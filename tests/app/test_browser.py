@@ -225,16 +225,3 @@ def test_queue_a_tiny_training_job_and_watch_it_finish(server, browser, app_db, 
         assert run.config["base_filters"] == 2 and run.config["epochs"] == 1
         assert s.scalars(select(ImageResult).where(ImageResult.run_id == run.id)).all()
     page.close()
-
-
-def test_a_reload_and_a_link_with_the_token_stay_signed_in(server, browser):
-    page = browser.new_page(viewport={"width": 1400, "height": 1000})
-    sign_in(page, server, "operator", "operator-demo")
-    page.wait_for_url("**session=*", timeout=30_000)
-    token = page.url.split("session=", 1)[1].split("&")[0]
-    page.reload()
-    page.get_by_role("heading", name="Review").wait_for(timeout=60_000)
-    assert page.get_by_role("textbox", name="Password").count() == 0
-    page.goto(f"{server}/train?session={token}")      # a direct link, in the same tab
-    page.get_by_role("heading", name="Train").wait_for(timeout=60_000)
-    page.close()

@@ -95,9 +95,10 @@ def _page_alone(app_db, role, page):
     list a page the role may not open): the page must refuse by itself."""
     from streamlit.testing.v1 import AppTest
 
+    from tests.app.helpers import signed_in
+
     at = AppTest.from_file(str(ROOT / page), default_timeout=60)
-    at.session_state["user"] = role
-    at.session_state["project_id"] = app_db.project_id
+    signed_in(at, app_db, role)
     return at.run()
 
 
