@@ -198,6 +198,10 @@ def test_queue_a_tiny_training_job_and_watch_it_finish(server, browser, app_db, 
     page.get_by_role("button", name="Retrain").wait_for(timeout=60_000)
     for label, value in TINY.items():
         box = page.get_by_label(label, exact=True)
+        # A rerun keeps its stale copy of a widget until it redraws it (the sign-in's cookie
+        # writes rerun the page): wait for the one settled input.
+        page.wait_for_function("n => document.querySelectorAll(`input[aria-label=\"${n}\"]`)"
+                               ".length === 1", arg=label, timeout=60_000)
         box.fill(str(value))
         box.press("Tab")
     page.get_by_text("Augment crops").click()  # off: the fewest seconds per step
