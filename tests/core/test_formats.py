@@ -201,10 +201,13 @@ def test_coco_tolerates_strays_and_box_only_annotations():
     doc = {"images": [{"id": 1, "file_name": "a.png", "height": 10, "width": 10}],
            "annotations": [{"image_id": 99, "segmentation": [[0, 0, 1, 0, 1, 1]]},
                            {"image_id": 1, "bbox": [2, 3, 4, 2]},
-                           {"image_id": 1, "segmentation": []}]}
+                           {"image_id": 1, "segmentation": "junk"},
+                           {"image_id": 1, "segmentation": [], "bbox": []}]}
     (img,) = F.read_coco(doc)
     assert len(img.regions) == 1
     assert (F.regions_to_labels(img.regions, img.shape) > 0).sum() == 8
+    # The empty entry is how FNC v2 lists an image without cells: nothing to note.
+    assert len(img.notes) == 2
     assert "only a box" in img.notes[0] and "neither" in img.notes[1]
 
 
