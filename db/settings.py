@@ -28,9 +28,15 @@ class Settings:
     demo : bool
         Demo mode: a separate database and data dir under ``data/demo/``, demo accounts listed.
     import_roots : tuple of Path
-        Folder imports may only read below these roots (the data dir is always one).
+        Folders the app (a browser) may import from; the data dir is always one
+        (``CELLTALLY_IMPORT_ROOTS``, separated by ``os.pathsep``). The command line reads any
+        folder the person running it can read.
     upload_limit_mb : int
         Largest uploaded file accepted, in megabytes.
+    max_upload_pixels : int
+        Largest uploaded image accepted, in pixels per plane, checked from the file's header
+        before decoding (``CELLTALLY_MAX_UPLOAD_PIXELS``, default 40 megapixels). Folder and
+        command-line imports keep ``core.io.MAX_PIXELS`` (100 megapixels).
     workers : str
         ``"local"`` (the app starts a worker process when it queues a job) or ``"remote"``
         (workers run elsewhere against the same database; nothing is started here).
@@ -42,6 +48,7 @@ class Settings:
     import_roots: tuple[Path, ...] = field(default_factory=tuple)
     upload_limit_mb: int = 200
     workers: str = "local"
+    max_upload_pixels: int = 40_000_000
 
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None, *, base: Path | None = None) -> "Settings":
@@ -78,6 +85,7 @@ class Settings:
             import_roots=tuple(dict.fromkeys(roots)),
             upload_limit_mb=int(env.get("CELLTALLY_UPLOAD_LIMIT_MB", "200")),
             workers=workers,
+            max_upload_pixels=_positive_int(env, "CELLTALLY_MAX_UPLOAD_PIXELS", 40_000_000),
         )
 
     def with_(self, **changes) -> "Settings":
@@ -93,7 +101,26 @@ class Settings:
             "CELLTALLY_IMPORT_ROOTS": os.pathsep.join(str(p) for p in self.import_roots),
             "CELLTALLY_UPLOAD_LIMIT_MB": str(self.upload_limit_mb),
             "CELLTALLY_WORKERS": self.workers,
+            "CELLTALLY_MAX_UPLOAD_PIXELS": str(self.max_upload_pixels),
         }
+
+
+def _positive_int(env: dict[str, str], key: str, default: int) -> int:
+    """A positive whole number from the environment, or a sentence saying what to set.
+
+    >>> _positive_int({"N": "2_000"}, "N", 5), _positive_int({}, "N", 5)
+    (2000, 5)
+    """
+    text = env.get(key, "").strip()
+    if not text:
+        return default
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value <= 0:
+        raise ValueError(f"{key} is {text!r}; set it to a positive whole number, e.g. {default}.")
+    return value
 
 
 def _absolute_sqlite(url: str, base: Path) -> str:
