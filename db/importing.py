@@ -417,6 +417,19 @@ def _mask_stem(name: str, image_stems: set[str]) -> str | None:
     return None
 
 
+def _stems_of(name: str) -> list[str]:
+    """The stems masks may name an image by: ``a`` for ``a.png``; ``a.ome`` and ``a`` for
+    ``a.ome.tif`` (Cellpose keeps ``.ome``, people and QuPath's exports often drop it).
+
+    >>> _stems_of("a.png"), _stems_of("b.ome.tif")
+    (['a'], ['b.ome', 'b'])
+    """
+    stem = Path(name).stem
+    if stem.lower().endswith(".ome") and len(stem) > 4:
+        return [stem, stem[:-4]]
+    return [stem]
+
+
 def _split_masks(names: Iterable[str]) -> tuple[list[str], list[str], list[str]]:
     """(images, mask files, other files) among the names of one folder or upload.
 
@@ -427,7 +440,7 @@ def _split_masks(names: Iterable[str]) -> tuple[list[str], list[str], list[str]]
     images = [n for n in names if _is_image(n)]
     tools = [n for n in names if not _is_image(n) and maskfiles.mask_kind(n) is not None]
     others = [n for n in names if not _is_image(n) and maskfiles.mask_kind(n) is None]
-    plain = {Path(n).stem for n in images}
+    plain = {stem for n in images for stem in _stems_of(n)}
     masks = [n for n in images if _mask_stem(n, plain) is not None]
     return [n for n in images if n not in masks], masks + tools, others
 
@@ -439,16 +452,21 @@ def _pair(images: list[tuple[str, Any]], masks: dict[str, Any], where: str
     An image with two candidate masks is refused naming both (it would otherwise get an
     automatic mask in their place); every mask file without an image is named with the reason.
     """
-    match = maskfiles.match_mask_files([Path(n).stem for n, _ in images], masks)
+    match = maskfiles.match_mask_files([s for n, _ in images for s in _stems_of(n)], masks)
     items, skipped = [], []
     for name, source in images:
-        stem = Path(name).stem
-        if stem in match.refused:
-            skipped.append(_skip(_clean(name), "two masks", f"{_clean(match.refused[stem])} "
+        stems = _stems_of(name)
+        refused = [match.refused[s] for s in stems if s in match.refused]
+        found = [match.found[s] for s in stems if s in match.found]
+        if len(found) > 1:
+            refused.append(f"{name} has 2 mask files, {found[0].name} and {found[1].name}; keep "
+                           f"one of them.")
+        if refused:
+            skipped.append(_skip(_clean(name), "two masks", f"{_clean(refused[0])} "
                                  f"{_clean(name)} was not imported, so that it does not get an "
                                  f"automatic mask in their place."))
             continue
-        found = match.found.get(stem)
+        found = found[0] if found else None
         items.append(ImportItem(_clean(name), source, masks[found.name] if found else None,
                                 _clean(found.name) if found else None,
                                 found.kind if found else None))
@@ -714,7 +732,7 @@ def collect_uploads(files: Iterable[tuple[str, bytes]], *, limit_mb: float = 200
 
 def _with_annotation(item: ImportItem, annotations: dict[str, formats.AnnotatedImage]) -> ImportItem:
     """An uploaded item with its VIA/COCO objects, when it came without a mask file."""
-    ann = annotations.get(Path(item.name).stem)
+    ann = next((annotations[s] for s in _stems_of(item.name) if s in annotations), None)
     if ann is None:
         return item
     split, meta = _annotation_split(ann)
