@@ -64,6 +64,8 @@ __all__ = ["ImportRefused", "ImportItem", "ImportOptions", "FileOutcome", "Impor
 log = logging.getLogger(__name__)
 
 IMAGE_SUFFIXES = (".png", ".tif", ".tiff", ".jpg", ".jpeg")
+# Read only to be refused with their own reason and the fix (export as OME-TIFF).
+_MICROSCOPE_SUFFIXES = (".czi", ".nd2", ".lif")
 FORMATS = ("folder", "fnc", "via", "coco")
 #: Images narrower or lower than this are refused: they hold no cell, and pages cannot show them.
 MIN_SIDE = 2
@@ -391,7 +393,7 @@ def _files(folder: Path) -> list[Path]:
 
 
 def _is_image(path: Path | str) -> bool:
-    return Path(str(path)).suffix.lower() in IMAGE_SUFFIXES
+    return Path(str(path)).suffix.lower() in IMAGE_SUFFIXES + _MICROSCOPE_SUFFIXES
 
 
 def _unknown(name: str) -> FileOutcome:

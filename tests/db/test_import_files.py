@@ -338,3 +338,16 @@ def test_fnc_v2_reports_only_what_matters(engine, settings, capsys):
     with Session(engine) as s:
         image = s.get(Image, from_coco.imported[0].image_id)
         assert s.get(MaskVersion, image.head_version_id).object_count == 0
+
+
+def test_each_refusal_of_a_microscopy_file_has_its_own_reason(engine, settings):
+    _project(engine)
+    two = _tiff(_shapes()[:2], ome=True, photometric="minisblack", metadata={"axes": "CYX"})
+    files = [("slide.czi", b"ZISRAWFILE" + bytes(64)), ("scan.nd2", b"\xda\xce\xbe\x0a" + bytes(64)),
+             ("two.ome.tif", two), ("notes.png", b"plain text, not an image")]
+    report = I.import_uploads(engine, settings, "P", files)
+    reasons = {o.name: o.reason for o in report.skipped}
+    assert reasons == {"slide.czi": "microscope format", "scan.nd2": "microscope format",
+                       "two.ome.tif": "several channels", "notes.png": "unknown format"}
+    messages = {o.name: o.message for o in report.skipped}
+    assert "Zeiss CZI" in messages["slide.czi"] and "OME-TIFF" in messages["scan.nd2"]
