@@ -2,6 +2,7 @@
 uploads, NUL bytes, interrupted batches, and a database other people are writing to meanwhile.
 """
 import json
+import os
 import pathlib
 import struct
 import threading
@@ -306,9 +307,16 @@ def test_a_nul_byte_in_a_file_name_does_not_fail_the_batch(engine, settings, pro
              ("ok.png", core_io.write_image(None, _picture(2)))]
     report = I.import_uploads(engine, settings, "P", files)
     assert sorted(o.name for o in report.imported) == ["cells\ufffd.png", "ok.png"]
+    # A name that is not UTF-8 on disk (Latin-1 here) reaches Python as a lone surrogate.
+    folder = settings.data_dir / "latin"
+    folder.mkdir()
+    (pathlib.Path(os.fsdecode(os.fsencode(folder) + b"/caf\xe9.png"))
+     .write_bytes(core_io.write_image(None, _picture(3))))
+    found = I.import_path(engine, settings, folder, project="P")
+    assert [o.name for o in found.imported] == ["caf\ufffd.png"]
     with Session(engine) as s:
         names = set(s.scalars(select(Image.original_name)))
-        assert names == {"cells\ufffd.png", "ok.png"}
+        assert names == {"cells\ufffd.png", "ok.png", "caf\ufffd.png"}
         assert s.get(ImportBatch, report.batch_id).status == "done"
 
 
