@@ -53,10 +53,10 @@ from PIL import Image
 from core.objects import as_labels
 from core.polygons import CellOutline, label_outlines, rasterise_labels
 
-__all__ = ["MAX_CELLS", "KINDS", "MASK_SUFFIXES", "MaskSizeError", "MaskRead", "MaskFile", "MaskMatch", "mask_kind",
-           "read_mask_file", "read_cellpose", "read_imagej_rois", "read_geojson",
-           "read_label_image", "match_mask_files", "write_label_tiff", "write_imagej_rois",
-           "write_geojson"]
+__all__ = ["MAX_CELLS", "KINDS", "MASK_SUFFIXES", "MaskSizeError", "MaskRead", "MaskFile",
+           "MaskMatch", "mask_kind", "read_mask_file", "read_cellpose", "read_imagej_rois",
+           "read_geojson", "read_label_image", "match_mask_files", "write_label_tiff",
+           "write_imagej_rois", "write_geojson"]
 
 log = logging.getLogger(__name__)
 

@@ -732,7 +732,8 @@ def collect_uploads(files: Iterable[tuple[str, bytes]], *, limit_mb: float = 200
                      resumable=False)
 
 
-def _with_annotation(item: ImportItem, annotations: dict[str, formats.AnnotatedImage]) -> ImportItem:
+def _with_annotation(item: ImportItem,
+                     annotations: dict[str, formats.AnnotatedImage]) -> ImportItem:
     """An uploaded item with its VIA/COCO objects, when it came without a mask file."""
     ann = next((annotations[s] for s in _stems_of(item.name) if s in annotations), None)
     if ann is None:

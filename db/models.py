@@ -20,10 +20,10 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 __all__ = [
     "Base", "utcnow", "UTCDateTime", "ROLES", "STAINS", "SPLITS", "REVIEW_STATUSES", "MASK_SOURCES",
-    "VERDICTS", "JOB_KINDS", "JOB_STATUSES", "IMPORT_STATUSES", "OUTCOMES", "User", "Project", "ImportBatch", "Image",
-    "MaskVersion", "Approval", "ObjectDecision", "ReviewAssignment", "AdjudicationItem",
-    "AdjudicationDecision", "AuditRecord", "Job", "ModelRun", "RunItem", "ImageResult",
-    "ObjectOutcome",
+    "VERDICTS", "JOB_KINDS", "JOB_STATUSES", "IMPORT_STATUSES", "OUTCOMES", "User", "Project",
+    "ImportBatch", "Image", "MaskVersion", "Approval", "ObjectDecision", "ReviewAssignment",
+    "AdjudicationItem", "AdjudicationDecision", "AuditRecord", "Job", "ModelRun", "RunItem",
+    "ImageResult", "ObjectOutcome",
 ]
 
 ROLES = ("operator", "expert", "viewer", "admin")

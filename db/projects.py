@@ -379,7 +379,8 @@ def create_batch(session: Session, project_id: int, *, user_id: int | None, sour
                  status: str = "running") -> ImportBatch:
     """Open an import batch (one per import; the importer fills its report)."""
     if status not in IMPORT_STATUSES:
-        raise ValueError(f"Unknown batch status {status!r}; use one of {', '.join(IMPORT_STATUSES)}.")
+        raise ValueError(f"Unknown batch status {status!r}; use one of "
+                         f"{', '.join(IMPORT_STATUSES)}.")
     get_project(session, project_id)
     batch = ImportBatch(project_id=project_id, user_id=user_id, source=source, report={},
                         status=status, updated_at=utcnow())
@@ -428,8 +429,8 @@ def batch_state(batch: ImportBatch, *, now: dt.datetime | None = None) -> str:
     >>> import datetime as dt
     >>> t = dt.datetime(2026, 1, 1, tzinfo=dt.timezone.utc)
     >>> b = ImportBatch(status="running", updated_at=t)
-    >>> batch_state(b, now=t + dt.timedelta(seconds=5)), batch_state(b, now=t + dt.timedelta(hours=1))
-    ('running', 'interrupted')
+    >>> [batch_state(b, now=t + dt.timedelta(seconds=s)) for s in (5, 3600)]
+    ['running', 'interrupted']
     """
     if batch.status != "running":
         return batch.status or "done"

@@ -302,7 +302,8 @@ def test_regions_outside_the_image_are_clipped():
      "v.json: region 2 has coordinates that are not finite"),
     (F.EllipseRegion(5.0, 5.0, 1e12, 3.0, where="c.json: annotation 3"),
      "c.json: annotation 3 reaches"),
-    (F.EllipseRegion(5.0, 5.0, 2.0, 2.0, float("inf"), where="e"), "e has coordinates that are not finite"),
+    (F.EllipseRegion(5.0, 5.0, 2.0, 2.0, float("inf"), where="e"),
+     "e has coordinates that are not finite"),
     (F.RectRegion(0.0, 0.0, 10.0, 1e15, where="r"), "r reaches"),
 ])
 def test_annotations_beyond_their_image_are_refused_with_a_sentence(region, message):

@@ -182,7 +182,8 @@ def test_the_command_line_keeps_every_label_of_a_label_tiff_a_cell(engine, setti
         for im in images:
             head = s.get(MaskVersion, im.head_version_id)
             assert (head.source, head.object_count) == ("import", 6)
-            assert s.scalar(select(Approval.version_id).where(Approval.image_id == im.id)) == head.id
+            approved = select(Approval.version_id).where(Approval.image_id == im.id)
+            assert s.scalar(approved) == head.id
             _same_cells(saved[im.id][1], _labels())
     with pytest.raises(I.ImportRefused, match="outside the folders CellTally may import from"):
         I.import_path(engine, settings, outside / "images", project="P")
@@ -343,7 +344,8 @@ def test_fnc_v2_reports_only_what_matters(engine, settings, capsys):
 def test_each_refusal_of_a_microscopy_file_has_its_own_reason(engine, settings):
     _project(engine)
     two = _tiff(_shapes()[:2], ome=True, photometric="minisblack", metadata={"axes": "CYX"})
-    files = [("slide.czi", b"ZISRAWFILE" + bytes(64)), ("scan.nd2", b"\xda\xce\xbe\x0a" + bytes(64)),
+    files = [("slide.czi", b"ZISRAWFILE" + bytes(64)),
+             ("scan.nd2", b"\xda\xce\xbe\x0a" + bytes(64)),
              ("two.ome.tif", two), ("notes.png", b"plain text, not an image")]
     report = I.import_uploads(engine, settings, "P", files)
     reasons = {o.name: o.reason for o in report.skipped}
