@@ -32,6 +32,7 @@ True
 """
 from __future__ import annotations
 
+import functools
 import json
 import logging
 from dataclasses import dataclass, field
@@ -41,13 +42,14 @@ import numpy as np
 from scipy import ndimage as ndi
 from skimage import draw, measure
 
+from core.io import MAX_PIXELS
 from core.objects import as_labels
 
 __all__ = [
     "FormatError", "Region", "PolygonRegion", "EllipseRegion", "RectRegion", "MaskRegion",
     "AnnotatedImage", "ExportImage", "parse_json", "detect_format", "read_annotations",
     "read_via", "read_coco", "regions_to_labels", "object_outlines", "encode_rle",
-    "decode_rle", "decode_rle_string", "coco_document", "via_document",
+    "decode_rle", "decode_rle_string", "coco_document", "via_document", "check_points",
 ]
 
 log = logging.getLogger(__name__)
@@ -69,10 +71,63 @@ class FormatError(ValueError):
 
 
 class Region:
-    """One annotated object; :meth:`pixels` gives its (rows, cols) inside an image of ``shape``."""
+    """One annotated object; :meth:`pixels` gives its (rows, cols) inside an image of ``shape``.
+
+    :meth:`pixels` refuses (:class:`FormatError`, naming the annotation by its ``where``) an
+    object whose numbers are not finite or that reaches more than one image size beyond the
+    image's edges: such an object belongs to another image or is damaged, and drawing it could
+    ask for gigabytes (see :func:`check_points`).
+    """
 
     def pixels(self, shape: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
         raise NotImplementedError
+
+
+def check_points(rows: Sequence[float], cols: Sequence[float], shape: tuple[int, int], *,
+                 where: str = "an annotation") -> None:
+    """Refuse points that are not finite or lie more than one image size outside the image.
+
+    Parameters
+    ----------
+    rows, cols : sequence of float
+        Pixel-centre coordinates of an annotation's points.
+    shape : (int, int)
+        The image's (height, width).
+    where : str
+        The annotation, for the message (file and annotation number).
+
+    Raises
+    ------
+    FormatError
+        With a sentence naming ``where`` and what is wrong.
+
+    Examples
+    --------
+    >>> check_points([0, 12], [-3, 5], (10, 10))
+    >>> try:
+    ...     check_points([0, 1e9], [0, 5], (10, 10), where="a.json: region 2")
+    ... except FormatError as exc:
+    ...     print(exc)  # doctest: +ELLIPSIS
+    a.json: region 2 reaches x = 0 to 5, y = 0 to 1e+09, far outside its image (10 x 10 px); ...
+    """
+    try:
+        r = np.asarray(rows, dtype=float).ravel()
+        c = np.asarray(cols, dtype=float).ravel()
+    except (TypeError, ValueError, OverflowError):
+        raise FormatError(f"{where} has coordinates that are not numbers; fix the file or "
+                          f"export it again.") from None
+    if not (np.isfinite(r).all() and np.isfinite(c).all()):
+        raise FormatError(f"{where} has coordinates that are not finite numbers (NaN or "
+                          f"infinity); fix the file or export it again.")
+    if r.size == 0 or c.size == 0:
+        return
+    height, width = int(shape[0]), int(shape[1])
+    margin = max(height, width)
+    if (r.min() < -margin or c.min() < -margin or r.max() > height + margin
+            or c.max() > width + margin):
+        raise FormatError(f"{where} reaches x = {c.min():.6g} to {c.max():.6g}, y = "
+                          f"{r.min():.6g} to {r.max():.6g}, far outside its image ({width} x "
+                          f"{height} px); check that the annotation belongs to this image.")
 
 
 @dataclass(frozen=True)
@@ -97,8 +152,10 @@ class PolygonRegion(Region):
     rows: tuple[float, ...]
     cols: tuple[float, ...]
     inclusive: bool = True
+    where: str = field(default="an annotation", compare=False, repr=False)
 
     def pixels(self, shape):
+        check_points(self.rows, self.cols, shape, where=self.where)
         r = np.asarray(self.rows, dtype=float)
         c = np.asarray(self.cols, dtype=float)
         if len(r) >= 3:
@@ -142,8 +199,14 @@ class EllipseRegion(Region):
     row_radius: float
     col_radius: float
     rotation: float = 0.0
+    where: str = field(default="an annotation", compare=False, repr=False)
 
     def pixels(self, shape):
+        # Its bounding box is what gets drawn: that box must lie within the bounds.
+        sizes = np.asarray([self.row_radius, self.col_radius, self.rotation], dtype=float)
+        reach = float(np.abs(sizes[:2]).max()) if np.isfinite(sizes).all() else np.nan
+        check_points([self.row - reach, self.row + reach], [self.col - reach, self.col + reach],
+                     shape, where=self.where)
         if self.row_radius <= 0 or self.col_radius <= 0:
             return np.zeros(0, np.intp), np.zeros(0, np.intp)
         # skimage keeps centres strictly inside; the small margin takes those on the outline too.
@@ -167,8 +230,11 @@ class RectRegion(Region):
     col: float
     height: float
     width: float
+    where: str = field(default="an annotation", compare=False, repr=False)
 
     def pixels(self, shape):
+        check_points([self.row, self.row + self.height], [self.col, self.col + self.width], shape,
+                     where=self.where)
         r0, c0 = max(int(round(self.row)), 0), max(int(round(self.col)), 0)
         r1 = min(int(round(self.row + self.height)), shape[0])
         c1 = min(int(round(self.col + self.width)), shape[1])
@@ -186,12 +252,7 @@ class MaskRegion(Region):
     name: str = "COCO file"
 
     def pixels(self, shape):
-        mask = decode_rle(self.rle, name=self.name)
-        if mask.shape != tuple(shape):
-            raise FormatError(
-                f"{self.name}: an RLE mask is {mask.shape[0]}x{mask.shape[1]} but the image is "
-                f"{shape[0]}x{shape[1]}; check that the annotation belongs to this image.")
-        return np.nonzero(mask)
+        return np.nonzero(decode_rle(self.rle, name=self.name, shape=shape))
 
 
 @dataclass(frozen=True)
@@ -340,8 +401,13 @@ def encode_rle(mask: np.ndarray) -> dict[str, Any]:
     return {"size": [int(mask.shape[0]), int(mask.shape[1])], "counts": [int(n) for n in counts]}
 
 
-def decode_rle(rle: Mapping[str, Any], *, name: str = "COCO file") -> np.ndarray:
+def decode_rle(rle: Mapping[str, Any], *, name: str = "COCO file",
+               shape: tuple[int, int] | None = None) -> np.ndarray:
     """Decode a COCO RLE (``counts`` a list, or COCO's compressed string) to a bool mask.
+
+    The size is checked before anything is decoded: against ``shape`` when given (the image
+    the annotation belongs to), and against ``core.io.MAX_PIXELS`` always, so a file that
+    states an enormous size costs nothing.
 
     Examples
     --------
@@ -353,12 +419,22 @@ def decode_rle(rle: Mapping[str, Any], *, name: str = "COCO file") -> np.ndarray
     try:
         h, w = (int(v) for v in rle["size"])
         counts = rle["counts"]
-    except (KeyError, TypeError, ValueError) as exc:
+    except (KeyError, TypeError, ValueError, OverflowError) as exc:
         raise FormatError(f"{name}: an RLE segmentation needs 'size' [height, width] and "
                           f"'counts'; this one has {sorted(rle) if isinstance(rle, Mapping) else rle!r}.") from exc
+    if shape is not None and (h, w) != (int(shape[0]), int(shape[1])):
+        raise FormatError(f"{name}: an RLE mask is {h}x{w} but the image is {shape[0]}x"
+                          f"{shape[1]}; check that the annotation belongs to this image.")
+    if h <= 0 or w <= 0 or h * w > MAX_PIXELS:
+        raise FormatError(f"{name}: an RLE mask states a size of {h}x{w}, which no image "
+                          f"CellTally reads has; the annotation is damaged.")
     if isinstance(counts, (str, bytes)):
         counts = decode_rle_string(counts, name=name)
-    counts = np.asarray(counts, dtype=np.int64)
+    try:
+        counts = np.asarray(counts, dtype=np.int64)
+    except (TypeError, ValueError, OverflowError):
+        raise FormatError(f"{name}: RLE counts must be whole numbers; the annotation is "
+                          f"damaged.") from None
     if counts.ndim != 1 or (counts < 0).any() or int(counts.sum()) != h * w:
         raise FormatError(f"{name}: RLE counts add up to {int(counts.sum())} pixels but its size "
                           f"is {h}x{w} = {h * w}; the annotation is damaged.")
@@ -380,7 +456,11 @@ def decode_rle_string(text: str | bytes, *, name: str = "COCO file") -> list[int
     >>> decode_rle_string("151M")
     [1, 5, 1, 2]
     """
-    data = text.encode("ascii") if isinstance(text, str) else bytes(text)
+    try:
+        data = text.encode("ascii") if isinstance(text, str) else bytes(text)
+    except UnicodeEncodeError:
+        raise FormatError(f"{name}: a compressed RLE string holds characters other than COCO's "
+                          f"letters and digits; the annotation is damaged.") from None
     counts: list[int] = []
     pos = 0
     while pos < len(data):
@@ -427,6 +507,33 @@ def parse_json(data: bytes | str | Mapping[str, Any], *, name: str = "annotation
     except json.JSONDecodeError as exc:
         raise FormatError(f"{name} is not valid JSON (line {exc.lineno}, column {exc.colno}: "
                           f"{exc.msg}); export it again from the annotation tool.") from None
+    except RecursionError:
+        raise FormatError(f"{name} nests its brackets deeper than any annotation file does; it "
+                          f"is damaged or not an annotation file.") from None
+    except MemoryError:
+        raise FormatError(f"{name} is too large to read as JSON here; split it into smaller "
+                          f"files.") from None
+
+
+def _refuse_malformed(read):
+    """Make a reader turn what a malformed document makes Python raise into a FormatError.
+
+    Any JSON value may stand where a list or a number is expected; rather than guard every
+    access, a wrong type anywhere refuses the file with one sentence naming it.
+    """
+    @functools.wraps(read)
+    def guarded(data, *, name: str | None = None):
+        label = name or read.__kwdefaults__["name"]
+        try:
+            return read(data, name=label)
+        except FormatError:
+            raise
+        except (TypeError, ValueError, KeyError, IndexError, AttributeError, OverflowError,
+                RecursionError, MemoryError) as exc:
+            raise FormatError(f"{label} does not have the structure of a VIA or COCO file "
+                              f"({type(exc).__name__}: {str(exc)[:120]}); export it again from "
+                              f"the annotation tool.") from None
+    return guarded
 
 
 def _via_metadata(doc: Any) -> Mapping[str, Any] | None:
@@ -478,6 +585,7 @@ def read_annotations(data: bytes | str | Mapping[str, Any], *,
                       f"(no 'images' list); export VIA-2 JSON or COCO instances JSON instead.")
 
 
+@_refuse_malformed
 def read_via(data: bytes | str | Mapping[str, Any], *,
              name: str = "VIA file") -> list[AnnotatedImage]:
     """Read VIA-2 annotations (a project file or an exported annotation JSON).
@@ -499,53 +607,57 @@ def read_via(data: bytes | str | Mapping[str, Any], *,
     if meta is None:
         raise FormatError(f"{name} is not a VIA-2 file: it has no '_via_img_metadata' entries "
                           f"with 'filename' and 'regions'; export it from VIA as JSON.")
-    images = []
-    for key, entry in meta.items():
-        if not isinstance(entry, Mapping):
-            continue
-        file_name = str(entry.get("filename") or key)
-        raw = entry.get("regions") or []
-        raw = list(raw.values()) if isinstance(raw, Mapping) else list(raw)
-        regions, notes = [], []
-        for k, region in enumerate(raw, start=1):
-            made, note = _via_region(region, f"{file_name}: region {k}")
-            if made is not None:
-                regions.append(made)
-            if note:
-                notes.append(note)
-        attrs = entry.get("file_attributes") if isinstance(entry.get("file_attributes"), Mapping) else {}
-        images.append(AnnotatedImage(file_name, tuple(regions), None, dict(attrs), tuple(notes)))
-    return images
+    return [_via_image(key, entry, name) for key, entry in meta.items()
+            if isinstance(entry, Mapping)]
 
 
-def _via_region(region: Any, where: str) -> tuple[Region | None, str | None]:
+def _via_image(key: str, entry: Mapping[str, Any], name: str) -> AnnotatedImage:
+    """One VIA image entry -> :class:`AnnotatedImage` (raises what a malformed entry makes)."""
+    file_name = str(entry.get("filename") or key)
+    raw = entry.get("regions") or []
+    raw = list(raw.values()) if isinstance(raw, Mapping) else list(raw)
+    regions, notes = [], []
+    for k, region in enumerate(raw, start=1):
+        made, note = _via_region(region, f"{file_name}: region {k}", name)
+        if made is not None:
+            regions.append(made)
+        if note:
+            notes.append(note)
+    attrs = entry.get("file_attributes")
+    attrs = attrs if isinstance(attrs, Mapping) else {}
+    return AnnotatedImage(file_name, tuple(regions), None, dict(attrs), tuple(notes))
+
+
+def _via_region(region: Any, where: str, source: str) -> tuple[Region | None, str | None]:
     """One VIA region -> (Region or None, a note when it was skipped)."""
     shape = region.get("shape_attributes") if isinstance(region, Mapping) else None
     if not isinstance(shape, Mapping):
         return None, f"{where} has no 'shape_attributes' and was skipped."
     kind = str(shape.get("name", "")).lower()
+    at = f"{source}: {where}"
     try:
         if kind in ("polygon", "polyline"):
             xs, ys = shape["all_points_x"], shape["all_points_y"]
             if len(xs) != len(ys) or len(xs) == 0:
                 return None, f"{where} has {len(xs)} x and {len(ys)} y points and was skipped."
-            return PolygonRegion(tuple(map(float, ys)), tuple(map(float, xs)), True), None
+            return PolygonRegion(tuple(map(float, ys)), tuple(map(float, xs)), True, at), None
         if kind == "circle":
             r = float(shape["r"])
-            return EllipseRegion(float(shape["cy"]), float(shape["cx"]), r, r), None
+            return EllipseRegion(float(shape["cy"]), float(shape["cx"]), r, r, 0.0, at), None
         if kind == "ellipse":
             return EllipseRegion(float(shape["cy"]), float(shape["cx"]), float(shape["ry"]),
-                                 float(shape["rx"]), float(shape.get("theta", 0.0))), None
+                                 float(shape["rx"]), float(shape.get("theta", 0.0)), at), None
         if kind == "rect":
             return RectRegion(float(shape["y"]), float(shape["x"]), float(shape["height"]),
-                              float(shape["width"])), None
-    except (KeyError, TypeError, ValueError) as exc:
+                              float(shape["width"]), at), None
+    except (KeyError, TypeError, ValueError, OverflowError) as exc:
         return None, f"{where} is a {kind} without a usable {exc} value and was skipped."
     what = f"a {kind}" if kind else "a shape without a name"
     return None, (f"{where} is {what}, which has no area to make a mask from, and was skipped; "
                   f"draw cells as polygons, circles, ellipses or rectangles.")
 
 
+@_refuse_malformed
 def read_coco(data: bytes | str | Mapping[str, Any], *,
               name: str = "COCO file") -> list[AnnotatedImage]:
     """Read COCO instance annotations, standard or as FNC v2 writes them.
@@ -576,6 +688,9 @@ def read_coco(data: bytes | str | Mapping[str, Any], *,
                               f"needs 'id' and 'file_name'.")
         key = str(image.get("id", image["file_name"]))
         entries[key] = {"image": image, "regions": [], "notes": []}
+    if not isinstance(doc.get("annotations") or [], list):
+        raise FormatError(f"{name}: 'annotations' is not a list; export COCO instances JSON "
+                          f"from the annotation tool.")
     for k, ann in enumerate(doc.get("annotations") or [], start=1):
         target = entries.get(str(ann.get("image_id"))) if isinstance(ann, Mapping) else None
         if target is None:
@@ -595,7 +710,7 @@ def _coco_image(entry: Mapping[str, Any], name: str) -> AnnotatedImage:
     try:
         if image.get("height") is not None and image.get("width") is not None:
             shape = (int(image["height"]), int(image["width"]))
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):
         raise FormatError(f"{name}: image {image['file_name']!r} has height "
                           f"{image.get('height')!r} and width {image.get('width')!r}; "
                           f"both must be whole numbers.") from None
@@ -617,24 +732,40 @@ def _depth(value: Any) -> int:
 def _coco_segmentation(ann: Mapping[str, Any], where: str) -> tuple[list[Region], str | None]:
     """Regions of one COCO annotation and a note when something was skipped or guessed."""
     seg = ann.get("segmentation")
+    box = ann.get("bbox")
     if isinstance(seg, Mapping):
         return [MaskRegion(seg, where)], None
+    if _empty(seg) and _empty(box):
+        return [], None  # FNC v2's entry for an image without cells: nothing to skip or note
     depth = _depth(seg)
     try:
         if depth == 3:  # FNC v2: one [[x, y], ...] outline per object
             polys = [np.asarray(p, dtype=float).reshape(-1, 2) for p in seg if len(p)]
-            return [PolygonRegion(tuple(p[:, 1]), tuple(p[:, 0]), True) for p in polys], None
+            return [PolygonRegion(tuple(p[:, 1]), tuple(p[:, 0]), True, where)
+                    for p in polys], None
         if depth in (1, 2):  # standard: flat polygons, all parts of one object
             parts = [seg] if depth == 1 else [p for p in seg if len(p) >= 6]
-            return [_coco_polygon_parts(parts)] if parts else [], None
-    except (TypeError, ValueError):
-        return [], f"{where} has a segmentation that is not a list of numbers and was skipped."
-    box = ann.get("bbox")
-    if isinstance(box, (list, tuple)) and len(box) == 4 and not isinstance(box[0], (list, tuple)):
-        x, y, w, h = (float(v) for v in box)
-        return [RectRegion(y, x, h, w)], (f"{where} has no segmentation, only a box; the box "
-                                          f"was used as the object's outline.")
+            return [_coco_polygon_parts(parts, where)] if parts else [], None
+        if (isinstance(box, (list, tuple)) and len(box) == 4
+                and not isinstance(box[0], (list, tuple))):
+            x, y, w, h = (float(v) for v in box)
+            return [RectRegion(y, x, h, w, where)], (f"{where} has no segmentation, only a box; "
+                                                     f"the box was used as the object's outline.")
+    except (TypeError, ValueError, OverflowError):
+        return [], (f"{where} has a segmentation or box that is not a list of numbers and was "
+                    f"skipped.")
     return [], f"{where} has neither a segmentation nor a box and was skipped."
+
+
+def _empty(value: Any) -> bool:
+    """None, or (nested) lists holding nothing: ``[]``, ``[[]]``.
+
+    >>> _empty(None), _empty([[], []]), _empty([[0, 0, 1, 0, 1, 1]])
+    (True, True, False)
+    """
+    if value is None:
+        return True
+    return isinstance(value, (list, tuple)) and all(_empty(v) for v in value)
 
 
 @dataclass(frozen=True)
@@ -648,7 +779,7 @@ class _MultiPolygonRegion(Region):
         return (np.concatenate([f[0] for f in found]), np.concatenate([f[1] for f in found]))
 
 
-def _coco_polygon_parts(parts: Sequence[Sequence[float]]) -> Region:
+def _coco_polygon_parts(parts: Sequence[Sequence[float]], where: str) -> Region:
     """Flat pixel-corner COCO polygons -> one region in pixel-centre coordinates."""
     regions = []
     for part in parts:
@@ -656,7 +787,7 @@ def _coco_polygon_parts(parts: Sequence[Sequence[float]]) -> Region:
         if xy.size % 2:
             raise ValueError("odd number of coordinates")
         xy = xy.reshape(-1, 2) - 0.5  # pixel corners -> pixel centres
-        regions.append(PolygonRegion(tuple(xy[:, 1]), tuple(xy[:, 0]), False))
+        regions.append(PolygonRegion(tuple(xy[:, 1]), tuple(xy[:, 0]), False, where))
     return regions[0] if len(regions) == 1 else _MultiPolygonRegion(tuple(regions))
 
 

@@ -39,7 +39,17 @@ def build_parser() -> argparse.ArgumentParser:
     create.add_argument("name")
     create.add_argument("--stain", required=True, choices=STAINS)
     create.add_argument("--pixel-size", type=float, default=None, metavar="UM",
-                        help="pixel size in micrometres (for densities per mm²)")
+                        help="pixel size in micrometres, for images whose files do not record "
+                             "it (densities per mm²)")
+    create.add_argument("--channel", default=None, metavar="N",
+                        help="count on channel N (from 0) of multi-channel files, shown in the "
+                             "stain's colour")
+    create.add_argument("--composition", default=None, metavar="R,G,B",
+                        help="or compose red, green and blue from channels, e.g. 1,0,- "
+                             "(- leaves a colour dark)")
+    create.add_argument("--display-range", default=None, metavar="LO:HI",
+                        help="raw values shown as black and white (default: the bit depth each "
+                             "file declares)")
     user = sub.add_parser("user", help="manage users")
     user.add_argument("action", choices=["add", "passwd", "disable"])
     user.add_argument("name")
@@ -54,15 +64,21 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _add_import(sub) -> None:
     imp = sub.add_parser("import", help="import images (and masks) into a project")
-    imp.add_argument("path", type=Path, help="folder, FNC data set, VIA JSON or COCO JSON")
+    imp.add_argument("path", type=Path, help="folder, image file, FNC data set, VIA JSON or COCO "
+                                             "JSON (any folder you can read)")
     imp.add_argument("--project", required=True)
-    imp.add_argument("--masks", type=Path, default=None, help="folder of masks matched by name")
+    imp.add_argument("--masks", type=Path, default=None,
+                     help="folder of masks matched to the images by name: label or binary "
+                          "TIFF/PNG, Cellpose _seg.npy, ImageJ .roi/.zip, QuPath .geojson")
     imp.add_argument("--format", choices=["folder", "fnc", "via", "coco"], default=None,
                      help="guessed from the path when left out")
     imp.add_argument("--approved", action="store_true", default=None,
                      help="mark imported masks as approved ground truth (default for FNC)")
     imp.add_argument("--no-prelabel", action="store_true",
                      help="do not make automatic masks for images that arrive without one")
+    imp.add_argument("--z", default=None, metavar="K|max",
+                     help="for Z-stacks and multi-page TIFFs: the plane to use (from 0), or max "
+                          "for the maximum projection")
     imp.add_argument("--user", default=None, help="record the import under this user name")
 
 
@@ -119,6 +135,20 @@ def _user_command(args, engine) -> str:
             return f"Password of {args.name} changed."
         users.disable_user(s, found)
         return f"User {args.name} disabled."
+
+
+def _project_command(args, engine) -> str:
+    """``project create``: the project, with how its microscopy files are read."""
+    from core.io import ReadOptions
+    from db.projects import create_project, describe_read_options
+
+    read = ReadOptions.from_text(channel=args.channel, display_range=args.display_range,
+                                 composition=args.composition)
+    with Session(engine) as s, s.begin():
+        project = create_project(s, args.name, stain=args.stain, pixel_size_um=args.pixel_size,
+                                 read=read)
+        how = describe_read_options(project)
+    return f"Project {args.name} ({args.stain}) created; files are read {how}."
 
 
 def _split_command(args, engine) -> str:
@@ -240,11 +270,7 @@ def _run(args, settings: Settings) -> str | int:
     if args.command == "upgrade":
         return f"Database at revision {rev}."
     if args.command == "project":
-        from db.projects import create_project
-
-        with Session(engine) as s, s.begin():
-            create_project(s, args.name, stain=args.stain, pixel_size_um=args.pixel_size)
-        return f"Project {args.name} ({args.stain}) created."
+        return _project_command(args, engine)
     if args.command == "user":
         return _user_command(args, engine)
     if args.command == "split":

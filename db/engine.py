@@ -9,23 +9,30 @@ There are no engine or session globals: the app caches its engine itself, tests 
 from __future__ import annotations
 
 import logging
+import random
+import time
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator
+from typing import Callable, Iterator, TypeVar
 
 from sqlalchemy import Engine, create_engine, event, inspect
 from sqlalchemy.engine import make_url
+from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session
 
 from db.settings import Settings
 
-__all__ = ["make_engine", "transaction", "upgrade", "current_revision", "head_revision",
-           "MIGRATIONS_DIR", "SQLITE_BUSY_TIMEOUT_MS"]
+__all__ = ["make_engine", "transaction", "commit_retrying", "is_lock_error", "upgrade",
+           "current_revision", "head_revision", "MIGRATIONS_DIR", "SQLITE_BUSY_TIMEOUT_MS"]
 
 log = logging.getLogger(__name__)
 
 MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
 SQLITE_BUSY_TIMEOUT_MS = 30_000
+# SQLSTATEs PostgreSQL gives a statement that lost a wait for a lock.
+_PG_LOCK_STATES = {"55P03", "40P01", "40001"}
+
+T = TypeVar("T")
 
 
 def make_engine(url: str | Settings, *, echo: bool = False, **kwargs) -> Engine:
@@ -102,6 +109,65 @@ def transaction(engine: Engine) -> Iterator[Session]:
     """
     with Session(engine, expire_on_commit=False) as session, session.begin():
         yield session
+
+
+def is_lock_error(exc: BaseException) -> bool:
+    """Whether a database error means "locked, try again": SQLite's busy and locked, or
+    PostgreSQL's lock timeout, deadlock and serialization failure.
+
+    >>> is_lock_error(OperationalError("UPDATE", {}, Exception("database is locked")))
+    True
+    >>> is_lock_error(OperationalError("SELECT", {}, Exception("no such table: jobs")))
+    False
+    """
+    if not isinstance(exc, OperationalError):
+        return False
+    orig = exc.orig
+    if getattr(orig, "sqlstate", None) in _PG_LOCK_STATES:
+        return True
+    text = str(orig).lower()
+    return "database is locked" in text or "database table is locked" in text
+
+
+def commit_retrying(engine: Engine, work: Callable[[Session], T], *, tries: int = 6,
+                    delay_s: float = 0.05) -> T:
+    """Run ``work(session)`` in its own short transaction and commit it, retrying while locked.
+
+    The exception to "functions never commit", for writes that must survive their caller and
+    must not fail on a busy database: a job's progress and heartbeat, an import's images one
+    by one. Each retry starts a fresh transaction after a randomised, doubling pause.
+
+    Parameters
+    ----------
+    engine : Engine
+    work : callable(Session) -> T
+        Must not touch files: it runs while the transaction holds its locks. Return plain
+        values (ids, numbers); rows it returns are detached but keep what they loaded.
+    tries : int
+        Attempts in all; the last lock error is raised.
+    delay_s : float
+        The first pause; pause k lasts about ``delay_s * 2**k``.
+
+    Returns
+    -------
+    What ``work`` returned, once committed.
+
+    >>> e = make_engine("sqlite://")
+    >>> from sqlalchemy import text
+    >>> commit_retrying(e, lambda s: s.execute(text("SELECT 41 + 1")).scalar())
+    42
+    """
+    for attempt in range(tries):
+        try:
+            with Session(engine, expire_on_commit=False) as session, session.begin():
+                return work(session)
+        except OperationalError as exc:
+            if attempt == tries - 1 or not is_lock_error(exc):
+                raise
+            pause = delay_s * 2 ** attempt * (0.5 + random.random())
+            log.info("Database locked (%s); trying again in %.2f s.", exc.orig, pause)
+            time.sleep(pause)
+    raise AssertionError("unreachable")
 
 
 def _alembic_config(engine: Engine):

@@ -15,8 +15,10 @@ from typing import Any, Callable, Iterable
 import numpy as np
 import pandas as pd
 from sqlalchemy import Engine, select, update
+from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session
 
+from db.engine import commit_retrying, is_lock_error
 from db.models import JOB_KINDS, Job, User, utcnow
 
 __all__ = ["queue_job", "claim_next_job", "heartbeat", "report_progress", "is_cancel_requested",
@@ -121,17 +123,30 @@ def _claim(session: Session, host: str, pid: int, kinds: list[str] | None, clock
     return None
 
 
-def heartbeat(session: Session, job_id: int, *, clock: Clock = utcnow) -> bool:
-    """Stamp a running job as alive; returns whether its cancel flag is set."""
+def heartbeat(session: Session | Engine, job_id: int, *, clock: Clock = utcnow) -> bool:
+    """Stamp a running job as alive; returns whether its cancel flag is set.
+
+    Given an engine, it commits in its own transaction and retries while the database is
+    locked (see :func:`_locked_never_fails`).
+    """
+    if isinstance(session, Engine):
+        return _locked_never_fails(session, lambda s: heartbeat(s, job_id, clock=clock))
     job = get_job(session, job_id)
     job.heartbeat_at = clock()
     session.flush()
     return job.cancel_requested
 
 
-def report_progress(session: Session, job_id: int, progress: float, message: str = "", *,
+def report_progress(session: Session | Engine, job_id: int, progress: float, message: str = "", *,
                     log_tail: str | None = None, clock: Clock = utcnow) -> bool:
-    """Record progress (0..1) and a message; also a heartbeat. Returns the cancel flag."""
+    """Record progress (0..1) and a message; also a heartbeat. Returns the cancel flag.
+
+    Given an engine instead of a session, it commits in its own transaction and retries while
+    the database is locked (see :func:`_locked_never_fails`).
+    """
+    if isinstance(session, Engine):
+        return _locked_never_fails(session, lambda s: report_progress(
+            s, job_id, progress, message, log_tail=log_tail, clock=clock))
     job = get_job(session, job_id)
     job.progress = float(min(max(progress, 0.0), 1.0))
     if message:
@@ -141,6 +156,19 @@ def report_progress(session: Session, job_id: int, progress: float, message: str
     job.heartbeat_at = clock()
     session.flush()
     return job.cancel_requested
+
+
+def _locked_never_fails(engine: Engine, write: Callable[[Session], bool]) -> bool:
+    """Commit a progress write or heartbeat, retrying with backoff while the database is
+    locked; if it is still locked after that, log it and go on (False: no cancel seen), so a
+    busy database never fails a job. Other errors are raised."""
+    try:
+        return commit_retrying(engine, write, tries=8)
+    except OperationalError as exc:
+        if not is_lock_error(exc):
+            raise
+        log.warning("Job progress not recorded: the database stayed locked (%s).", exc.orig)
+        return False
 
 
 def is_cancel_requested(session: Session, job_id: int) -> bool:

@@ -20,10 +20,10 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 __all__ = [
     "Base", "utcnow", "UTCDateTime", "ROLES", "STAINS", "SPLITS", "REVIEW_STATUSES", "MASK_SOURCES",
-    "VERDICTS", "JOB_KINDS", "JOB_STATUSES", "OUTCOMES", "User", "Project", "ImportBatch", "Image",
-    "MaskVersion", "Approval", "ObjectDecision", "ReviewAssignment", "AdjudicationItem",
-    "AdjudicationDecision", "AuditRecord", "Job", "ModelRun", "RunItem", "ImageResult",
-    "ObjectOutcome", "UserSession", "Device", "SignInAttempt", "SignInThrottle",
+    "VERDICTS", "JOB_KINDS", "JOB_STATUSES", "IMPORT_STATUSES", "OUTCOMES", "User", "Project",
+    "ImportBatch", "Image", "MaskVersion", "Approval", "ObjectDecision", "ReviewAssignment",
+    "AdjudicationItem", "AdjudicationDecision", "AuditRecord", "Job", "ModelRun", "RunItem",
+    "ImageResult", "ObjectOutcome", "UserSession", "Device", "SignInAttempt", "SignInThrottle",
     "SESSION_END_REASONS", "ATTEMPT_OUTCOMES",
 ]
 
@@ -36,6 +36,7 @@ VERDICTS = ("keep", "drop", "unsure")
 ADJUDICATION_KINDS = ("mask_object", "run_fp", "run_fn")
 JOB_KINDS = ("train", "evaluate", "count")
 JOB_STATUSES = ("queued", "running", "done", "failed", "cancelled")
+IMPORT_STATUSES = ("running", "done", "interrupted")
 OUTCOMES = ("TP", "FP", "FN")
 RUN_ITEM_ROLES = ("train", "validation", "test")
 SESSION_END_REASONS = ("sign_out", "password", "disabled", "idle", "expired")
@@ -171,10 +172,22 @@ class Project(Base):
     stain: Mapped[str] = mapped_column(String(16))
     pixel_size_um: Mapped[float | None] = mapped_column(Float)
     created_at: Mapped[dt.datetime] = _created()
+    # How microscopy files become RGB (core.io.ReadOptions): the channel to count on (shown in
+    # the stain's colour), or an RGB composition such as "1,0,-"; a fixed display range.
+    read_channel: Mapped[int | None] = mapped_column(Integer)
+    read_composition: Mapped[str | None] = mapped_column(String(32))
+    read_low: Mapped[float | None] = mapped_column(Float)
+    read_high: Mapped[float | None] = mapped_column(Float)
 
 
 class ImportBatch(Base):
-    """One import: who, when, from where, and the report. Archiving hides its images."""
+    """One import: who, when, from where, and the report. Archiving hides its images.
+
+    ``status`` is ``running`` while images are committed one by one, ``done`` when the report
+    is complete, and ``interrupted`` when the import stopped early; running the same import
+    again completes the batch. ``updated_at`` moves with every image, so a batch whose process
+    died shows as interrupted too (:func:`db.projects.batch_state`).
+    """
 
     __tablename__ = "import_batches"
     id: Mapped[int] = mapped_column(primary_key=True)
@@ -185,6 +198,8 @@ class ImportBatch(Base):
     archived: Mapped[bool] = mapped_column(Boolean, default=False)
     archived_at: Mapped[dt.datetime | None]
     created_at: Mapped[dt.datetime] = _created()
+    status: Mapped[str] = mapped_column(String(16), default="done", server_default="done")
+    updated_at: Mapped[dt.datetime | None]
 
 
 class Image(Base):
@@ -214,6 +229,12 @@ class Image(Base):
     hand_segmented: Mapped[bool] = mapped_column(Boolean, default=False)
     unlabelled: Mapped[bool] = mapped_column(Boolean, default=False)
     review_status: Mapped[str] = mapped_column(String(16), default="to_review")
+    # Micrometres per pixel recorded in the file (OME or ImageJ; the side of a square pixel of
+    # the same area); None falls back to the project's value.
+    pixel_size_um: Mapped[float | None] = mapped_column(Float)
+    # How the file was read (core.io.ImageInfo as a dict): format, depth, scaling rule,
+    # channels, plane, pixel size, notes.
+    read_info: Mapped[dict[str, Any] | None] = mapped_column(JSON)
     # Copied from the import batch, so the queue's index can skip archived images.
     archived: Mapped[bool] = mapped_column(Boolean, default=False)
     # Circular with mask_versions.image_id: the constraint is added after both tables exist.

@@ -236,7 +236,8 @@ def project_state(session: Session, project_id: int) -> dict[str, Any]:
 
 
 COUNT_COLUMNS = ["image_id", "name", "animal", "region", "condition", "split", "split_locked",
-                 "review_status", "area_px", "count", "approved", "n_pred"]
+                 "review_status", "area_px", "pixel_size_um", "area_mm2", "count", "approved",
+                 "n_pred"]
 
 
 def image_counts(session: Session, project_id: int, *, run_id: int | None = None,
@@ -251,8 +252,10 @@ def image_counts(session: Session, project_id: int, *, run_id: int | None = None
     -------
     DataFrame
         Columns :data:`COUNT_COLUMNS`; ``split_locked`` is True once a run was scored on the
-        image (moving it then needs an admin and a reason).
+        image (moving it then needs an admin and a reason). ``pixel_size_um`` is the one the
+        image's file records, else the project's; ``area_mm2`` is NaN without either.
     """
+    project_um = get_project(session, project_id).pixel_size_um
     gt = latest_approvals()
     truth, head = aliased(MaskVersion), aliased(MaskVersion)
     pred = ImageResult.n_pred if run_id is not None else None
@@ -268,11 +271,14 @@ def image_counts(session: Session, project_id: int, *, run_id: int | None = None
     for img, n_truth, n_head, gt_version, *n_pred in session.execute(
             filters.apply(q, project_id).order_by(Image.id)).all():
         count = n_truth if gt_version is not None else n_head
+        um = img.pixel_size_um or project_um
         rows.append({
             "image_id": img.id, "name": img.original_name or f"image {img.id}",
             "animal": img.animal, "region": img.region, "condition": img.condition,
             "split": img.split, "split_locked": bool(img.split_locked),
             "review_status": img.review_status, "area_px": img.width * img.height,
+            "pixel_size_um": um if um else np.nan,
+            "area_mm2": img.width * img.height * (um / 1000.0) ** 2 if um else np.nan,
             "count": np.nan if count is None else count, "approved": gt_version is not None,
             "n_pred": n_pred[0] if n_pred and n_pred[0] is not None else np.nan})
     return pd.DataFrame(rows, columns=COUNT_COLUMNS)
@@ -289,18 +295,26 @@ def group_summary(session: Session, project_id: int, by: str, *, run_id: int | N
     Returns
     -------
     DataFrame
-        See :func:`core.density.summarize_groups`; density is NaN when the project has no
-        pixel size.
+        See :func:`core.density.summarize_groups`; density pools each group's cells over its
+        area in mm², every image at its own pixel size (the file's, else the project's); NaN
+        when an image of the group has no pixel size.
     """
     if by not in ("animal", "region", "condition", "split"):
         raise ValueError(f"Group by animal, region or condition, not {by!r}.")
-    project = get_project(session, project_id)
+    get_project(session, project_id)  # a sentence, not an empty table, for an unknown project
     t = counts if counts is not None else image_counts(session, project_id, run_id=run_id)
     column = "count"
     if run_id is not None:
         t, column = t[t["n_pred"].notna()], "n_pred"
-    t = t[t[column].notna()]
-    return summarize_groups(t, by, count=column, pixel_size_um=project.pixel_size_um)
+    t = t[t[column].notna()].copy()
+    # A group's density needs every one of its images' areas: cells over part of the area
+    # would overstate it.
+    whole = t.groupby(t[by].astype(str), dropna=False)["area_mm2"].transform(
+        lambda a: a.notna().all())
+    t.loc[~whole.astype(bool), "area_mm2"] = np.nan
+    # Areas are already in mm², each image at its own pixel size: read as "pixels" of
+    # 1000 µm (1 mm), they give cells per mm² unchanged.
+    return summarize_groups(t, by, count=column, area="area_mm2", pixel_size_um=1000.0)
 
 
 @dataclass(frozen=True)

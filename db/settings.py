@@ -28,9 +28,15 @@ class Settings:
     demo : bool
         Demo mode: a separate database and data dir under ``data/demo/``, demo accounts listed.
     import_roots : tuple of Path
-        Folder imports may only read below these roots (the data dir is always one).
+        Folders the app (a browser) may import from; the data dir is always one
+        (``CELLTALLY_IMPORT_ROOTS``, separated by ``os.pathsep``). The command line reads any
+        folder the person running it can read.
     upload_limit_mb : int
         Largest uploaded file accepted, in megabytes.
+    max_upload_pixels : int
+        Largest uploaded image accepted, in pixels per plane, checked from the file's header
+        before decoding (``CELLTALLY_MAX_UPLOAD_PIXELS``, default 40 megapixels). Folder and
+        command-line imports keep ``core.io.MAX_PIXELS`` (100 megapixels).
     workers : str
         ``"local"`` (the app starts a worker process when it queues a job) or ``"remote"``
         (workers run elsewhere against the same database; nothing is started here).
@@ -48,6 +54,7 @@ class Settings:
     workers: str = "local"
     session_idle_hours: float = 8.0
     session_max_days: float = 7.0
+    max_upload_pixels: int = 40_000_000
 
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None, *, base: Path | None = None) -> "Settings":
@@ -86,6 +93,7 @@ class Settings:
             workers=workers,
             session_idle_hours=_positive(env, "CELLTALLY_SESSION_IDLE_HOURS", 8.0),
             session_max_days=_positive(env, "CELLTALLY_SESSION_MAX_DAYS", 7.0),
+            max_upload_pixels=_positive_int(env, "CELLTALLY_MAX_UPLOAD_PIXELS", 40_000_000),
         )
 
     def with_(self, **changes) -> "Settings":
@@ -103,6 +111,7 @@ class Settings:
             "CELLTALLY_WORKERS": self.workers,
             "CELLTALLY_SESSION_IDLE_HOURS": str(self.session_idle_hours),
             "CELLTALLY_SESSION_MAX_DAYS": str(self.session_max_days),
+            "CELLTALLY_MAX_UPLOAD_PIXELS": str(self.max_upload_pixels),
         }
 
 
@@ -120,6 +129,24 @@ def _positive(env: dict[str, str], name: str, default: float) -> float:
     if not value > 0 or value == float("inf"):
         raise ValueError(f"{name} is {raw!r}; set it to a positive number (or leave it unset for "
                          f"{default:g}).")
+    return value
+
+
+def _positive_int(env: dict[str, str], key: str, default: int) -> int:
+    """A positive whole number from the environment, or a sentence saying what to set.
+
+    >>> _positive_int({"N": "2_000"}, "N", 5), _positive_int({}, "N", 5)
+    (2000, 5)
+    """
+    text = env.get(key, "").strip()
+    if not text:
+        return default
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value <= 0:
+        raise ValueError(f"{key} is {text!r}; set it to a positive whole number, e.g. {default}.")
     return value
 
 

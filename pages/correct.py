@@ -52,6 +52,10 @@ with ui.session() as s:
     base_path = next((v.path for v in base if v.id == base_id), None)
 rgb = ui.read_image(path)
 shape = rgb.shape[:2]
+if min(shape) < 2:  # imports refuse such images now; older rows may still hold one
+    st.error(f"This image is {shape[1]} x {shape[0]} px, too small to draw on; pick another "
+             "image, or archive its import batch on the Import page.")
+    st.stop()
 base_labels = ui.read_labels(base_path) if base_path else np.zeros(shape, np.int32)
 pending_key = f"cx_pending_{image_id}_{base_id}"
 pending = st.session_state.setdefault(pending_key, [])

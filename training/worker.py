@@ -159,9 +159,8 @@ class _Heartbeat(threading.Thread):
     def run(self) -> None:
         while not self.stop.wait(self.interval):
             try:
-                with Session(self.engine) as session, session.begin():
-                    if heartbeat(session, self.job_id):
-                        self.cancel.set()
+                if heartbeat(self.engine, self.job_id):  # retries while the database is locked
+                    self.cancel.set()
             except Exception:  # a locked or unreachable database: try again next beat
                 log.warning("heartbeat of job %d failed", self.job_id, exc_info=True)
 
@@ -176,9 +175,10 @@ def _progress_writer(engine, job_id: int, tail: LogTail, beat: _Heartbeat):
             return
         last[0] = now
         log.info("job %d: %s", job_id, message)
-        with Session(engine) as session, session.begin():
-            if report_progress(session, job_id, fraction, message, log_tail=tail.text()):
-                beat.cancel.set()
+        # Given the engine, the write commits on its own and retries while the database is
+        # locked: a busy database never fails the job.
+        if report_progress(engine, job_id, fraction, message, log_tail=tail.text()):
+            beat.cancel.set()
 
     return progress
 

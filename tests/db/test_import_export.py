@@ -455,4 +455,4 @@ def test_command_line_import_and_exports(engine, settings, storage, project, cap
     bad = argparse.Namespace(path="/nowhere/at/all", project="P", masks=None, format=None,
                              approved=False)
     assert I.run_import_cli(bad, settings) == 2
-    assert "outside the folders" in capsys.readouterr().err
+    assert "/nowhere/at/all does not exist" in capsys.readouterr().err

@@ -3,16 +3,16 @@
 Sessions become rows (ended by sign-out, password change, disable and expiry); password guessing
 is limited through reserved attempts and per-client delays, so the per-user lock columns go.
 
-Revision ID: 0002
-Revises: 0001
-Create Date: 2026-12-02
+Revision ID: 0003
+Revises: 0002
+Create Date: 2026-11-30
 """
 from alembic import op
 import sqlalchemy as sa
 
 
-revision = '0002'
-down_revision = '0001'
+revision = '0003'
+down_revision = '0002'
 branch_labels = None
 depends_on = None
 
