@@ -5,12 +5,15 @@ against the upload limit, its pixel count against decompression bombs. What was 
 in the report with the file's name, the problem and what to do. Images that arrive without a
 mask get an automatic mask at once.
 """
+import logging
+
 import streamlit as st
 
 from db import importing, masks, projects, review, users
 from pages import ui
 from training.inference import prelabel_with_model
 
+log = logging.getLogger(__name__)
 who, pid = ui.open_page("Import", *ui.EDITORS)
 settings = ui.settings()
 
@@ -30,6 +33,12 @@ def run_import(start):
     except ValueError as err:  # ImportRefused and bad input: the whole import could not start
         bar.empty()
         st.error(str(err))
+    except Exception:  # a bug or a failing server: the traceback (with server paths) goes to the log
+        log.exception("import by %s failed unexpectedly", who.name)
+        bar.empty()
+        st.error("The import stopped on an unexpected error; the details are in the server log "
+                 "for your admin. The Review page shows which images arrived; import the "
+                 "others again, or fewer files at a time.")
 
 
 options = importing.ImportOptions(prelabel=True, user_id=who.id)
