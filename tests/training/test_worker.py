@@ -2,6 +2,7 @@
 import json
 import os
 import signal
+import sqlite3
 import subprocess
 import sys
 import threading
@@ -119,29 +120,59 @@ def _wait_for_checkpoint(engine, storage, job_id, timeout=240):
     raise AssertionError("no checkpoint appeared")
 
 
-def test_killed_worker_is_requeued_and_resumes_from_its_checkpoint(project_db, tiny_config):
+def _pause_outside_a_transaction(proc, db_path):
+    """SIGSTOP the worker at a moment it holds no write lock (else nobody could write again)."""
+    for _ in range(100):
+        proc.send_signal(signal.SIGSTOP)
+        probe = sqlite3.connect(db_path, timeout=0.2)
+        try:
+            probe.execute("BEGIN IMMEDIATE")
+            probe.rollback()
+            return
+        except sqlite3.OperationalError:
+            proc.send_signal(signal.SIGCONT)
+            time.sleep(0.02)
+        finally:
+            probe.close()
+    raise AssertionError("the worker always held the write lock")
+
+
+def test_a_paused_worker_loses_its_job_which_resumes_elsewhere_and_ends_once(project_db,
+                                                                             tiny_config):
+    """SIGSTOP past --stale-after: a second worker requeues the job and trains it on from the
+    checkpoint in its own directory; the paused one wakes, finds its claim gone, and stops."""
     settings, engine = project_db
+    storage = Storage.from_settings(settings)
     job_id = submit(settings, "train", project="mice", config=_train_config(tiny_config, epochs=3),
                     start_worker=False, engine=engine)
     env = {**os.environ, **settings.as_env(), "PYTHONPATH": str(REPO_ROOT)}
-    proc = subprocess.Popen([sys.executable, "-m", "training", "worker", "--heartbeat", "0.3",
-                             "--stale-after", "1"], cwd=REPO_ROOT, env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    log_path = settings.data_dir / "paused-worker.log"
+    with open(log_path, "wb") as log_file:
+        paused = subprocess.Popen([sys.executable, "-m", "training", "worker", "--heartbeat",
+                                   "0.3", "--stale-after", str(FAST.stale_after)], cwd=REPO_ROOT,
+                                  env=env, stdout=log_file, stderr=log_file)
     try:
-        run_dir = _wait_for_checkpoint(engine, Storage.from_settings(settings), job_id)
+        first = _wait_for_checkpoint(engine, storage, job_id)
+        _pause_outside_a_transaction(paused, settings.db_url.removeprefix("sqlite:///"))
+        state = json.loads((first / "checkpoint" / "state.json").read_text())
+        assert 1 <= state["epoch"] < 3, "the worker should be paused mid-training"
+        time.sleep(FAST.stale_after + 0.5)
+        assert run_worker(settings, FAST, engine=engine) == 1
     finally:
-        proc.send_signal(signal.SIGKILL)
-        proc.wait()
-    state = json.loads((run_dir / "checkpoint" / "state.json").read_text())
-    assert 1 <= state["epoch"] < 3, "the worker should die mid-training"
-    assert _job(engine, job_id).status == "running"
-    time.sleep(FAST.stale_after + 0.5)
-    assert run_worker(settings, FAST, engine=engine) == 1
-    job = _job(engine, job_id)
-    assert job.status == "done", job.error
-    assert job.attempts == 2 and "stopped sending heartbeats" in job.log_tail
-    assert job.result["resumed_from"] == state["epoch"]
-    assert job.result["epochs_run"] == 3 and job.result["run_dir"] == f"runs/{run_dir.name}"
+        paused.send_signal(signal.SIGCONT)
+    done = _job(engine, job_id)
+    assert done.status == "done" and done.attempts == 2, done.error
+    assert "stopped sending heartbeats" in done.log_tail
+    assert done.result["resumed_from"] == state["epoch"] and done.result["epochs_run"] == 3
+    second = storage.resolve(done.result["run_dir"])
+    assert first.name.endswith("-a1") and second.name == first.name[:-3] + "-a2"
+    assert paused.wait(timeout=180) == 0
+    assert "attempt 1 lost its claim" in log_path.read_text()
+    after = _job(engine, job_id)
+    assert (after.status, after.attempts, after.progress, after.finished_at, after.result) == (
+        "done", 2, 1.0, done.finished_at, done.result)
+    with Session(engine) as s:
+        assert [r.run_dir for r in s.scalars(select(ModelRun))] == [done.result["run_dir"]]
 
 
 def test_two_workers_race_for_one_job(project_db, tmp_path):
