@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import logging
+import socket
+import subprocess
 
 from sqlalchemy import select
 
@@ -57,3 +59,30 @@ def test_an_unexpected_import_error_is_a_sentence_and_the_traceback_is_logged(
     assert not any("/srv/secret" in m for m in _all_markdown(at))
     assert any("/srv/secret" in (r.exc_text or "") or r.exc_info for r in caplog.records
                if r.levelno >= logging.ERROR)
+
+
+def test_the_train_page_brings_back_a_job_whose_worker_was_killed(app_as, app_db, monkeypatch):
+    from db import jobs as db_jobs
+    from db.models import Job, utcnow
+    from training import tasks
+
+    started = []
+    # No real worker process in the page test (tests/training starts real ones).
+    monkeypatch.setattr(tasks, "ensure_worker", lambda settings: started.append(settings))
+    gone = subprocess.Popen(["true"])
+    gone.wait()  # a pid that no process has any more
+    with app_db.session() as s:
+        job = db_jobs.queue_job(s, "train", project_id=app_db.project_id)
+        job.status, job.attempts, job.worker_host, job.worker_pid = (
+            "running", 1, socket.gethostname(), gone.pid)
+        job.heartbeat_at = utcnow()  # a fresh heartbeat: only the dead process tells
+        job_id = job.id
+    at = app_as("operator", "pages/train.py")
+    assert not at.exception, at.exception
+    warnings = [w.value for w in at.warning]
+    assert any(f"Job {job_id}'s worker stopped" in w and "queued again" in w for w in warnings)
+    assert started, "a local worker is started for it"
+    with app_db.session() as s:
+        row = s.get(Job, job_id)
+        assert row.status == "queued" and "process has ended" in row.error
+        db_jobs.request_cancel(s, job_id)

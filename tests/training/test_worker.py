@@ -1,7 +1,9 @@
 """Jobs through the worker: end to end, cancel, a killed worker's job resumed, two workers racing."""
+import contextlib
 import json
 import os
 import signal
+import socket
 import sqlite3
 import subprocess
 import sys
@@ -21,7 +23,7 @@ from db.models import Image, ImageResult, ModelRun, ObjectOutcome
 from db.projects import create_project, register_image
 from db.settings import Settings
 from db.storage import Storage
-from training.tasks import REPO_ROOT, ensure_worker, submit
+from training.tasks import REPO_ROOT, ensure_worker, revive_stale_jobs, submit, worker_pid
 from training.worker import WorkerOptions, run_worker
 
 from .conftest import SHAPE, draw_sample
@@ -206,6 +208,48 @@ def test_two_workers_race_for_one_job(project_db, tmp_path):
     job = _job(engine, job_id)
     assert job.status == "done" and job.attempts == 1
     assert [c["image_id"] for c in job.result["counts"]] == ids
+
+
+CLAIM_AND_HANG = """
+import os, sys, time
+from db.engine import make_engine
+from db.jobs import claim_next_job
+print(claim_next_job(make_engine(sys.argv[1]), host=sys.argv[2], pid=os.getpid()), flush=True)
+time.sleep(600)
+"""
+
+
+def test_a_job_whose_local_worker_was_killed_gets_a_new_worker(tmp_path):
+    """kill -9 in local mode: nothing else would ever run the job; reviving requeues it at once
+    (its process is gone) and starts a worker, which takes it as attempt 2."""
+    settings = Settings(data_dir=tmp_path / "data", db_url=f"sqlite:///{tmp_path / 'ct.db'}")
+    engine = make_engine(settings)
+    upgrade(engine)
+    with Session(engine) as s, s.begin():
+        create_project(s, "p", stain="red")
+    job_id = submit(settings, "evaluate", project="p", config={"run_dir": "runs/never-made"},
+                    start_worker=False, engine=engine)
+    holder = subprocess.Popen([sys.executable, "-c", CLAIM_AND_HANG, settings.db_url,
+                               socket.gethostname()], cwd=REPO_ROOT, stdout=subprocess.PIPE,
+                              text=True, env={**os.environ, "PYTHONPATH": str(REPO_ROOT)})
+    assert holder.stdout.readline().strip() == str(job_id)
+    holder.kill()
+    holder.wait()
+    assert _job(engine, job_id).status == "running"
+    assert revive_stale_jobs(settings, engine=engine) == {"requeued": [job_id], "failed": []}
+    new = worker_pid(settings)
+    try:
+        assert new is not None and new != holder.pid
+        deadline = time.monotonic() + 120
+        while _job(engine, job_id).status in ("queued", "running") and time.monotonic() < deadline:
+            time.sleep(0.2)
+        job = _job(engine, job_id)
+        # The new worker ran it (and it failed for its own reason: the run does not exist).
+        assert (job.attempts, job.worker_pid, job.status) == (2, new, "failed")
+        assert "process has ended" in job.log_tail and "never-made" in job.error
+    finally:
+        with contextlib.suppress(ProcessLookupError, TypeError):
+            os.kill(new, signal.SIGTERM)
 
 
 def test_no_second_local_worker_and_none_for_remote(tmp_path):
