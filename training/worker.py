@@ -16,6 +16,7 @@ the two never share a directory and only the fenced finisher's run is registered
 from __future__ import annotations
 
 import collections
+import errno
 import logging
 import os
 import socket
@@ -32,12 +33,15 @@ from db.engine import make_engine
 from db.jobs import (MAX_ATTEMPTS, STALE_AFTER_S, ClaimLost, claim_next_job, fail_job,
                      finish_job, get_job, heartbeat, report_progress, requeue_stale)
 from db.settings import Settings
+from db.storage import DiskError, disk_error
 from training.scoring import Cancelled
 from training.tasks import PID_FILE, JobContext, run_job, worker_pid
 
 __all__ = ["WorkerOptions", "run_worker", "execute_job", "LogTail"]
 
 log = logging.getLogger(__name__)
+
+_DISK_ERRNOS = (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM)
 
 
 @dataclass(frozen=True)
@@ -238,7 +242,8 @@ def execute_job(settings: Settings, engine, job_id: int,
         log.info("job %d cancelled: %s", job_id, exc)
     except Exception as exc:
         log.exception("job %d failed", job_id)
-        status, error = "failed", f"{type(exc).__name__}: {exc}\n\n{traceback.format_exc()}"
+        shown = _sentence(exc, settings)
+        status, error = "failed", f"{shown}\n\n{traceback.format_exc()}"
     finally:
         beat.stop.set()
         beat.join()
@@ -252,6 +257,16 @@ def execute_job(settings: Settings, engine, job_id: int,
     log.info("job %d attempt %d: %s", job_id, attempt,
              "lost its claim; another attempt owns the job" if status == "lost" else status)
     return status
+
+
+def _sentence(exc: Exception, settings: Settings) -> str:
+    """The first line of a failed job's error: a disk error as a sentence naming the path and
+    what to do (a full disk while writing a checkpoint, say), anything else as type: message."""
+    if isinstance(exc, OSError) and not isinstance(exc, DiskError) and exc.errno in _DISK_ERRNOS:
+        exc = disk_error(exc, exc.filename or settings.data_dir)
+    if isinstance(exc, DiskError):
+        return str(exc)
+    return f"{type(exc).__name__}: {exc}"
 
 
 def _end_job(engine, job_id: int, attempt: int, status: str, kwargs: dict) -> str:

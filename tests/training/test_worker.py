@@ -1,5 +1,6 @@
 """Jobs through the worker: end to end, cancel, a killed worker's job resumed, two workers racing."""
 import contextlib
+import errno
 import json
 import os
 import signal
@@ -24,6 +25,7 @@ from db.projects import create_project, register_image
 from db.settings import Settings
 from db.storage import Storage
 from training.tasks import REPO_ROOT, ensure_worker, revive_stale_jobs, submit, worker_pid
+import training.worker as worker_module
 from training.worker import WorkerOptions, run_worker
 
 from .conftest import SHAPE, draw_sample
@@ -412,3 +414,24 @@ def test_an_evaluation_stops_within_one_image_of_a_cancel(project_db, tmp_path):
     assert reports == ["Scoring 1/2"]
     with Session(engine) as s:
         assert not s.scalars(select(ImageResult)).all()
+
+
+def test_a_job_that_fills_the_disk_fails_with_a_sentence_naming_the_file(tmp_path, monkeypatch):
+    settings = Settings(data_dir=tmp_path / "data", db_url=f"sqlite:///{tmp_path / 'ct.db'}")
+    engine = make_engine(settings)
+    upgrade(engine)
+    with Session(engine) as s, s.begin():
+        create_project(s, "p", stain="red")
+    job_id = submit(settings, "evaluate", project="p", config={"run_dir": "runs/x"},
+                    start_worker=False, engine=engine)
+    checkpoint = settings.data_dir / "runs" / "x-a1" / "checkpoint" / "last-2.keras"
+
+    def full_disk(ctx):
+        raise OSError(errno.ENOSPC, "No space left on device", str(checkpoint))
+
+    monkeypatch.setattr(worker_module, "run_job", full_disk)
+    assert run_worker(settings, FAST, engine=engine) == 1
+    job = _job(engine, job_id)
+    first = job.error.splitlines()[0]
+    assert job.status == "failed" and first.startswith(f"Could not write {checkpoint}: ")
+    assert "disk is full" in first and "python -m db gc" in job.message
