@@ -12,8 +12,8 @@
 The dump names no engine's types (timestamps are ISO 8601 in UTC, bytes base64), so an archive
 of a SQLite installation restores into PostgreSQL: that is how a lab moves. The database is read
 in one snapshot (SQLite's online backup API; PostgreSQL's repeatable read); stored files never
-change once written, so copying them afterwards is consistent. ``session.key`` and the
-installation's secrets are left out: a restored installation signs everybody out.
+change once written, so copying them afterwards is consistent. Only files the database names
+are copied, so an old ``session.key`` (or anything else in the data dir) is never included.
 
 ``python -m db restore PATH`` checks every checksum and that the target (``CELLTALLY_DB_URL``,
 ``CELLTALLY_DATA_DIR``) is empty before it writes anything; then it creates the schema at the
@@ -58,9 +58,8 @@ log = logging.getLogger(__name__)
 
 FORMAT = "celltally-backup"
 FORMAT_VERSION = 1
-#: Tables whose rows stay out of an archive: Alembic's own (the manifest carries the revision)
-#: and the installation's secrets (like ``session.key``: a copy must not sign anyone in).
-NOT_BACKED_UP = ("alembic_version", "app_secrets")
+#: Tables whose rows stay out of an archive: Alembic's own (the manifest carries the revision).
+NOT_BACKED_UP = ("alembic_version",)
 _BATCH = 2000
 _CHUNK = 1 << 20
 _UTC = dt.timezone.utc

@@ -23,7 +23,7 @@ __all__ = [
     "VERDICTS", "JOB_KINDS", "JOB_STATUSES", "OUTCOMES", "User", "Project", "ImportBatch", "Image",
     "MaskVersion", "Approval", "ObjectDecision", "ReviewAssignment", "AdjudicationItem",
     "AdjudicationDecision", "AuditRecord", "Job", "ModelRun", "RunItem", "ImageResult",
-    "ObjectOutcome", "AppSecret",
+    "ObjectOutcome",
 ]
 
 ROLES = ("operator", "expert", "viewer", "admin")
@@ -382,12 +382,3 @@ class ObjectOutcome(Base):
     iou: Mapped[float | None] = mapped_column(Float)
     probability: Mapped[float | None] = mapped_column(Float)
 
-
-class AppSecret(Base):
-    """A secret of the installation (the key that signs sign-ins), made once, kept here so a
-    read-only data dir needs no key file; never copied into a backup (``db.secrets``)."""
-
-    __tablename__ = "app_secrets"
-    name: Mapped[str] = mapped_column(String(64), primary_key=True)
-    value: Mapped[str] = mapped_column(String(255))
-    created_at: Mapped[dt.datetime] = _created()

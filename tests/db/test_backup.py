@@ -24,7 +24,6 @@ from db.masks import approve, save_mask_version
 from db.models import Image, ImageResult, MaskVersion, ModelRun, Project
 from db.projects import create_project, register_image
 from db.runs import register_run, run_path, save_image_result
-from db.secrets import installation_secret
 from db.settings import Settings
 from db.storage import Storage
 from db.users import create_user
@@ -107,7 +106,6 @@ def source(tmp_path_factory):
                   config={"run_dir": storage.key(run_dir), "image_ids": image_ids}).result = {
             "counts": [{"image_id": image_ids[0], "heatmap_path": counted}]}
     (settings.data_dir / "session.key").write_text("ab" * 32)
-    secret = installation_secret(engine)
     orphan = storage.key(storage.put_image(_picture(7)[0]).path)
     (storage.root / "runs" / "lost-a1").mkdir()
     (storage.root / "runs" / "lost-a1" / "model.keras").write_bytes(b"lost attempt")
@@ -117,7 +115,7 @@ def source(tmp_path_factory):
         counts = exporting.export_counts(s, "Mice")
     engine.dispose()
     return {"settings": settings, "archive": archive, "counts": counts, "orphan": orphan,
-            "counted": counted, "outside": outside, "storage": storage, "secret": secret}
+            "counted": counted, "outside": outside, "storage": storage}
 
 
 def test_the_archive_is_private_and_holds_what_the_rows_name(source):
@@ -135,7 +133,7 @@ def test_the_archive_is_private_and_holds_what_the_rows_name(source):
     assert f"files/{source['counted']}" in names          # named only by a job's JSON
     assert "files/runs/trained/checkpoint/state.json" in names
     assert f"files/{source['orphan']}" not in names and not any("lost-a1" in n for n in names)
-    assert not any("session.key" in n or "app_secrets" in n for n in names)
+    assert not any("session.key" in n for n in names)
     assert manifest["outside_runs"] == [str(source["outside"])]
 
 
@@ -167,7 +165,6 @@ def _check_restored(settings: Settings, source) -> None:
         extra = create_project(s, "After", stain="red")    # the ids go on past the restored rows
         assert extra.id > s.scalar(select(Project.id).where(Project.name == "Mice"))
     assert not (settings.data_dir / "session.key").exists()
-    assert installation_secret(engine) != source["secret"]   # everybody signs in again
     engine.dispose()
 
 
