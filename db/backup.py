@@ -120,7 +120,8 @@ def open_database(url: str) -> tuple[Engine, str]:
         engine.dispose()
         reason = str(getattr(exc, "orig", exc)).strip().splitlines()[0]
         raise ValueError(f"Cannot reach the database at {_shown(url)} ({reason}). Check "
-                         f"CELLTALLY_DB_URL and that the server runs; nothing was written.") from exc
+                         f"CELLTALLY_DB_URL and that the server runs; nothing was written."
+                         ) from exc
     if revision is None:
         engine.dispose()
         raise ValueError(f"{_shown(url)} holds no CellTally database (no schema). Check "

@@ -4,7 +4,8 @@ files, import, split and export.
 Every command reads :class:`db.settings.Settings` from the environment, migrates the database
 first (so a fresh install works with any command), and exits non-zero with one sentence on bad
 input. ``backup``, ``restore`` and ``gc`` do not migrate: they take the database as it is, and
-refuse (status 2) one that is missing or unreachable. Passwords come from ``CELLTALLY_PASSWORD`` or a prompt, never from the command line.
+refuse (status 2) one that is missing or unreachable. Passwords come from
+``CELLTALLY_PASSWORD`` or a prompt, never from the command line.
 """
 from __future__ import annotations
 

@@ -33,7 +33,7 @@ def run_import(start):
     except ValueError as err:  # ImportRefused and bad input: the whole import could not start
         bar.empty()
         st.error(str(err))
-    except Exception:  # a bug or a failing server: the traceback (with server paths) goes to the log
+    except Exception:  # a bug or a failing server: the traceback (server paths) goes to the log
         log.exception("import by %s failed unexpectedly", who.name)
         bar.empty()
         st.error("The import stopped on an unexpected error; the details are in the server log "

@@ -1,4 +1,5 @@
-"""Text people wrote stays text: CSV cells that would run as formulas, Markdown that would render."""
+"""Text people wrote stays text: CSV cells that would run as formulas, Markdown that would
+render."""
 import csv
 import io
 

@@ -1,4 +1,5 @@
-"""The file store on a full, read-only or shared disk: a sentence, no half files, the umask's mode."""
+"""The file store on a full, read-only or shared disk: a sentence, no half files, the umask's
+mode."""
 import errno
 import os
 import stat

@@ -1,4 +1,5 @@
-"""Jobs through the worker: end to end, cancel, a killed worker's job resumed, two workers racing."""
+"""Jobs through the worker: end to end, cancel, a paused worker's job resumed elsewhere and ended
+once, a killed local worker replaced, two workers racing, a full disk named."""
 import contextlib
 import errno
 import json
