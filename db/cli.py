@@ -1,8 +1,11 @@
-"""``python -m db``: migrate, create projects and users, back up, import, split and export.
+"""``python -m db``: migrate, create projects and users, back up and restore, collect orphaned
+files, import, split and export.
 
 Every command reads :class:`db.settings.Settings` from the environment, migrates the database
 first (so a fresh install works with any command), and exits non-zero with one sentence on bad
-input. Passwords come from ``CELLTALLY_PASSWORD`` or a prompt, never from the command line.
+input. ``backup``, ``restore`` and ``gc`` do not migrate: they take the database as it is, and
+refuse (status 2) one that is missing or unreachable. Passwords come from
+``CELLTALLY_PASSWORD`` or a prompt, never from the command line.
 """
 from __future__ import annotations
 
@@ -10,20 +13,18 @@ import argparse
 import getpass
 import logging
 import os
-import sqlite3
 import sys
 from pathlib import Path
 from typing import Sequence
 
 from sqlalchemy import select
-from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session
 
 from db.engine import make_engine, upgrade
 from db.models import ROLES, SPLITS, STAINS, Image, Project
 from db.settings import Settings
 
-__all__ = ["build_parser", "main", "backup_sqlite"]
+__all__ = ["build_parser", "main"]
 
 log = logging.getLogger(__name__)
 
@@ -54,8 +55,24 @@ def build_parser() -> argparse.ArgumentParser:
     user.add_argument("action", choices=["add", "passwd", "disable"])
     user.add_argument("name")
     user.add_argument("--role", choices=ROLES, default="operator")
-    backup = sub.add_parser("backup", help="consistent copy of a live SQLite database")
+    backup = sub.add_parser(
+        "backup", help="write the whole installation (database and files) into one archive",
+        description="One tar archive (mode 0600) with every table's rows, every image, mask, "
+                    "heatmap and run directory the database names, and a manifest with their "
+                    "checksums. The live database may keep working meanwhile.")
     backup.add_argument("path", type=Path)
+    restore = sub.add_parser(
+        "restore", help="restore an archive into an empty installation",
+        description="Restores into CELLTALLY_DB_URL and CELLTALLY_DATA_DIR, which must be empty "
+                    "(SQLite or PostgreSQL, whatever the archive came from); checks every "
+                    "checksum first, then upgrades the database to this version's schema.")
+    restore.add_argument("path", type=Path)
+    gc = sub.add_parser(
+        "gc", help="list (or delete) stored files that nothing in the database names",
+        description="Lists files below images/, masks/, heatmaps/ and runs/ that no row names, "
+                    "with their total size; changes nothing unless --delete is given.")
+    gc.add_argument("--delete", action="store_true",
+                    help="remove them (never files changed in the last 24 hours)")
     _add_import(sub)
     _add_split(sub)
     _add_export(sub)
@@ -238,33 +255,74 @@ def _locked_note(images: list[Image]) -> str:
             f"the app, giving a reason that is logged.")
 
 
-def backup_sqlite(db_url: str, dest: Path) -> Path:
-    """Copy a live SQLite database consistently (the sqlite3 online backup API).
+def _backup_command(args, settings: Settings) -> str:
+    from db.backup import backup
+    from db.gc import format_size
 
-    Writers may keep writing meanwhile; the copy is a snapshot including WAL content.
-    """
-    url = make_url(db_url)
-    if url.get_backend_name() != "sqlite" or not url.database:
-        raise ValueError(f"backup copies SQLite databases; for {url.get_backend_name()} use its "
-                         f"own tools (pg_dump for PostgreSQL).")
-    dest = Path(dest).resolve()
-    if dest == Path(url.database).resolve():
-        raise ValueError("The backup path is the database itself; pick another file.")
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    src = sqlite3.connect(url.database, timeout=30)
-    out = sqlite3.connect(dest)
+    done = backup(settings, args.path)
+    lines = [f"Backed up to {done.path}: {sum(done.rows.values())} rows of {len(done.rows)} "
+             f"tables and {done.files} files ({format_size(done.size)}), database revision "
+             f"{done.revision} ({done.engine})."]
+    if done.outside_runs:
+        lines.append("Not in the archive, because they lie outside the data dir (copy them "
+                     "yourself if they are yours): " + ", ".join(done.outside_runs))
+    return "\n".join(lines)
+
+
+def _restore_command(args, settings: Settings) -> str:
+    from db.backup import restore
+
+    done = restore(settings, args.path)
+    lines = [f"Restored {sum(done.rows.values())} rows and {done.files} files from "
+             f"{args.path} (revision {done.revision}); the database is now at revision "
+             f"{done.upgraded_to}."]
+    if done.missing_runs:
+        lines.append("These run directories outside the data dir are missing here; copy them "
+                     "to the same paths: " + ", ".join(done.missing_runs))
+    return "\n".join(lines)
+
+
+def _gc_command(args, settings: Settings) -> str:
+    from db.backup import open_database
+    from db.gc import MIN_AGE_S, delete_orphans, file_references, find_orphans, format_size
+    from db.storage import Storage
+
+    engine, _revision = open_database(settings.db_url)
+    storage = Storage(settings.data_dir)
     try:
-        src.backup(out)
+        with engine.connect() as conn:
+            orphans = find_orphans(file_references(conn, storage), storage)
+        if args.delete and orphans:
+            # Read the references again just before deleting: an import may have named one.
+            with engine.connect() as conn:
+                orphans = find_orphans(file_references(conn, storage), storage)
+            removed = delete_orphans(orphans, storage)
     finally:
-        out.close()
-        src.close()
-    return dest
+        engine.dispose()
+    total = sum(o.size for o in orphans)
+    lines = [f"{o.key}\t{format_size(o.size)}" for o in orphans]
+    lines.append(f"{len(orphans)} unreferenced file(s) and run folder(s), {format_size(total)}.")
+    if not args.delete:
+        lines.append("Nothing was changed; `python -m db gc --delete` removes those older than "
+                     "24 hours." if orphans else "Nothing to clean up.")
+    elif orphans:
+        kept = len(orphans) - len(removed)
+        lines.append(f"Deleted {len(removed)} ({format_size(sum(o.size for o in removed))})"
+                     + (f"; kept {kept} changed in the last {MIN_AGE_S // 3600} hours." if kept
+                        else "."))
+    return "\n".join(lines)
 
 
 def _run(args, settings: Settings) -> str | int:
     """Run a command: a message to print, or the exit status of an import or export."""
+    # These read (or fill) a database as it is: migrating first would change what they read,
+    # and would create an empty database where a URL was mistyped.
     if args.command == "backup":
-        return f"Backed up to {backup_sqlite(settings.db_url, args.path)}."
+        return _backup_command(args, settings)
+    if args.command == "restore":
+        return _restore_command(args, settings)
+    if args.command == "gc":
+        return _gc_command(args, settings)
     engine = make_engine(settings)
     rev = upgrade(engine)
     if args.command == "upgrade":

@@ -9,6 +9,7 @@ There are no engine or session globals: the app caches its engine itself, tests 
 from __future__ import annotations
 
 import logging
+import os
 import random
 import time
 from contextlib import contextmanager
@@ -52,7 +53,8 @@ def make_engine(url: str | Settings, *, echo: bool = False, **kwargs) -> Engine:
     -------
     Engine
         For SQLite, every new connection runs in WAL mode with foreign keys enforced and
-        waits up to :data:`SQLITE_BUSY_TIMEOUT_MS` for a lock; the file's folder is created.
+        waits up to :data:`SQLITE_BUSY_TIMEOUT_MS` for a lock; the file's folder is created,
+        and the file (with its ``-wal`` and ``-shm``) is readable by its owner only.
 
     >>> e = make_engine("sqlite://")
     >>> with e.connect() as c:
@@ -64,13 +66,38 @@ def make_engine(url: str | Settings, *, echo: bool = False, **kwargs) -> Engine:
     parsed = make_url(url)
     if parsed.get_backend_name() == "sqlite":
         if parsed.database and parsed.database != ":memory:":
-            Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
+            _private_sqlite_file(Path(parsed.database))
         kwargs.setdefault("connect_args", {}).setdefault("timeout", SQLITE_BUSY_TIMEOUT_MS / 1000)
         engine = create_engine(parsed, echo=echo, **kwargs)
         event.listen(engine, "connect", _sqlite_pragmas)
         return engine
     kwargs.setdefault("pool_pre_ping", True)
     return create_engine(parsed, echo=echo, **kwargs)
+
+
+def _private_sqlite_file(path: Path) -> None:
+    """Make the database file readable by its owner only, before SQLite opens it.
+
+    It holds password hashes. SQLite gives the ``-wal`` and ``-shm`` files it creates the mode
+    of the database file, so creating that one 0600 covers them; the files of an older, more
+    open installation are narrowed. A file system that refuses (read-only, not the owner) is
+    left as it is: the database may still be readable there.
+    """
+    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+        return
+    except FileExistsError:
+        pass
+    except OSError as exc:
+        log.debug("Could not create %s ahead of SQLite: %s", path, exc)
+        return
+    for part in (path, path.with_name(path.name + "-wal"), path.with_name(path.name + "-shm")):
+        try:
+            if part.exists() and part.stat().st_mode & 0o077:
+                part.chmod(0o600)
+        except OSError as exc:
+            log.debug("Could not make %s private: %s", part, exc)
 
 
 def _sqlite_pragmas(dbapi_connection, _record) -> None:

@@ -13,7 +13,6 @@ Nothing here writes to the database; the caller may use a read-only transaction:
 """
 from __future__ import annotations
 
-import csv
 import io
 import json
 import logging
@@ -27,6 +26,7 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from core import formats
+from core.plaintext import write_csv
 from db.engine import make_engine
 from db.masks import latest_approvals
 from db.models import AdjudicationItem, Image, MaskVersion, ModelRun, Project, User
@@ -121,23 +121,25 @@ def export_counts(session: Session, project: Project | str | int, *,
     rows = export_rows(session, project, filters=filters, which=which)
     pending = _pending(session, project.id)
     buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=COUNT_COLUMNS, lineterminator="\n")
-    writer.writeheader()
-    for row in rows:
-        im, v = row.image, row.version
-        writer.writerow({
-            "image": im.original_name, "image_id": im.id, "split": im.split, "stain": im.stain,
-            "animal": im.animal, "region": im.region, "condition": im.condition,
-            "hard": int(im.hard), "hand_segmented": int(im.hand_segmented),
-            "unlabelled": int(im.unlabelled),
-            "count": v.object_count if v else "", "mask_version": v.id if v else "",
-            "source": v.source if v else "", "author": row.author or "",
-            "saved_at": v.created_at.isoformat(timespec="seconds") if v else "",
-            "model_run": row.run_name or "",
-            "threshold": "" if v is None or v.threshold is None else f"{v.threshold:g}",
-            "review_status": im.review_status, "pending_adjudications": pending.get(im.id, 0),
-            "model_sha256": (v.model_sha256 or "") if v else ""})
+    write_csv(buffer, COUNT_COLUMNS, (_count_row(row, pending) for row in rows))
     return buffer.getvalue()
+
+
+def _count_row(row: ExportRow, pending: dict[int, int]) -> dict[str, Any]:
+    """One image's line of the counts CSV."""
+    im, v = row.image, row.version
+    return {
+        "image": im.original_name, "image_id": im.id, "split": im.split, "stain": im.stain,
+        "animal": im.animal, "region": im.region, "condition": im.condition,
+        "hard": int(im.hard), "hand_segmented": int(im.hand_segmented),
+        "unlabelled": int(im.unlabelled),
+        "count": v.object_count if v else "", "mask_version": v.id if v else "",
+        "source": v.source if v else "", "author": row.author or "",
+        "saved_at": v.created_at.isoformat(timespec="seconds") if v else "",
+        "model_run": row.run_name or "",
+        "threshold": "" if v is None or v.threshold is None else f"{v.threshold:g}",
+        "review_status": im.review_status, "pending_adjudications": pending.get(im.id, 0),
+        "model_sha256": (v.model_sha256 or "") if v else ""}
 
 
 def _unique_names(rows: Iterable[ExportRow], suffix: str) -> list[tuple[ExportRow, str]]:

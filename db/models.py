@@ -462,3 +462,4 @@ class ObjectOutcome(Base):
     area: Mapped[int | None] = mapped_column(Integer)
     iou: Mapped[float | None] = mapped_column(Float)
     probability: Mapped[float | None] = mapped_column(Float)
+

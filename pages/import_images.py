@@ -8,6 +8,8 @@ mask get an automatic mask at once. Each image is committed as soon as it is imp
 import never holds up other people's saves; an interrupted import is completed by running it
 again.
 """
+import logging
+
 import streamlit as st
 
 from core.io import ReadOptions
@@ -15,6 +17,7 @@ from db import importing, masks, projects, review, users
 from pages import ui
 from training.inference import prelabel_with_model
 
+log = logging.getLogger(__name__)
 who, pid = ui.open_page("Import", *ui.EDITORS)
 settings = ui.settings()
 
@@ -33,6 +36,12 @@ def run_import(start):
     except ValueError as err:  # ImportRefused and bad input: the whole import could not start
         bar.empty()
         st.error(str(err))
+    except Exception:  # a bug or a failing server: the traceback (server paths) goes to the log
+        log.exception("import by %s failed unexpectedly", who.name)
+        bar.empty()
+        st.error("The import stopped on an unexpected error; the details are in the server log "
+                 "for your admin. The Review page shows which images arrived; import the "
+                 "others again, or fewer files at a time.")
 
 
 with ui.session() as s:

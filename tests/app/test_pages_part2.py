@@ -162,7 +162,7 @@ def test_expert_adjudicates_an_item_and_a_new_version_appears(app_as, app_db):
     at = app_as("expert", "pages/adjudicate.py")
     assert not at.exception
     assert at.image, "the crop of the item is shown"
-    assert any("part2 test item" in c.value for c in at.caption)
+    assert any("part2 test item" in t.value for t in at.text)
     at.text_input(key="adj_reason_text").input("faint but round").run()
     at.button(key="adj_drop").click().run()
     assert not at.exception, at.exception
