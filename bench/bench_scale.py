@@ -106,8 +106,7 @@ def fill(engine, n_images: int = N_IMAGES, n_decisions: int = N_DECISIONS,
     now = utcnow()
     with Session(engine) as s, s.begin():
         project = Project(name="scale", stain="yellow", pixel_size_um=0.5)
-        user = User(name="op", role="operator", password_hash="not used", disabled=False,
-                    failed_logins=0)
+        user = User(name="op", role="operator", password_hash="not used", disabled=False)
         s.add_all([project, user])
         s.flush()
         pid, uid = project.id, user.id
