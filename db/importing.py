@@ -95,12 +95,15 @@ class ImportOptions:
         None: the defaults.
     user_id : int or None
         Who imports (recorded on the batch, the mask versions and the approvals).
+    categories : tuple of str or None
+        COCO category names to import (``--categories``); None: a file must use one category.
     """
 
     approved: bool | None = None
     prelabel: bool = True
     prelabel_params: Any = None
     user_id: int | None = None
+    categories: tuple[str, ...] | None = None
 
 
 @dataclass(frozen=True)
@@ -373,7 +376,8 @@ def _annotation_split(ann: formats.AnnotatedImage) -> tuple[str | None, dict[str
     return split, meta
 
 
-def collect_annotations(path: str | Path) -> Collected:
+def collect_annotations(path: str | Path, *,
+                        categories: Sequence[str] | None = None) -> Collected:
     """Images named in a VIA or COCO file, with their objects.
 
     ``path`` is the JSON file, or a folder holding one or more. An image is looked for at its
@@ -387,7 +391,10 @@ def collect_annotations(path: str | Path) -> Collected:
     items, skipped, notes, kinds = [], [], [], set()
     for doc in docs:
         try:
-            kind, images = formats.read_annotations(doc.read_bytes(), name=doc.name)
+            kind, images = formats.read_annotations(doc.read_bytes(), name=doc.name,
+                                                    categories=categories)
+        except formats.CategoryError as exc:
+            raise ImportRefused(str(exc)) from None
         except formats.FormatError as exc:
             skipped.append(_skip(doc.name, "unknown format", str(exc)))
             continue
@@ -578,7 +585,7 @@ def _item_mask(item: ImportItem, shape: tuple[int, int]) -> np.ndarray | None:
     if item.mask is not None:
         name = item.mask_name or f"mask of {item.name}"
         try:
-            mask = core_io.read_mask(item.mask, name=name)
+            mask = core_io.read_labels(item.mask, name=name)
         except core_io.ImageError as exc:
             raise _Skipped(_skip(item.name, "corrupt", f"{exc} {item.name} was not imported "
                                  f"either; fix the mask and import the pair again.")) from None
@@ -592,7 +599,7 @@ def _item_mask(item: ImportItem, shape: tuple[int, int]) -> np.ndarray | None:
     if item.mask is not None:
         return mask
     try:
-        return formats.regions_to_labels(item.annotation.regions, shape) > 0
+        return formats.regions_to_labels(item.annotation.regions, shape)
     except formats.FormatError as exc:
         raise _Skipped(_skip(item.name, "corrupt", str(exc))) from None
 
@@ -653,12 +660,13 @@ def _guess_format(path: Path) -> str:
     return "folder"
 
 
-def _collect_path(path: Path, fmt: str, masks: Path | None, stain: str) -> Collected:
+def _collect_path(path: Path, fmt: str, masks: Path | None, stain: str,
+                  categories: Sequence[str] | None = None) -> Collected:
     """Collect the items of a path in the given format."""
     if fmt == "fnc":
         return collect_fnc(path, stain=stain)
     if fmt in ("via", "coco"):
-        return collect_annotations(path)
+        return collect_annotations(path, categories=categories)
     if path.is_file():
         if not _is_image(path):
             return Collected([], [_unknown(path.name)])
@@ -718,7 +726,8 @@ def import_path(session: Session, settings: Settings, path: str | Path, *,
         project = get_project(session, project)
     fmt = fmt or _guess_format(root)
     roots = [Path(r).resolve() for r in (settings.import_roots or (settings.data_dir,))]
-    collected = _within_roots(_collect_path(root, fmt, masks_dir, project.stain), roots)
+    collected = _within_roots(_collect_path(root, fmt, masks_dir, project.stain,
+                                            options.categories), roots)
     return import_items(session, Storage.from_settings(settings), project, collected,
                         options=options, source=f"{collected.kind}: {root}", progress=progress)
 
@@ -734,7 +743,7 @@ def import_uploads(session: Session, settings: Settings, project: Project | str 
 
 def run_import_cli(args: Any, settings: Settings, *, out=None) -> int:
     """``python -m db import PATH --project NAME [--masks DIR] [--format F] [--approved]
-    [--no-prelabel] [--user NAME]``.
+    [--no-prelabel] [--user NAME] [--categories NAME[,NAME]]``.
 
     Runs the import in one transaction and writes the report. ``--user`` names the person the
     batch, its mask versions and approvals are recorded under. Returns the exit status: 0 when
@@ -749,7 +758,8 @@ def run_import_cli(args: Any, settings: Settings, *, out=None) -> int:
         with Session(engine) as session, session.begin():
             options = ImportOptions(approved=True if getattr(args, "approved", False) else None,
                                     prelabel=not getattr(args, "no_prelabel", False),
-                                    user_id=_cli_user_id(session, getattr(args, "user", None)))
+                                    user_id=_cli_user_id(session, getattr(args, "user", None)),
+                                    categories=_cli_categories(getattr(args, "categories", None)))
             report = import_path(session, settings, args.path, project=args.project,
                                  fmt=getattr(args, "format", None),
                                  masks=getattr(args, "masks", None), options=options,
@@ -761,6 +771,12 @@ def run_import_cli(args: Any, settings: Settings, *, out=None) -> int:
         engine.dispose()
     out.write("\n".join(report.lines()) + "\n")
     return 0
+
+
+def _cli_categories(text: str | None) -> tuple[str, ...] | None:
+    """``--categories a,b`` as names (None when not given)."""
+    names = tuple(n.strip() for n in (text or "").split(",") if n.strip())
+    return names or None
 
 
 def _cli_user_id(session: Session, name: str | None) -> int | None:
