@@ -49,8 +49,8 @@ from core.objects import as_labels
 from core.polygons import CellOutline, label_outlines, signed_area
 
 __all__ = [
-    "FormatError", "CategoryError", "Region", "PolygonRegion", "EllipseRegion", "RectRegion", "MaskRegion",
-    "AnnotatedImage", "ExportImage", "parse_json", "detect_format", "read_annotations",
+    "FormatError", "CategoryError", "VIA_MARK", "Region", "PolygonRegion", "EllipseRegion",
+    "RectRegion", "MaskRegion", "AnnotatedImage", "ExportImage", "parse_json", "detect_format", "read_annotations",
     "read_via", "read_coco", "regions_to_labels", "object_outlines", "encode_rle",
     "decode_rle", "decode_rle_string", "coco_document", "via_document",
 ]
@@ -98,7 +98,7 @@ class PolygonRegion(Region):
         Vertices. Pixel (r, c) has its centre at (r, c).
     inclusive : bool
         Whether pixels the outline passes through belong to the object (VIA and FNC v2 polygons
-        run along the boundary pixels; COCO polygons written here run outside them).
+        run along the boundary pixels; COCO polygons are read on pixel corners).
 
     Examples
     --------
@@ -649,10 +649,10 @@ def _wanted_categories(doc: Mapping[str, Any], chosen: Sequence[str] | None,
     ...        "annotations": [{"category_id": 1}, {"category_id": 2}]}
     >>> _wanted_categories(doc, ["glia"], "c.json")
     {'2'}
-    >>> _wanted_categories(doc, None, "c.json")
+    >>> _wanted_categories(doc, None, "c.json")  # doctest: +ELLIPSIS
     Traceback (most recent call last):
     ...
-    core.formats.CategoryError: c.json holds annotations of 2 categories: cell, glia. Choose which are cells with --categories NAME[,NAME] (e.g. --categories cell).
+    core.formats.CategoryError: c.json holds annotations of 2 categories: cell, glia. ...
     """
     listed = doc.get("categories") if isinstance(doc.get("categories"), list) else []
     names = {str(c.get("id")): str(c.get("name", c.get("id"))) for c in listed

@@ -284,7 +284,7 @@ def _cli_filters(args: Any) -> ImageFilter:
 
 
 def run_export_cli(args: Any, settings: Settings, *, out=None) -> int:
-    """``python -m db export counts|masks|labels|imagej|geojson|coco|via --project NAME --out PATH``.
+    """``python -m db export KIND --project NAME --out PATH [filters]``, KIND in :data:`EXPORT_KINDS`.
 
     Filters read from ``args`` when present: ``split``, ``status``, ``animal``, ``region``,
     ``condition``, ``metadata`` (``KEY=VALUE`` strings), ``archived``; ``ground_truth`` exports

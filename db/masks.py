@@ -374,8 +374,9 @@ def finish_review(session: Session, storage: Storage, image_id: int, user: User,
     """Finish a user's review of an image: approve it, or finish their blind review.
 
     The objects the reviewer dropped leave the mask first (a new ``manual`` version based on
-    ``version_id``; every other cell keeps its label). A blind reviewer's count is the version on their assignment, so one is always
-    saved there and the assignment is marked done; anyone else approves the resulting version.
+    ``version_id``; every other cell keeps its label). A blind reviewer's count is the version
+    on their assignment, so one is always saved there and the assignment is marked done;
+    anyone else approves the resulting version.
 
     Returns
     -------

@@ -3,9 +3,9 @@
 Tools: add a cell (polygon or freehand, filled), erase with a brush, delete an object by clicking
 inside it, split touching cells with a line. The counter and the saved version come from the one
 edit rule (``core.objects.edited_labels``): a split makes two cells, an added cell is a new one,
-erasing keeps the cells that remain, and an erase that cuts a cell in two makes two cells. Undo and redo are on the canvas's toolbar. Zoom
-onto a region to draw precisely: the strokes are mapped back to full-resolution pixels
-(``core.strokes``). "Keep these edits" stores the strokes of the current view, so you can move
+erasing keeps the cells that remain, and an erase that cuts a cell in two makes two cells. Undo
+and redo are on the canvas's toolbar. Zoom onto a region to draw precisely: the strokes are
+mapped back to full-resolution pixels (``core.strokes``). "Keep these edits" stores the strokes of the current view, so you can move
 to another region; "Save" applies everything to the version you started from and stores a new
 version. If someone saved meanwhile, both versions are kept and you choose which is current.
 """
