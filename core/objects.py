@@ -19,6 +19,7 @@ when it arrived in several pieces.
 """
 from __future__ import annotations
 
+import itertools
 import math
 from dataclasses import dataclass
 
@@ -347,11 +348,12 @@ def edited_labels(labels, edits, *, min_area: int = MIN_PIECE_AREA) -> np.ndarra
       is left whole) and gives the line's pixels back to the nearest piece, so the pieces
       touch as the cells did.
 
-    After each edit, every label the edit touched is checked: when it now has more 8-connected
-    pieces than before, it was cut, and each piece of at least ``min_area`` pixels becomes a
-    label of its own (the largest keeps the old one) while smaller pieces are dropped. An added
-    cell counts as cut from nothing, so it too loses slivers below ``min_area``. Labels no edit
-    touched are never renumbered or split, so an imported cell in several pieces stays one cell.
+    After each edit, every label the edit touched is checked, piece by piece (8-connected): a
+    piece the edit cut into several parts keeps the label on its largest part, and its other
+    parts of at least ``min_area`` pixels become labels of their own, while smaller parts are
+    dropped. An added cell counts as cut from nothing, so it too loses slivers below
+    ``min_area``. Pieces an edit only trims, or does not reach, are never renumbered or split,
+    so an imported cell in several pieces stays one cell.
 
     Parameters
     ----------
@@ -381,6 +383,7 @@ def edited_labels(labels, edits, *, min_area: int = MIN_PIECE_AREA) -> np.ndarra
     [0, 1, 1, 1, 2, 2, 2, 2, 0]
     """
     out = as_labels(labels, name="labels").copy()
+    new_labels = itertools.count(int(out.max(initial=0)) + 1)
     for edit in edits:
         if edit.kind not in EDIT_KINDS:
             raise ValueError(f"Unknown edit {edit.kind!r}; use one of {', '.join(EDIT_KINDS)}.")
@@ -391,13 +394,38 @@ def edited_labels(labels, edits, *, min_area: int = MIN_PIECE_AREA) -> np.ndarra
         if edit.kind == "delete":
             _delete_at(out, int(rows[0]), int(cols[0]))
             continue
-        before = out.copy()
-        touched = _apply(out, edit.kind, rows, cols)
+        # Work on a window that holds the touched labels whole: an edit costs its own size.
+        box = _window(out, rows, cols)
+        crop, rows, cols = out[box], rows - box[0].start, cols - box[1].start
+        before = crop.copy()
+        touched = _apply(crop, edit.kind, rows, cols, new_labels)
         for label in touched:
-            _settle(before, out, label, min_area)
+            _settle(before, crop, label, min_area, new_labels)
         if edit.kind == "split" and touched:
-            _give_back(out, before, rows, cols, touched)
+            _give_back(crop, before, rows, cols, touched)
     return as_labels(out, name="labels")
+
+
+def _window(labels: np.ndarray, rows: np.ndarray, cols: np.ndarray) -> tuple[slice, slice]:
+    """A box around an edit's pixels that holds every label under them whole.
+
+    A piece of a label that reaches outside the box has a pixel on the box's edge, so the box
+    grows until no label under the edit is on its edge. Pieces wholly outside (a cell imported
+    in several pieces) are left out: the edit cannot change them.
+    """
+    (height, width), margin = labels.shape, _GIVE_BACK + 1
+    r0, r1 = max(int(rows.min()) - margin, 0), min(int(rows.max()) + 1 + margin, height)
+    c0, c1 = max(int(cols.min()) - margin, 0), min(int(cols.max()) + 1 + margin, width)
+    under = _present(labels[rows, cols])
+    while under:
+        crop, grow = labels[r0:r1, c0:c1], max(r1 - r0, c1 - c0)
+        hit = [np.isin(edge, under).any() for edge in (crop[0], crop[-1], crop[:, 0], crop[:, -1])]
+        hit = [h and bound for h, bound in zip(hit, (r0 > 0, r1 < height, c0 > 0, c1 < width))]
+        if not any(hit):
+            break
+        r0, r1 = (max(r0 - grow, 0) if hit[0] else r0), (min(r1 + grow, height) if hit[1] else r1)
+        c0, c1 = (max(c0 - grow, 0) if hit[2] else c0), (min(c1 + grow, width) if hit[3] else c1)
+    return slice(r0, r1), slice(c0, c1)
 
 
 def _present(values: np.ndarray) -> list[int]:
@@ -406,8 +434,12 @@ def _present(values: np.ndarray) -> list[int]:
     return [int(v) for v in found[found != 0]]
 
 
-def _apply(labels: np.ndarray, kind: str, rows: np.ndarray, cols: np.ndarray) -> list[int]:
-    """Change ``labels`` in place by one add, erase or split; the labels that may be cut."""
+def _apply(labels: np.ndarray, kind: str, rows: np.ndarray, cols: np.ndarray,
+           new_labels) -> list[int]:
+    """Change ``labels`` in place by one add, erase or split; the labels that may be cut.
+
+    ``new_labels`` yields unused label values (an added cell takes the next one).
+    """
     if kind == "erase":
         touched = _present(labels[rows, cols])
         labels[rows, cols] = 0
@@ -416,7 +448,7 @@ def _apply(labels: np.ndarray, kind: str, rows: np.ndarray, cols: np.ndarray) ->
         free = labels[rows, cols] == 0
         if not free.any():
             return []
-        new = int(labels.max()) + 1
+        new = next(new_labels)
         labels[rows[free], cols[free]] = new
         return [new]
     band = np.zeros(labels.shape, dtype=bool)
@@ -441,22 +473,33 @@ def _box(*masks: np.ndarray, margin: int = 0) -> tuple[slice, slice] | None:
             slice(max(int(cols.min()) - margin, 0), min(int(cols.max()) + 1 + margin, shape[1])))
 
 
-def _settle(before: np.ndarray, labels: np.ndarray, label: int, min_area: int) -> None:
-    """One label per piece of ``label`` if the edit cut it into more pieces than it had."""
+def _settle(before: np.ndarray, labels: np.ndarray, label: int, min_area: int,
+            new_labels) -> None:
+    """One label per piece that an edit cut off ``label``; slivers below ``min_area`` dropped.
+
+    Every piece of ``label`` now lies inside one piece it had before (edits only take pixels
+    away from a label), or, for an added cell, inside none. A piece it had that is now several
+    was cut: its largest part keeps the label and the other parts of at least ``min_area``
+    pixels get new labels. An added cell's parts are treated the same way. Pieces the edit only
+    trimmed, and pieces it did not reach, keep the label as they are.
+    """
     box = _box(before == label, labels == label)
     if box is None:
         return
-    had = ndi.label(before[box] == label, structure=_SQUARE)[1]
+    was = ndi.label(before[box] == label, structure=_SQUARE)[0]
     pieces, n = ndi.label(labels[box] == label, structure=_SQUARE)
-    if n <= had:
-        return  # shrunk or trimmed, not cut: the label keeps what remains
-    sizes = np.bincount(pieces.ravel())
+    origin = np.zeros(n + 1, dtype=np.intp)
+    origin[pieces[pieces > 0]] = was[pieces > 0]
+    sizes = np.bincount(pieces.ravel(), minlength=n + 1)
     crop = labels[box]
-    crop[(pieces > 0) & (sizes[pieces] < min_area)] = 0
-    kept = [k for k in np.argsort(-sizes[1:], kind="stable") + 1 if sizes[k] >= min_area]
-    next_label = int(labels.max()) + 1
-    for i, k in enumerate(kept[1:]):
-        crop[pieces == k] = next_label + i
+    for source in np.unique(origin[1:]):
+        parts = [k for k in np.argsort(-sizes, kind="stable") if k and origin[k] == source]
+        if source and len(parts) == 1:
+            continue  # trimmed, not cut
+        for k in (k for k in parts if sizes[k] < min_area):
+            crop[pieces == k] = 0
+        for k in [k for k in parts if sizes[k] >= min_area][1:]:
+            crop[pieces == k] = next(new_labels)
 
 
 def _give_back(labels: np.ndarray, before: np.ndarray, rows, cols, cut: list[int]) -> None:

@@ -66,17 +66,24 @@ def test_erasing_a_neck_makes_two_cells_and_the_preview_is_what_is_stored():
 
 def test_an_untouched_label_in_two_pieces_stays_one_cell_until_an_edit_cuts_it():
     lab = np.zeros((30, 40), np.int32)
-    lab[2:8, 2:8] = lab[20:26, 2:8] = 1          # one imported cell in two pieces
+    lab[2:8, 2:8] = lab[20:28, 2:14] = 1         # one imported cell in two pieces: 36 + 96 px
     lab[10:18, 20:38] = 2
     nick = np.zeros(lab.shape, bool)
     nick[10, 20:25] = True                        # trims cell 2, cuts nothing
     after = edited_labels(lab, [_edit("erase", nick)])
-    assert np.unique(after).tolist() == [0, 1, 2] and (after == 1).sum() == 72
+    assert np.unique(after).tolist() == [0, 1, 2] and (after == 1).sum() == 132
     cut = np.zeros(lab.shape, bool)
     cut[10:18, 28:30] = True                      # right through cell 2
     after = edited_labels(after, [_edit("erase", cut)])
     assert count_objects(after) == 3              # cell 2 is two cells; cell 1 still one
-    assert (after == 1).sum() == 72 and sk_label(after == 1, connectivity=2).max() == 2
+    assert (after == 1).sum() == 132 and sk_label(after == 1, connectivity=2).max() == 2
+    # cutting one piece of cell 1: its smaller part is a new cell, the rest stays cell 1
+    through = np.zeros(lab.shape, bool)
+    through[20:28, 6] = True                      # parts of 4 x 8 and 7 x 8 px
+    again = edited_labels(after, [_edit("erase", through)])
+    assert count_objects(again) == 4
+    assert (again == 1).sum() == 36 + 56 and again[22, 10] == 1 and again[4, 4] == 1
+    assert again[22, 2] not in (0, 1, 2) and (again == again[22, 2]).sum() == 32
 
 
 def test_pieces_below_the_minimum_area_are_dropped():
