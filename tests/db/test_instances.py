@@ -235,8 +235,8 @@ def test_expert_keep_adds_a_label_and_drop_removes_pixels(engine, storage):
         expert = user(s, "eve", "expert")
         v1 = masks.save_mask_version(s, storage, image.id, lab, based_on=None, source="import",
                                      author_id=None)
-        v2 = masks.save_mask_version(s, storage, image.id, np.where(lab == 3, 0, lab),
-                                     based_on=v1.id, source="manual", author_id=None)
+        masks.save_mask_version(s, storage, image.id, np.where(lab == 3, 0, lab),
+                                based_on=v1.id, source="manual", author_id=None)
         back = adjudication.queue_mask_object(s, storage, image.id, v1.id, 3, reason="unsure")
         adjudication.decide_adjudication(s, storage, back.id, expert=expert, verdict="keep",
                                          reason="a faint neuron")
