@@ -97,6 +97,9 @@ def _add_import(sub) -> None:
                      help="for Z-stacks and multi-page TIFFs: the plane to use (from 0), or max "
                           "for the maximum projection")
     imp.add_argument("--user", default=None, help="record the import under this user name")
+    imp.add_argument("--categories", default=None, metavar="NAME[,NAME]",
+                     help="COCO: import the annotations of these categories only (needed when "
+                          "a file has several)")
 
 
 def _add_split(sub) -> None:
@@ -118,13 +121,21 @@ def _add_split(sub) -> None:
 
 
 def _add_export(sub) -> None:
-    exp = sub.add_parser("export", help="export counts, masks, COCO or VIA")
-    exp.add_argument("kind", choices=["counts", "masks", "coco", "via"],
-                     help="what to write: a counts CSV, a zip of masks, COCO JSON or VIA JSON")
+    exp = sub.add_parser("export", help="export counts, cells (label images, ROIs, GeoJSON), "
+                                        "COCO or VIA")
+    exp.add_argument("kind", choices=["counts", "masks", "labels", "imagej", "geojson", "coco",
+                                      "via"],
+                     help="what to write: a counts CSV; a zip of label PNGs (masks), label "
+                          "TIFFs (labels), ImageJ ROI sets (imagej) or QuPath GeoJSON "
+                          "(geojson), one file per image; COCO JSON or VIA JSON")
     exp.add_argument("--project", required=True)
     exp.add_argument("--out", required=True, type=Path)
     exp.add_argument("--split", choices=["train", "test", "unassigned"], default=None)
     exp.add_argument("--status", choices=["to_review", "in_progress", "approved"], default=None)
+    exp.add_argument("--ground-truth", action="store_true",
+                     help="export each image's latest approved mask instead of its current one")
+    exp.add_argument("--rle", action="store_true",
+                     help="COCO: write every cell as RLE (default: polygons where exact)")
 
 
 def _password(prompt: str) -> str:

@@ -136,6 +136,8 @@ class ImportOptions:
     z : int, 'max' or None
         For Z-stacks and multi-page TIFFs: the plane to use (from 0) or the maximum projection.
         Without it such files are refused (reason ``several planes``).
+    categories : tuple of str or None
+        COCO category names to import (``--categories``); None: a file must use one category.
     """
 
     approved: bool | None = None
@@ -143,6 +145,7 @@ class ImportOptions:
     prelabel_params: Any = None
     user_id: int | None = None
     z: int | str | None = None
+    categories: tuple[str, ...] | None = None
 
 
 @dataclass(frozen=True)
@@ -605,21 +608,25 @@ def _annotation_split(ann: formats.AnnotatedImage) -> tuple[str | None, dict[str
     return split, meta
 
 
-def _read_json(name: str, data: bytes | Path
+def _read_json(name: str, data: bytes | Path, *, categories: Sequence[str] | None = None
                ) -> tuple[str, list[formats.AnnotatedImage], FileOutcome | None]:
     """(format, images) of one VIA or COCO file, or the outcome refusing it by name.
 
     Never raises for a bad file: a malformed or hostile JSON (wrong types, numbers beyond
     floating point, brackets nested 100,000 deep, more than memory holds) is one skipped file.
+    A COCO file whose categories need a choice refuses the import (:class:`ImportRefused`,
+    listing them), since no file of it can be read without that choice.
     """
     shown = _clean(name)
     try:
         raw = data.read_bytes() if isinstance(data, Path) else data
-        kind, images = formats.read_annotations(raw, name=shown)
+        kind, images = formats.read_annotations(raw, name=shown, categories=categories)
         return kind, images, None
     except OSError as exc:
         return "", [], _skip(shown, "not found", f"{shown} could not be read ({exc.strerror}); "
                                              f"check that the file is still there.")
+    except formats.CategoryError as exc:
+        raise ImportRefused(_clean(str(exc))) from None
     except formats.FormatError as exc:
         reason = "unknown format" if "is neither a VIA-2 file" in str(exc) else "corrupt"
         return "", [], _skip(shown, reason, _clean(str(exc)))
@@ -630,7 +637,8 @@ def _read_json(name: str, data: bytes | Path
                                            f"annotation tool.")
 
 
-def collect_annotations(path: str | Path) -> Collected:
+def collect_annotations(path: str | Path, *,
+                        categories: Sequence[str] | None = None) -> Collected:
     """Images named in a VIA or COCO file, with their objects.
 
     ``path`` is the JSON file, or a folder holding one or more. An image is looked for at its
@@ -644,7 +652,7 @@ def collect_annotations(path: str | Path) -> Collected:
         raise ImportRefused(f"{path} holds no .json file; give the VIA or COCO file itself.")
     items, skipped, notes, kinds = [], [], [], set()
     for doc in docs:
-        kind, images, refused = _read_json(doc.name, doc)
+        kind, images, refused = _read_json(doc.name, doc, categories=categories)
         if refused is not None:
             skipped.append(refused)
             continue
@@ -1176,12 +1184,13 @@ def _guess_format(path: Path) -> str:
     return "folder"
 
 
-def _collect_path(path: Path, fmt: str, masks: Path | None, stain: str) -> Collected:
+def _collect_path(path: Path, fmt: str, masks: Path | None, stain: str,
+                  categories: Sequence[str] | None = None) -> Collected:
     """Collect the items of a path in the given format."""
     if fmt == "fnc":
         return collect_fnc(path, stain=stain)
     if fmt in ("via", "coco"):
-        return collect_annotations(path)
+        return collect_annotations(path, categories=categories)
     if path.is_file():
         if not _is_image(path):
             return Collected([], [_unknown(_clean(path.name))])
@@ -1257,7 +1266,7 @@ def import_path(bind: Engine | Session, settings: Settings, path: str | Path, *,
     masks_dir = _readable(masks, "masks") if masks is not None else None
     stain = _project_stain(bind, project)
     fmt = fmt or _guess_format(root)
-    collected = _collect_path(root, fmt, masks_dir, stain)
+    collected = _collect_path(root, fmt, masks_dir, stain, options.categories)
     if not anywhere:
         collected = _within_roots(collected, _roots(settings))
     source = f"{collected.kind}: {root}" + (f" (masks {masks_dir})" if masks_dir else "")
@@ -1286,7 +1295,7 @@ def import_uploads(bind: Engine | Session, settings: Settings, project: Project 
 
 def run_import_cli(args: Any, settings: Settings, *, out=None) -> int:
     """``python -m db import PATH --project NAME [--masks DIR] [--format F] [--approved]
-    [--no-prelabel] [--z K|max] [--user NAME]``.
+    [--no-prelabel] [--z K|max] [--user NAME] [--categories NAME[,NAME]]``.
 
     Reads any folder the person running it can read (``CELLTALLY_IMPORT_ROOTS`` limits the
     app only), commits image by image, and writes the report. Running the same command again
@@ -1304,7 +1313,8 @@ def run_import_cli(args: Any, settings: Settings, *, out=None) -> int:
             approved=True if getattr(args, "approved", False) else None,
             prelabel=not getattr(args, "no_prelabel", False),
             user_id=_Writer(engine)(lambda s: _cli_user_id(s, getattr(args, "user", None))),
-            z=core_io.ReadOptions.from_text(z=z).z if z is not None else None)
+            z=core_io.ReadOptions.from_text(z=z).z if z is not None else None,
+            categories=_cli_categories(getattr(args, "categories", None)))
         report = import_path(engine, settings, args.path, project=args.project,
                              fmt=getattr(args, "format", None),
                              masks=getattr(args, "masks", None), options=options,
@@ -1316,6 +1326,12 @@ def run_import_cli(args: Any, settings: Settings, *, out=None) -> int:
         engine.dispose()
     out.write("\n".join(report.lines()) + "\n")
     return 0
+
+
+def _cli_categories(text: str | None) -> tuple[str, ...] | None:
+    """``--categories a,b`` as names (None when not given)."""
+    names = tuple(n.strip() for n in (text or "").split(",") if n.strip())
+    return names or None
 
 
 def _cli_user_id(session: Session, name: str | None) -> int | None:

@@ -5,7 +5,8 @@ included), so the same picture is stored once however often, and from whatever f
 arrives. Layout below ``root``::
 
     images/ab/abcdef....png     RGB uint8
-    masks/ab/abcdef....png      0/255 grayscale
+    masks/ab/abcdef....png      uint16 label image: 0 background, one integer per cell
+                                (versions stored before labels: 0/255 grayscale)
     heatmaps/ab/abcdef....png   uint8 probabilities (p * 255, rounded)
     runs/<name>/                one directory per trained model (see core.run)
 
@@ -15,6 +16,10 @@ directories by their :meth:`Storage.key`, the path below the data dir
 that mounts the shared data dir somewhere else finds the same files; :meth:`Storage.resolve`
 (and every ``read_*``) turns a key back into a path, and still reads the absolute paths older
 rows hold.
+
+Masks are read by :func:`core.io.read_labels`, so both kinds of mask file give their cells by
+:func:`core.objects.as_labels`'s rule: a label PNG one cell per value, an older 0/255 PNG one
+cell per 8-connected component. Old files are never rewritten.
 """
 from __future__ import annotations
 
@@ -31,7 +36,7 @@ from pathlib import Path
 import numpy as np
 
 from core import io as core_io
-from core.objects import as_labels
+from core.objects import MAX_LABELS, as_labels
 from core.postprocess import quantise_heatmap
 from db.settings import Settings
 
@@ -288,12 +293,39 @@ class Storage:
                              f"{rgb.shape}. Read the file with core.io.read_image first.")
         return self._put("images", rgb, _keep_or_encode(encoded))
 
-    def put_mask(self, mask: np.ndarray) -> Stored:
-        """Store a mask (nonzero = foreground) once, as a 0/255 PNG."""
+    def put_mask(self, mask: np.ndarray, *, name: str = "The mask") -> Stored:
+        """Store a mask's cells once, as a uint16 label PNG (0 background, one value per cell).
+
+        Parameters
+        ----------
+        mask : ndarray (rows, cols)
+            A bool mask or a label image; its cells are :func:`core.objects.as_labels`'s (a
+            bool mask's 8-connected components, a label image's values).
+        name : str
+            What to call the mask in an error (e.g. "The mask of image a.png").
+
+        Raises
+        ------
+        ValueError
+            Not 2-D, not integers or bools, or more than 65535 cells.
+
+        Examples
+        --------
+        >>> import tempfile
+        >>> st = Storage(tempfile.mkdtemp())
+        >>> touching = np.array([[1, 1, 2, 2]], np.int32)
+        >>> st.read_labels(st.put_mask(touching).path).tolist()
+        [[1, 1, 2, 2]]
+        """
         mask = np.asarray(mask)
         if mask.ndim != 2:
             raise ValueError(f"A mask is (rows, cols); got shape {mask.shape}.")
-        return self._put("masks", mask != 0, lambda m: core_io.write_mask(None, m))
+        labels = as_labels(mask, name=name)
+        if labels.max(initial=0) > MAX_LABELS:
+            raise ValueError(f"{name} holds {int(labels.max())} cells; at most {MAX_LABELS} fit "
+                             "in a mask. Split the image into tiles and import those.")
+        return self._put("masks", labels.astype(np.uint16),
+                         lambda m: core_io.write_labels(None, m))
 
     def put_heatmap(self, heatmap: np.ndarray) -> Stored:
         """Store a probability map: floats in [0, 1] become uint8 (p * 255, rounded)."""
@@ -317,12 +349,12 @@ class Storage:
         return core_io.read_image(self.resolve(path))
 
     def read_mask(self, path: str | Path) -> np.ndarray:
-        """Read a stored mask (key or absolute path) back as bool (rows, cols)."""
-        return core_io.read_mask(self.resolve(path))
+        """Read a stored mask (key or absolute path) back as bool (rows, cols): any cell."""
+        return self.read_labels(path) > 0
 
     def read_labels(self, path: str | Path) -> np.ndarray:
-        """A stored mask's objects as an int32 label image (:func:`core.objects.as_labels`)."""
-        return as_labels(self.read_mask(path), name=str(path))
+        """A stored mask's cells as an int32 label image (:func:`core.io.read_labels`)."""
+        return core_io.read_labels(self.resolve(path), name=str(path))
 
     def read_heatmap(self, path: str | Path) -> np.ndarray:
         """Read a stored heatmap (key or absolute path) back as float32 probabilities in [0, 1]."""

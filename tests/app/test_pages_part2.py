@@ -362,13 +362,20 @@ def test_count_two_images_one_corrupt(app_as, app_db, promoted, monkeypatch):
 # ---------------------------------------------------------------- adjudicate: model probability
 
 def _unsure_item_on(app_db, image_id, version_id, label, user, times=2):
-    """``user`` flags one object unsure ``times`` times; the item it queued, first in the queue."""
+    """``user`` flags one object unsure ``times`` times; the item it queued, first in the queue.
+
+    ``label`` None: the version's lowest label (labels keep their values through edits, so
+    label 1 may be gone).
+    """
     from sqlalchemy import select
 
     from db import masks, users
-    from db.models import AdjudicationItem
+    from db.models import AdjudicationItem, MaskVersion
 
     with app_db.session() as s:
+        if label is None:
+            found = app_db.storage.read_labels(s.get(MaskVersion, version_id).path)
+            label = int(found[found > 0].min())
         uid = users.get_user(s, user).id
         for _ in range(times):
             adjudication.record_decision(s, app_db.storage, image_id, version_id, label,
@@ -398,7 +405,7 @@ def test_unsure_item_shows_the_promoted_runs_probability_and_each_vote_once(app_
     with app_db.session() as s:
         result = s.scalars(select(ImageResult).where(ImageResult.run_id == promoted)).first()
         image_id, version_id = result.image_id, result.version_id
-    item_id = _unsure_item_on(app_db, image_id, version_id, 1, "operator")
+    item_id = _unsure_item_on(app_db, image_id, version_id, None, "operator")
     try:
         at = app_as("expert", "pages/adjudicate.py")
         assert not at.exception, at.exception
@@ -424,7 +431,7 @@ def test_item_probability_predicts_once_without_a_stored_heatmap(app_db, promote
             Image.project_id == app_db.project_id, Image.head_version_id.is_not(None)))
             if i.id not in scored)
         image_id, version_id, shape = img.id, img.head_version_id, (img.height, img.width)
-    item_id = _unsure_item_on(app_db, image_id, version_id, 1, "expert", times=1)
+    item_id = _unsure_item_on(app_db, image_id, version_id, None, "expert", times=1)
     calls = []
 
     def predict(run_dir, image_path):
