@@ -210,6 +210,10 @@ class Image(Base):
         UniqueConstraint("project_id", "sha256", name="uq_images_project_sha256"),
         Index("ix_images_queue", "project_id", "archived", "review_status", "split", "id"),
         Index("ix_images_project_split", "project_id", "archived", "split", "id"),
+        # The Review page's filter choices: a loose index scan per field (db.review).
+        Index("ix_images_project_animal", "project_id", "animal"),
+        Index("ix_images_project_region", "project_id", "region"),
+        Index("ix_images_project_condition", "project_id", "condition"),
     )
     id: Mapped[int] = mapped_column(primary_key=True)
     project_id: Mapped[int] = mapped_column(ForeignKey("projects.id"))
