@@ -172,12 +172,25 @@ TINY = {"Base filters": 2, "Most epochs": 1, "Crop size (multiple of 8)": 64, "B
 def worker_stopped(app_db):
     """After the test: the detached worker the Train page started is gone, and no job of the
     test is left running (a worker ends by itself once the queue is empty; this is for failures)."""
-    from training.tasks import _alive, worker_pid
+    from training.tasks import worker_pid
 
     yield
     pid = worker_pid(app_db.settings)
-    if pid is None:
-        return
+    if pid is not None:
+        _stop_worker(pid)
+    # A job the killed worker held would look orphaned to the next page that checks for stale
+    # jobs (which requeues it and starts a real worker): end the test's jobs here.
+    from db import jobs
+
+    with app_db.session() as s:
+        for status in ("queued", "running"):
+            for job in jobs.list_jobs(s, status=status):
+                jobs.finish_job(s, job.id, cancelled=True)
+
+
+def _stop_worker(pid: int) -> None:
+    from training.tasks import _alive
+
     # Started with its own session (training.tasks.ensure_worker), so its group id is its pid.
     os.killpg(pid, signal.SIGTERM)
     deadline = time.time() + 15
@@ -214,7 +227,9 @@ def test_queue_a_tiny_training_job_and_watch_it_finish(server, browser, app_db, 
     # The live progress lists the job (queued or running), then announces it done.
     page.get_by_text(f"Job {job_id} (train, ").first.wait_for(timeout=30_000)
     try:
-        page.get_by_text(f"Job {job_id} (train) is done").wait_for(timeout=150_000)
+        # An untrained model's threshold sweep is the slow part (about a minute on a quiet CI
+        # machine); a loaded one needs more.
+        page.get_by_text(f"Job {job_id} (train) is done").wait_for(timeout=300_000)
     except Exception:
         page.screenshot(path=str(Path(tempfile.gettempdir()) / "celltally-failed-train.png"),
                         full_page=True)
