@@ -36,7 +36,7 @@ from pathlib import Path
 import numpy as np
 
 from core import io as core_io
-from core.objects import MAX_LABELS, as_labels
+from core.objects import as_labels
 from core.postprocess import quantise_heatmap
 from db.settings import Settings
 
@@ -320,10 +320,8 @@ class Storage:
         mask = np.asarray(mask)
         if mask.ndim != 2:
             raise ValueError(f"A mask is (rows, cols); got shape {mask.shape}.")
+        # as_labels renumbers values above 65535 and refuses more cells than a uint16 holds.
         labels = as_labels(mask, name=name)
-        if labels.max(initial=0) > MAX_LABELS:
-            raise ValueError(f"{name} holds {int(labels.max())} cells; at most {MAX_LABELS} fit "
-                             "in a mask. Split the image into tiles and import those.")
         return self._put("masks", labels.astype(np.uint16),
                          lambda m: core_io.write_labels(None, m))
 
