@@ -85,9 +85,10 @@ def _add_split(sub) -> None:
 
 
 def _add_export(sub) -> None:
-    exp = sub.add_parser("export", help="export counts, masks, COCO or VIA")
-    exp.add_argument("kind", choices=["counts", "masks", "coco", "via"],
-                     help="what to write: a counts CSV, a zip of masks, COCO JSON or VIA JSON")
+    exp = sub.add_parser("export", help="export counts, masks, COCO, VIA or the model")
+    exp.add_argument("kind", choices=["counts", "masks", "coco", "via", "model"],
+                     help="what to write: a counts CSV, a zip of masks, COCO JSON, VIA JSON, "
+                          "or the promoted run as a BioImage Model Zoo package (zip)")
     exp.add_argument("--project", required=True)
     exp.add_argument("--out", required=True, type=Path)
     exp.add_argument("--split", choices=["train", "test", "unassigned"], default=None)
