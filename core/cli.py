@@ -199,6 +199,8 @@ def _dask_client(args):
     """A client of a new local cluster (``--dask-workers``) or of ``--scheduler``."""
     from distributed import Client, LocalCluster
 
+    if not args.verbose:  # Dask logs every worker's start and stop at INFO
+        logging.getLogger("distributed").setLevel(logging.WARNING)
     if args.scheduler:
         return Client(args.scheduler)
     cluster = LocalCluster(n_workers=args.dask_workers, threads_per_worker=1, processes=True,
