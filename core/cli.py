@@ -104,6 +104,11 @@ def _count_parser(commands) -> None:
                             "workers must see IMAGES and RUN_DIR on a shared file system")
     count.add_argument("--chunk-size", type=int, metavar="N",
                        help="images per Dask task (default: four tasks per worker, at most 16)")
+    count.add_argument("--backend", choices=("auto", "onnx", "keras"), default="auto",
+                       help="auto: ONNX Runtime when the run has a model.onnx, else Keras "
+                            "(default); keras forces the fallback (one process only)")
+    count.add_argument("--no-overlap", dest="overlap", action="store_false",
+                       help="do not read and post-process images while the network runs")
     count.add_argument("--threads", type=int, metavar="N",
                        help="ONNX Runtime threads per process (default: cores / workers)")
     count.add_argument("--cache-dir", type=Path, metavar="DIR", default=DEFAULT_CACHE,
@@ -180,18 +185,23 @@ def _spec_from_args(parser, args) -> CountSpec:
             options = ", ".join("--" + n.replace("_", "-") for n in auto_only)
             parser.error(f"{options} only apply without --model: a run carries its own threshold "
                          "and post-processing")
+        if args.backend == "keras" and (args.dask_workers or args.scheduler):
+            parser.error("--backend keras counts in this process only; Dask workers run "
+                         "model.onnx")
         try:
             run_dir = load_run(args.model, with_model=False).path
             args.model = run_dir
-            return CountSpec(run_dir=str(run_dir), onnx=_model_onnx(parser, args),
-                             threads=args.threads, version=software_version())
+            onnx = None if args.backend == "keras" else _model_onnx(parser, args)
+            return CountSpec(run_dir=str(run_dir), onnx=onnx, backend=args.backend,
+                             overlap=args.overlap, threads=args.threads,
+                             version=software_version())
         except ValueError as exc:
             parser.error(str(exc))
     diameter = REFERENCE_DIAMETER if args.cell_diameter is None else args.cell_diameter
     if not diameter > 0:
         parser.error(f"--cell-diameter must be a positive number of pixels, got {diameter:g}")
     return CountSpec(method=args.method or "li", cell_diameter=diameter,
-                     preset=args.preset or "paper", threads=args.threads,
+                     preset=args.preset or "paper", overlap=args.overlap,
                      version=software_version())
 
 
@@ -211,7 +221,7 @@ def _dask_client(args):
 def _rows(args, spec: CountSpec, counter: Counter, files: list) -> Iterator[dict]:
     """Rows in input order: counted here, or on Dask."""
     if not (args.dask_workers or args.scheduler):
-        yield from count_rows(counter, files)
+        yield from count_rows(counter, files, overlap=spec.overlap)
         return
     import dataclasses
 

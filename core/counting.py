@@ -80,6 +80,11 @@ class CountSpec:
         The run's ONNX file; given, the network is loaded from it and nothing is converted
         (workers). None: :func:`core.predict.load_network` picks the backend (Keras when there
         is no ONNX Runtime).
+    backend : {"auto", "onnx", "keras"}
+        ``keras`` forces the Keras fallback (one process; what ``bench/bench_count.py``
+        compares with).
+    overlap : bool
+        Read the next image and post-process the previous one while the network runs.
     threads : int or None
         ONNX Runtime's intra-op threads; None = every core this process may use divided by the
         task slots on this host (``slots_per_host``).
@@ -93,6 +98,8 @@ class CountSpec:
 
     run_dir: str | None = None
     onnx: str | None = None
+    backend: str = "auto"
+    overlap: bool = True
     threads: int | None = None
     method: str = "li"
     cell_diameter: float = 50.0
@@ -191,8 +198,8 @@ def _model_counter(spec: CountSpec, threads: int | None) -> Counter:
     from core.run import load_run, model_sha256
 
     run = load_run(spec.run_dir, with_model=False)
-    network = (OnnxNetwork(spec.onnx, threads=threads) if spec.onnx else
-               load_network(run.path, threads=threads))
+    network = (OnnxNetwork(spec.onnx, threads=threads) if spec.onnx and spec.backend != "keras"
+               else load_network(run.path, backend=spec.backend, threads=threads))
     sha = model_sha256(run.path) or (_file_sha256(Path(spec.onnx)) if spec.onnx else "")
     diameter = float(run.postprocess.cell_diameter)
     return Counter(method=f"model:{run.name}", threshold=f"{run.threshold:g}",
@@ -352,7 +359,7 @@ def count_chunk(spec: CountSpec, paths: list) -> list[dict]:
                         heatmap=None, labels=None, typical_area=1.0, version=spec.version)
         return [{**_blank_row(p, blank), "error": f"{Path(p).name}: the worker could not load "
                  f"the model ({type(exc).__name__}: {exc})."} for p in paths]
-    return list(count_rows(counter, paths))
+    return list(count_rows(counter, paths, overlap=spec.overlap))
 
 
 def _chunks(paths: list, size: int) -> list[list]:
