@@ -7,7 +7,8 @@ model.onnx) and 9 synthetic 1200x1600 PNGs (``core.synthetic``).
   speed of a NumPy float32 4096x4096 matmul measured in this process, before each repeat.
 - Per-image cost through the CLI: ``(t9 - t1) / 8``, where ``tN`` is the wall time of a fresh
   ``python -m core count`` process on N images; start-up is ``t1`` minus one image's cost
-  (imports, loading the network, the first call).
+  (imports, loading the network, the first call), and, steadier under load, the wall time of
+  the CLI on one 64x64 image.
 - "before" is today's path, Keras serial (``--backend keras --no-overlap``); "after" is ONNX
   Runtime with reading and post-processing overlapped with the network (the default);
   "after, no overlap" shows what overlapping buys.
@@ -89,6 +90,16 @@ def cli_seconds(run: Path, images: list[Path], extra: list[str], csv: Path) -> f
     return time.perf_counter() - start
 
 
+def startup_seconds(run: Path, extra: list[str], out: Path) -> float:
+    """Wall seconds of ``core count`` on one 64x64 image: imports and loading the network."""
+    from core.io import write_image
+
+    tiny = out / "tiny64.png"
+    if not tiny.is_file():
+        write_image(tiny, np.random.default_rng(0).integers(0, 255, (64, 64, 3), np.uint8))
+    return cli_seconds(run, [tiny], extra, out / "tiny.csv")
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeat", type=int, default=2)
@@ -116,6 +127,9 @@ def main(argv=None) -> int:
             print(f"  {name:34s} t1 {t1:6.2f} s  t9 {t9:6.2f} s  per image {cost:5.2f} s "
                   f"= {cost / floor:4.2f}x floor ({floor:.2f} s: {gflops_before:.0f} and "
                   f"{gflops_after:.0f} GFLOP/s)  start-up {t1 - cost:5.2f} s", flush=True)
+        line = ", ".join(f"{name.split(' (')[0]} {startup_seconds(run, extra, out):.2f} s"
+                         for name, extra in list(paths.items())[:2])
+        print(f"  start-up (one 64x64 image): {line}", flush=True)
     for name, values in ratios.items():
         print(f"{name:36s} ratio to the floor: median {statistics.median(values):.2f}x "
               f"(each repeat: {', '.join(f'{v:.2f}' for v in values)})")

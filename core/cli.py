@@ -35,7 +35,9 @@ what it counted. Exit status: 0 when every image was attempted and at least one 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import csv
+import dataclasses
 import logging
 import sys
 from pathlib import Path
@@ -205,17 +207,18 @@ def _spec_from_args(parser, args) -> CountSpec:
                      version=software_version())
 
 
-def _dask_client(args):
-    """A client of a new local cluster (``--dask-workers``) or of ``--scheduler``."""
+def _dask_client(stack: contextlib.ExitStack, args):
+    """A client of a new local cluster (``--dask-workers``) or of ``--scheduler``; both are
+    closed when ``stack`` closes (a local cluster's workers stop with it)."""
     from distributed import Client, LocalCluster
 
     if not args.verbose:  # Dask logs every worker's start and stop at INFO
         logging.getLogger("distributed").setLevel(logging.WARNING)
     if args.scheduler:
-        return Client(args.scheduler)
-    cluster = LocalCluster(n_workers=args.dask_workers, threads_per_worker=1, processes=True,
-                           dashboard_address=None)
-    return Client(cluster)
+        return stack.enter_context(Client(args.scheduler))
+    cluster = stack.enter_context(LocalCluster(n_workers=args.dask_workers, threads_per_worker=1,
+                                               processes=True, dashboard_address=None))
+    return stack.enter_context(Client(cluster))
 
 
 def _rows(args, spec: CountSpec, counter: Counter, files: list) -> Iterator[dict]:
@@ -223,9 +226,8 @@ def _rows(args, spec: CountSpec, counter: Counter, files: list) -> Iterator[dict
     if not (args.dask_workers or args.scheduler):
         yield from count_rows(counter, files, overlap=spec.overlap)
         return
-    import dataclasses
-
-    with _dask_client(args) as client:
+    with contextlib.ExitStack() as stack:
+        client = _dask_client(stack, args)
         slots = slots_per_host(client)
         spec = dataclasses.replace(spec, slots_per_host=slots)
         size = args.chunk_size or default_chunk_size(len(files), sum(n for _, n in slots))
@@ -233,8 +235,6 @@ def _rows(args, spec: CountSpec, counter: Counter, files: list) -> Iterator[dict
                  sum(n for _, n in slots))
         yield from dask_rows(client, spec, [str(f) for f in files], chunk_size=size,
                              template=counter)
-        if client.cluster is not None and args.dask_workers:
-            client.cluster.close()
 
 
 def _count(args, spec: CountSpec) -> int:

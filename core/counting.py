@@ -34,8 +34,8 @@ from typing import Callable, Iterable, Iterator
 import numpy as np
 
 __all__ = ["COLUMNS", "BASE_COLUMNS", "CountSpec", "Counter", "build_counter", "count_rows",
-           "count_chunk", "dask_rows", "check_objects", "software_version", "VERSION",
-           "NEAR_LOGIT", "ODD_DOUBT"]
+           "count_chunk", "dask_rows", "slots_per_host", "default_chunk_size", "check_objects",
+           "software_version", "VERSION", "NEAR_LOGIT", "ODD_DOUBT"]
 
 log = logging.getLogger(__name__)
 
