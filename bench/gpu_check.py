@@ -11,8 +11,9 @@ Prints one JSON line:
   on this host) against the JAX model on one batch.
 
 ``--tiny`` shrinks everything (base 2, 64 px crops, batch 2, 64x96 images, 2 training steps) so
-``make test`` runs it on the CPU; ``--weights`` and ``--x`` also save the float32 prediction of
-those weights on that input (``--out``/pred_fp32.npy) for the test to compare with TensorFlow.
+``make test`` runs it on the CPU. Inference uses the trained weights, or ``--weights``; its
+float32 prediction of the images (``--x``, else random) goes to ``--out``/pred_fp32.npy, which
+the test compares with TensorFlow's.
 """
 from __future__ import annotations
 
@@ -62,8 +63,9 @@ def _train_step_s(size: dict) -> tuple[float, float, object]:
     return statistics.median(times[1:]), loss, model
 
 
-def _images_per_s(weights: Path, policy: str, size: dict, x: np.ndarray) -> float:
-    """Images per second of a fresh model under ``policy`` with ``weights``."""
+def _images_per_s(weights: Path, policy: str, size: dict, x: np.ndarray):
+    """Images per second of a fresh model under ``policy`` with ``weights``; the model and its
+    prediction of ``x``."""
     import keras
 
     from core.model import build_cresunet
@@ -71,11 +73,11 @@ def _images_per_s(weights: Path, policy: str, size: dict, x: np.ndarray) -> floa
     keras.mixed_precision.set_global_policy(policy)
     model = build_cresunet(size["base"])
     model.load_weights(weights)
-    np.asarray(model.predict_on_batch(x))  # compiles
+    pred = np.asarray(model.predict_on_batch(x))  # compiles
     start = time.perf_counter()
     for _ in range(size["repeat"]):
         np.asarray(model.predict_on_batch(x))
-    return size["repeat"] * len(x) / (time.perf_counter() - start)
+    return size["repeat"] * len(x) / (time.perf_counter() - start), model, pred
 
 
 def main(argv=None) -> int:
@@ -98,13 +100,10 @@ def main(argv=None) -> int:
     trained.save_weights(weights)
     x = (np.load(args.x) if args.x else
          np.random.default_rng(0).random((size["images"], *size["shape"], 3), np.float32))
-    speed = {p: _images_per_s(weights, p, size, x) for p in ("float32", "mixed_bfloat16")}
-    keras.mixed_precision.set_global_policy("float32")
-    from core.model import build_cresunet
-
-    model = build_cresunet(size["base"])
-    model.load_weights(args.weights or weights)
-    pred = np.asarray(model.predict_on_batch(x))
+    weights = args.weights or weights
+    speed = {}
+    speed["mixed_bfloat16"], _, _ = _images_per_s(weights, "mixed_bfloat16", size, x)
+    speed["float32"], model, pred = _images_per_s(weights, "float32", size, x)
     np.save(args.out / "pred_fp32.npy", pred)
     onnx_pred = OnnxNetwork(save_onnx(model, args.out / "model.onnx")).predict_on_batch(x)
     print(json.dumps({"backend": keras.backend.backend(),
