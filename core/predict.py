@@ -8,6 +8,12 @@ image size.
 Why ``predict_on_batch`` and never ``model(x)``: an eager call on a 1600x1200 image peaked at 5.9 GB
 against 1.4 GB for ``predict_on_batch`` (the compiled predict step frees activations as it goes).
 
+The network is anything with Keras's ``predict_on_batch(x) -> (batch, y, x, 1)``: a Keras model
+(training, and the fallback) or an :class:`OnnxNetwork` (ONNX Runtime, what counting,
+pre-labelling and the Predictions page use). :func:`load_network` picks one for a run
+directory, the same way for every caller, so a run's evaluation, counts and pre-labels come from
+the same backend.
+
 Why tiles are exact: every tile starts at a multiple of 8 (so the three 2x2 poolings see the same
 grid as a single pass) and only the part of a tile at least ``overlap`` pixels away from its cut
 edges is kept. With ``overlap`` at or above the network's receptive-field radius (measured 94 px for
@@ -17,10 +23,12 @@ rounding.
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 
 import numpy as np
 
-__all__ = ["predict_heatmap", "SINGLE_PASS_PIXELS", "DEFAULT_TILE", "DEFAULT_OVERLAP"]
+__all__ = ["predict_heatmap", "OnnxNetwork", "load_network", "BACKENDS", "SINGLE_PASS_PIXELS",
+           "DEFAULT_TILE", "DEFAULT_OVERLAP"]
 
 log = logging.getLogger(__name__)
 
@@ -31,6 +39,118 @@ DEFAULT_TILE = 1536
 #: Pixels discarded at each cut edge of a tile (>= receptive-field radius, multiple of 8).
 DEFAULT_OVERLAP = 128
 _MULTIPLE = 8  # three 2x2 poolings
+
+
+#: ``auto``: ONNX Runtime when the run has (or, with Keras, can get) a model.onnx, else Keras.
+BACKENDS = ("auto", "onnx", "keras")
+
+
+class OnnxNetwork:
+    """A run's ``model.onnx`` in ONNX Runtime, called like a Keras model.
+
+    Parameters
+    ----------
+    path : path
+        The ONNX file (``core.exchange``: input ``rgb`` (batch, y, x, 3) float32 in [0, 1],
+        output ``heatmap`` (batch, y, x, 1)).
+    threads : int, optional
+        Intra-op threads; by default ONNX Runtime uses every core. Dask workers sharing a
+        machine pass cores / workers.
+
+    Examples
+    --------
+    >>> import tempfile, pathlib
+    >>> from core.exchange import save_onnx
+    >>> from core.model import build_cresunet
+    >>> path = save_onnx(build_cresunet(2), pathlib.Path(tempfile.mkdtemp()) / "m.onnx")
+    >>> OnnxNetwork(path, threads=1).predict_on_batch(np.zeros((1, 8, 16, 3), np.float32)).shape
+    (1, 8, 16, 1)
+    """
+
+    backend = "onnx"
+
+    def __init__(self, path, *, threads: int | None = None):
+        import onnxruntime as ort
+
+        options = ort.SessionOptions()
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        options.log_severity_level = 3  # its warnings about unused initializers are noise here
+        if threads:
+            options.intra_op_num_threads = int(threads)
+            options.inter_op_num_threads = 1
+        # A GPU build (onnxruntime-gpu) serves on CUDA; the plain wheel has the CPU only.
+        providers = [p for p in ("CUDAExecutionProvider", "CPUExecutionProvider")
+                     if p in ort.get_available_providers()]
+        self.path = Path(path)
+        self.session = ort.InferenceSession(str(path), options, providers=providers)
+        self.input_name = self.session.get_inputs()[0].name
+
+    def predict_on_batch(self, x) -> np.ndarray:
+        """Probabilities (batch, y, x, 1) of float32 RGB (batch, y, x, 3) in [0, 1]."""
+        return self.session.run(None, {self.input_name: np.ascontiguousarray(x, np.float32)})[0]
+
+    def __repr__(self) -> str:
+        return f"OnnxNetwork({str(self.path)!r})"
+
+
+def _has_module(name: str) -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec(name) is not None
+
+
+def load_network(run_dir, *, backend: str = "auto", threads: int | None = None,
+                 cache_dir=None, convert: bool = True):
+    """The network a run directory predicts with, for :func:`predict_heatmap`.
+
+    Parameters
+    ----------
+    run_dir : path
+        A run directory (``core.run``).
+    backend : {"auto", "onnx", "keras"}
+        ``auto`` serves with ONNX Runtime when it is installed and the run has a current
+        ``model.onnx`` (or one in ``cache_dir``); a run without one is converted first when
+        Keras is installed and ``convert`` is true (once: the file is kept). Otherwise Keras.
+    threads : int, optional
+        ONNX Runtime's intra-op threads (see :class:`OnnxNetwork`).
+    cache_dir : path, optional
+        Where a read-only run's converted file goes (``core.exchange.ensure_onnx``).
+    convert : bool
+        False on count-only installs and Dask workers: never convert, only look.
+
+    Returns
+    -------
+    OnnxNetwork or keras.Model
+
+    Raises
+    ------
+    ValueError
+        Neither backend can serve: the message says what to run (``python -m core export``).
+    """
+    from core.exchange import ensure_onnx, find_onnx, missing_onnx_message
+
+    if backend not in BACKENDS:
+        raise ValueError(f"backend must be one of {', '.join(BACKENDS)}, got {backend!r}")
+    run_dir = Path(run_dir)
+    has_keras, has_ort = _has_module("keras"), _has_module("onnxruntime")
+    if backend != "keras" and has_ort:
+        path = find_onnx(run_dir, cache_dir=cache_dir)
+        if path is None and convert and has_keras:
+            path = ensure_onnx(run_dir, cache_dir=cache_dir)
+        if path is not None:
+            log.info("%s: predicting with ONNX Runtime (%s)", run_dir, path)
+            return OnnxNetwork(path, threads=threads)
+    if backend == "onnx" or not has_keras:
+        if has_ort or backend == "keras":
+            raise ValueError(missing_onnx_message(run_dir) if backend != "keras" else
+                             f"{run_dir}: predicting with Keras needs a full install "
+                             "(requirements.txt)")
+        raise ValueError(f"{run_dir}: this install has neither ONNX Runtime nor Keras; "
+                         "install requirements-count.txt")
+    from core.run import load_run
+
+    log.info("%s: predicting with Keras", run_dir)
+    return load_run(run_dir).model
 
 
 def _validate(rgb) -> np.ndarray:
@@ -116,9 +236,9 @@ def predict_heatmap(model, rgb_uint8, *, tile: int | None = None,
 
     Parameters
     ----------
-    model : keras.Model
-        A c-ResUnet (``core.model.build_cresunet`` or ``core.run.load_run(...).model``) taking
-        float32 RGB in [0, 1] with sides that are multiples of 8.
+    model : keras.Model or OnnxNetwork
+        A c-ResUnet (``core.model.build_cresunet``, ``core.run.load_run(...).model`` or
+        :func:`load_network`) taking float32 RGB in [0, 1] with sides that are multiples of 8.
     rgb_uint8 : ndarray (H, W, 3) uint8
         The image, any size. It is divided by 255, padded to a multiple of 8 by reflection,
         predicted, and cropped back.

@@ -3,6 +3,7 @@
 ::
 
     model.keras        inference copy (no optimizer state), loaded with compile=False
+    model.onnx         the same network for ONNX Runtime (core.exchange; counting, export)
     config.json        training config; "postprocess" holds the PostprocessParams
     thresholds.json    {"best": ..., "knee": ..., "chosen": ...}; counting uses "chosen"
     metrics.json       test scores
@@ -241,6 +242,20 @@ def _write_inference_model(model, target: Path) -> None:
     clone.save(target, overwrite=True)
 
 
+def _write_onnx(model, temps: dict, run_dir: Path) -> None:
+    """Add model.onnx (core.exchange) to the files being written, stamped with the Keras hash."""
+    from core.exchange import ONNX_FILE, save_onnx
+
+    temps[ONNX_FILE] = _temp_path(run_dir, ONNX_FILE)
+    with temps[MODEL_FILE].open("rb") as fh:
+        sha = hashlib.file_digest(fh, "sha256").hexdigest()
+    try:
+        save_onnx(model, temps[ONNX_FILE], keras_sha256=sha)
+    except ValueError as exc:  # a network the converter does not know still saves, for Keras
+        log.warning("%s: no model.onnx (%s); the run predicts with Keras", run_dir, exc)
+        temps.pop(ONNX_FILE).unlink(missing_ok=True)
+
+
 def save_run(path, *, model, config: dict, postprocess, thresholds: dict, metrics: dict,
              manifest: dict, history=None) -> Path:
     """Write a run directory (creating it if needed) and return its absolute path.
@@ -255,7 +270,8 @@ def save_run(path, *, model, config: dict, postprocess, thresholds: dict, metric
     path : str or Path
         The run directory.
     model : keras.Model
-        The trained model; an uncompiled copy is saved as ``model.keras``.
+        The trained model; an uncompiled copy is saved as ``model.keras``, and the same network
+        as ``model.onnx`` (:mod:`core.exchange`) for ONNX Runtime and other tools.
     config : dict
         Training config (JSON-serialisable). ``config["postprocess"]`` is set from ``postprocess``.
     postprocess : core.postprocess.PostprocessParams
@@ -291,6 +307,7 @@ def save_run(path, *, model, config: dict, postprocess, thresholds: dict, metric
                 csv.writer(fh).writerows([columns, *rows])
         temps[MODEL_FILE] = _temp_path(run_dir, MODEL_FILE)
         _write_inference_model(model, temps[MODEL_FILE])
+        _write_onnx(model, temps, run_dir)
     except BaseException:
         for temp in temps.values():
             temp.unlink(missing_ok=True)

@@ -122,12 +122,13 @@ def _add_split(sub) -> None:
 
 def _add_export(sub) -> None:
     exp = sub.add_parser("export", help="export counts, cells (label images, ROIs, GeoJSON), "
-                                        "COCO or VIA")
+                                        "COCO, VIA or the model")
     exp.add_argument("kind", choices=["counts", "masks", "labels", "imagej", "geojson", "coco",
-                                      "via"],
+                                      "via", "model"],
                      help="what to write: a counts CSV; a zip of label PNGs (masks), label "
                           "TIFFs (labels), ImageJ ROI sets (imagej) or QuPath GeoJSON "
-                          "(geojson), one file per image; COCO JSON or VIA JSON")
+                          "(geojson), one file per image; COCO JSON or VIA JSON; or the "
+                          "promoted run as a BioImage Model Zoo package (model, a zip)")
     exp.add_argument("--project", required=True)
     exp.add_argument("--out", required=True, type=Path)
     exp.add_argument("--split", choices=["train", "test", "unassigned"], default=None)

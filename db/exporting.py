@@ -33,6 +33,7 @@ import io
 import json
 import logging
 import sys
+import tempfile
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -46,8 +47,10 @@ from core import io as core_io
 from core.plaintext import write_csv
 from db.engine import make_engine
 from db.masks import latest_approvals
-from db.models import AdjudicationItem, Image, MaskVersion, ModelRun, Project, User
+from db.models import (AdjudicationItem, Image, ImportBatch, MaskVersion, ModelRun, Project,
+                       RunItem, User)
 from db.projects import ImageFilter, get_project
+from db.runs import get_run, promoted_run, run_path
 from db.settings import Settings
 from db.storage import Storage
 
@@ -57,7 +60,7 @@ __all__ = ["ExportRow", "EXPORT_KINDS", "FILE_KINDS", "COUNT_COLUMNS", "select_i
 
 log = logging.getLogger(__name__)
 
-EXPORT_KINDS = ("counts", "masks", "labels", "imagej", "geojson", "coco", "via")
+EXPORT_KINDS = ("counts", "masks", "labels", "imagej", "geojson", "coco", "via", "model")
 #: Zips of one file per image: kind -> (folder in the zip, file suffix, writer of the labels).
 FILE_KINDS = {"masks": ("masks", ".png", lambda labels: core_io.write_labels(None, labels)),
               "labels": ("labels", ".tif", lambda labels: maskfiles.write_label_tiff(None, labels)),
@@ -288,6 +291,8 @@ def _cli_filters(args: Any) -> ImageFilter:
 def run_export_cli(args: Any, settings: Settings, *, out=None) -> int:
     """``python -m db export KIND --project NAME --out PATH [filters]``, KIND in :data:`EXPORT_KINDS`.
 
+    ``model`` writes the promoted run's BioImage Model Zoo package (a zip).
+
     Filters read from ``args`` when present: ``split``, ``status``, ``animal``, ``region``,
     ``condition``, ``metadata`` (``KEY=VALUE`` strings), ``archived``; ``ground_truth`` exports
     approved masks instead of the heads; ``rle`` writes COCO objects as RLE. Returns 0 on success,
@@ -314,6 +319,8 @@ def run_export_cli(args: Any, settings: Settings, *, out=None) -> int:
 def _export_kind(session: Session, storage: Storage, args: Any, which: str) -> tuple[bytes, int]:
     """The bytes of one export kind and how many images it covers."""
     kind, filters = args.kind, _cli_filters(args)
+    if kind == "model":
+        return _promoted_package(session, storage, args.project)
     if kind not in EXPORT_KINDS:
         raise ValueError(f"Unknown export {kind!r}; use one of {', '.join(EXPORT_KINDS)}.")
     project = get_project(session, args.project)
@@ -330,3 +337,59 @@ def _export_kind(session: Session, storage: Storage, args: Any, which: str) -> t
         doc = export_via(session, storage, project, filters=filters, which=which)
     n = len(doc["images"]) if kind == "coco" else len(doc["_via_img_metadata"])
     return json.dumps(doc).encode("utf-8"), n
+
+
+# --- a run as a BioImage Model Zoo package ---------------------------------------------------
+
+def package_info(session: Session, run: ModelRun):
+    """What a run's package says of its training data, read from its manifest rows.
+
+    Fluorescent Neuronal Cells data trained it when any of its training or validation images
+    came from an FNC import (the batch source ``fnc-v1``/``fnc-v2``): the package is then
+    CC BY-SA 4.0, as the data set is.
+    """
+    from core.exchange import PackageInfo
+
+    rows = session.execute(
+        select(RunItem.role, ImportBatch.source)
+        .join(Image, Image.id == RunItem.image_id)
+        .outerjoin(ImportBatch, ImportBatch.id == Image.batch_id)
+        .where(RunItem.run_id == run.id)).all()
+    roles = {r: sum(1 for role, _ in rows if role == r) for r in ("train", "validation", "test")}
+    sources = sorted({(src or "").split(":")[0] for role, src in rows if src})
+    fnc = any((src or "").startswith("fnc") for role, src in rows if role != "test")
+    project = session.get(Project, run.project_id)
+    text = (f"{roles['train']} training, {roles['validation']} validation and {roles['test']} "
+            f"test images of the CellTally project {project.name!r} ({project.stain} stain), "
+            "each with the mask version approved as ground truth when the run was trained"
+            + (f"; imported as {', '.join(sources)}" if sources else "") + ".")
+    return PackageInfo(training_data=text, fnc=fnc)
+
+
+def model_package(session: Session, storage: Storage, run_id: int) -> bytes:
+    """The zip bytes of a registered run's BioImage Model Zoo package (``core.exchange``).
+
+    A run directory without ``model.onnx`` is converted first (once), or into
+    ``<data dir>/cache/onnx`` when the directory is read-only.
+    """
+    from core.exchange import export_package
+
+    run = get_run(session, run_id)
+    with tempfile.TemporaryDirectory() as tmp:
+        target = export_package(run_path(run, storage), Path(tmp) / "package.zip",
+                                info=package_info(session, run),
+                                cache_dir=storage.root / "cache" / "onnx")
+        return target.read_bytes()
+
+
+def _promoted_package(session: Session, storage: Storage, project_name) -> tuple[bytes, int]:
+    """``export model``: the promoted run's package, and how many images trained it."""
+    project = get_project(session, project_name)
+    run = promoted_run(session, project.id)
+    if run is None:
+        raise ValueError(f"The project {project.name!r} has no promoted model; promote a run "
+                         "on the Train page, or package a run directory with "
+                         "`python -m core export RUN_DIR --out PACKAGE.zip`.")
+    n = len(session.scalars(select(RunItem.id).where(RunItem.run_id == run.id,
+                                                     RunItem.role != "test")).all())
+    return model_package(session, storage, run.id), n

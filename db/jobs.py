@@ -32,7 +32,8 @@ from db.models import JOB_KINDS, Job, User, utcnow
 __all__ = ["queue_job", "claim_next_job", "heartbeat", "report_progress", "is_cancel_requested",
            "request_cancel", "finish_job", "fail_job", "requeue_stale", "get_job", "list_jobs",
            "LOG_TAIL_CHARS", "jobs_table", "JOB_COLUMNS", "ClaimLost", "STALE_AFTER_S",
-           "MAX_ATTEMPTS"]
+           "MAX_ATTEMPTS", "queue_count_chunks", "batch_jobs", "count_batches", "COUNT_CHUNK",
+           "BATCH_COLUMNS"]
 
 log = logging.getLogger(__name__)
 
@@ -335,3 +336,93 @@ def jobs_table(session: Session, project_id: int, *, kinds=None, limit: int = 50
             "created_by": users.get(j.created_by, ""),
         })
     return pd.DataFrame(rows, columns=JOB_COLUMNS)
+
+
+# ---------------------------------------------------------------- count jobs in chunks
+
+#: Images per count job: small enough that several workers share a batch of hundreds, large
+#: enough that claiming and loading the network stay a small part of each job.
+COUNT_CHUNK = 25
+BATCH_COLUMNS = ["batch_id", "job_ids", "status", "progress", "message", "error", "n_images",
+                 "n_chunks", "created_at"]
+
+
+def queue_count_chunks(session: Session, *, project_id: int | None, config: dict[str, Any],
+                       image_ids, chunk_size: int = COUNT_CHUNK,
+                       created_by: int | None = None) -> list[Job]:
+    """Queue a count over ``image_ids`` as jobs of ``chunk_size`` images each.
+
+    Every chunk is an ordinary ``count`` job, so any number of workers claim them (atomically,
+    as any job). They share ``config["batch"]``: the id of the first chunk, which also names the
+    batch in :func:`count_batches`. ``config["chunk"]`` is each chunk's place in the batch.
+
+    Returns
+    -------
+    list of Job
+        The chunks in order.
+    """
+    ids = [int(i) for i in image_ids]
+    if not ids:
+        raise ValueError("There are no images to count.")
+    if chunk_size < 1:
+        raise ValueError(f"A count chunk holds at least one image, got {chunk_size}.")
+    parts = [ids[i:i + chunk_size] for i in range(0, len(ids), chunk_size)]
+    jobs = [queue_job(session, "count", project_id=project_id, created_by=created_by,
+                      config={**config, "image_ids": part, "chunk": n, "chunks": len(parts)})
+            for n, part in enumerate(parts)]
+    for job in jobs:
+        job.config = {**job.config, "batch": jobs[0].id}
+    session.flush()
+    return jobs
+
+
+def batch_jobs(session: Session, batch_id: int) -> list[Job]:
+    """The count jobs of one batch in chunk order; a job queued before chunking is its own."""
+    jobs = [j for j in session.scalars(select(Job).where(Job.kind == "count", Job.id >= batch_id)
+                                       .order_by(Job.id))
+            if (j.config or {}).get("batch", j.id) == batch_id]
+    if not jobs:
+        raise ValueError(f"There is no count batch {batch_id}.")
+    return sorted(jobs, key=lambda j: (j.config or {}).get("chunk", 0))
+
+
+def _batch_status(statuses: list[str]) -> str:
+    """failed or cancelled when a chunk is; running while any runs or some are done; else one."""
+    for status in ("failed", "cancelled"):
+        if status in statuses:
+            return status
+    if all(s == "done" for s in statuses):
+        return "done"
+    return "queued" if all(s == "queued" for s in statuses) else "running"
+
+
+def count_batches(session: Session, project_id: int, *, limit: int = 50) -> pd.DataFrame:
+    """A project's count batches, newest first: the chunks' jobs summed up.
+
+    Returns
+    -------
+    DataFrame
+        Columns :data:`BATCH_COLUMNS`; ``progress`` is the mean over chunks, ``message`` says how
+        many chunks are done, ``error`` is the first failed chunk's.
+    """
+    q = (select(Job).where(Job.project_id == project_id, Job.kind == "count")
+         .order_by(Job.id.desc()))
+    groups: dict[int, list[Job]] = {}
+    for job in session.scalars(q):
+        groups.setdefault(int((job.config or {}).get("batch", job.id)), []).append(job)
+    rows = []
+    for batch_id in sorted(groups, reverse=True)[:limit]:
+        jobs = sorted(groups[batch_id], key=lambda j: (j.config or {}).get("chunk", 0))
+        statuses = [j.status for j in jobs]
+        done = statuses.count("done")
+        running = [j.message for j in jobs if j.status == "running" and j.message]
+        rows.append({
+            "batch_id": batch_id, "job_ids": [j.id for j in jobs],
+            "status": _batch_status(statuses),
+            "progress": float(np.mean([float(j.progress or 0) for j in jobs])),
+            "message": f"{done} of {len(jobs)} chunks done" + (f"; {running[0]}" if running
+                                                               else ""),
+            "error": next((j.error for j in jobs if j.status == "failed" and j.error), ""),
+            "n_images": sum(len((j.config or {}).get("image_ids", [])) for j in jobs),
+            "n_chunks": len(jobs), "created_at": jobs[0].created_at})
+    return pd.DataFrame(rows, columns=BATCH_COLUMNS)

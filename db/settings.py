@@ -84,6 +84,13 @@ class Settings:
         if workers not in ("local", "remote"):
             raise ValueError(
                 f"CELLTALLY_WORKERS is {workers!r}; set it to 'local' or 'remote'.")
+        if workers == "remote" and db_url.startswith("sqlite"):
+            # Remote workers reach the database over a network file system, where SQLite's
+            # locking is not safe: two hosts claiming jobs could corrupt the file.
+            raise ValueError(
+                "CELLTALLY_WORKERS=remote needs a database server: SQLite is not safe for "
+                "workers on other machines. Point CELLTALLY_DB_URL at PostgreSQL (e.g. "
+                "postgresql+psycopg://user@host/celltally) or use CELLTALLY_WORKERS=local.")
         return cls(
             data_dir=data_dir,
             db_url=_absolute_sqlite(db_url, base),

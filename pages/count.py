@@ -51,12 +51,12 @@ if st.button("Count", key="count_go", type="primary"):
         if not images:
             st.error("None of the files can be counted; see the list below.")
         else:
-            job_id = tasks.submit(ui.settings(), "count", project=pid, created_by=who.id,
-                                 config={"run_dir": model["run_dir"],
-                                         "image_ids": [i for _, i in images]},
-                                 engine=ui.engine())
+            job_id = tasks.submit_count(ui.settings(), project=pid, created_by=who.id,
+                                        run_dir=model["run_dir"],
+                                        image_ids=[i for _, i in images], engine=ui.engine())
             st.session_state["count_job"] = job_id
-            st.success(f"Counting {len(images)} images (job {job_id}).")
+            st.success(f"Counting {len(images)} images (batch {job_id}; any worker can take "
+                       "a chunk of it).")
         st.session_state["count_problems"] = pd.DataFrame(problems, columns=["file", "problem"])
     except ValueError as exc:
         st.error(str(exc))
@@ -67,23 +67,25 @@ if problems is not None and not problems.empty:
     st.dataframe(problems, hide_index=True, width="stretch", key="count_problems_table")
 
 # ---------------------------------------------------------------- progress
+# A count is a batch of chunk jobs that any workers claim (db.jobs.queue_count_chunks).
 with ui.session() as s:
-    past = job_rows.jobs_table(s, pid, kinds=("count",))
+    past = job_rows.count_batches(s, pid)
 if past.empty:
     st.stop()
-ids = list(past["job_id"])
+ids = list(past["batch_id"])
 current = st.session_state.get("count_job")
 job_id = st.selectbox("Count job", ids, index=ids.index(current) if current in ids else 0,
                       key="count_job_pick",
-                      format_func=lambda j: f"job {j}: {past.loc[past['job_id'] == j, 'status'].iloc[0]}")
+                      format_func=lambda j: f"batch {j}: "
+                                            f"{past.loc[past['batch_id'] == j, 'status'].iloc[0]}")
 
 
 @st.fragment(run_every=2.0)
 def progress():
-    """The job's row, re-read every two seconds; a whole-page rerun once it has ended."""
+    """The batch's chunks, re-read every two seconds; a whole-page rerun once it has ended."""
     with ui.session() as s:
-        row = job_rows.jobs_table(s, pid, kinds=("count",))
-    row = row[row["job_id"] == job_id].iloc[0]
+        row = job_rows.count_batches(s, pid)
+    row = row[row["batch_id"] == job_id].iloc[0]
     if row["status"] in ("queued", "running"):
         st.progress(min(max(row["progress"], 0.0), 1.0),
                     text=f"Job {job_id} ({row['status']}): {row['message']}")
@@ -93,16 +95,17 @@ def progress():
 
 
 progress()
-row = past[past["job_id"] == job_id].iloc[0]
+row = past[past["batch_id"] == job_id].iloc[0]
 if row["status"] == "failed":
-    st.error(f"Count job {job_id} failed: {row['error']}")
+    st.error(f"Count batch {job_id} failed: {row['error']}")
 if row["status"] != "done":
     st.stop()
 
 # ---------------------------------------------------------------- region of interest
 rois = st.session_state.setdefault("count_rois", {})
 with ui.session() as s:
-    table = scoring.count_results(s, ui.storage(), job_id, rois=rois.get(job_id, {}))
+    table = pd.concat([scoring.count_results(s, ui.storage(), chunk, rois=rois.get(job_id, {}))
+                       for chunk in row["job_ids"]], ignore_index=True)
 with st.expander("Limit an image's count to a region (draw a polygon)"):
     names = dict(zip(table["image_id"], table["file"]))
     image_id = st.selectbox("Image", list(names), format_func=names.get, key="count_roi_image")

@@ -8,7 +8,7 @@ import dataclasses
 import pandas as pd
 import streamlit as st
 
-from db import runs, users
+from db import exporting, runs, users
 from db import jobs as job_rows
 from pages import ui
 from training import tasks
@@ -195,3 +195,19 @@ else:
                 st.error(str(exc))
     else:
         st.caption("Only an admin promotes a run to be the project's model.")
+    # Any finished run, for deepImageJ, QuPath, ilastik or bioimageio.core (ONNX weights).
+    labels = dict(zip(overview["run_id"], overview["name"]))
+    pick = st.selectbox("Run to share as a BioImage Model Zoo package", list(labels),
+                        format_func=labels.get, key="train_package_pick")
+    if st.button("Prepare the package", key="train_package"):
+        try:
+            with st.spinner("Packaging the run (ONNX weights, test tensors, README)..."):
+                with ui.session() as s:
+                    data = exporting.model_package(s, ui.storage(), int(pick))
+            st.session_state["train_package_zip"] = (int(pick), data)
+        except (ValueError, OSError) as exc:
+            st.error(str(exc))
+    ready = st.session_state.get("train_package_zip")
+    if ready is not None and ready[0] == int(pick):
+        st.download_button("Download the package", ready[1], file_name=f"{labels[pick]}.zip",
+                           mime="application/zip", key="train_package_download")

@@ -5,8 +5,8 @@ Every page imports this. It keeps what Streamlit should hold once per server pro
 nothing else is cached anywhere in the app. Keep it small and stable: other pages depend on it.
 
 - :func:`settings`, :func:`engine`, :func:`storage`, :func:`session`: the backend handles;
-- :func:`model_run`: a registered run with its network loaded once (keras is imported only
-  then) and its threshold read afresh;
+- :func:`model_run`: a registered run with its network loaded once (ONNX Runtime, or keras
+  imported only then) and its threshold read afresh;
 - :func:`require`: the server-side role check at the top of every page;
 - :func:`current_user`, :func:`sign_in`, :func:`sign_out`: server-side sessions (``db.sessions``)
   whose token the browser keeps in a cookie, never in a URL;
@@ -71,11 +71,17 @@ def storage():
 
 
 @st.cache_resource(show_spinner="Loading the model...", max_entries=4)
-def _keras_model(path: str, stamp: float):
-    """The network of a run directory, loaded once per model file (``stamp``: its mtime)."""
-    from core.run import load_run
+def _network(path: str, stamp: float):
+    """The network of a run directory, loaded once per model file (``stamp``: its mtime).
 
-    return load_run(path).model
+    ONNX Runtime when the run has (or can get, converted once) a model.onnx, else Keras
+    (``core.predict.load_network``): the backend counting and evaluation use too.
+    """
+    from pathlib import Path
+
+    from core.predict import load_network
+
+    return load_network(path, cache_dir=Path(settings().data_dir) / "cache" / "onnx")
 
 
 def model_run(run: dict):
@@ -92,7 +98,7 @@ def model_run(run: dict):
     path = storage().resolve(run["run_dir"])
     loaded = load_run(path, with_model=False)
     stamp = (path / MODEL_FILE).stat().st_mtime if (path / MODEL_FILE).is_file() else 0.0
-    loaded = dataclasses.replace(loaded, model=_keras_model(str(path), stamp))
+    loaded = dataclasses.replace(loaded, model=_network(str(path), stamp))
     return loaded if run.get("threshold") is None else loaded.with_threshold(run["threshold"])
 
 

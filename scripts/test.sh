@@ -43,6 +43,24 @@ elif [ -n "$pgbin" ]; then
   echo "PostgreSQL for the tests: $CELLTALLY_TEST_PG_URL"
 fi
 
+# The extra venv: a count-only install (requirements-count.txt, no TensorFlow) plus
+# bioimageio.core (requirements-bioimageio.txt). tests/core/test_exchange_venv.py runs
+# `python -m core count` and bioimageio.core's test_model in it. Rebuilt only when either file
+# changes (the stamp names their checksum, like the Makefile's).
+EXTRA=.venv-extra
+extra_stamp="$EXTRA/.installed-$(cat requirements-count.txt requirements-bioimageio.txt | cksum | cut -d' ' -f1)"
+if [ ! -f "$extra_stamp" ]; then
+  echo "Building $EXTRA (count-only install + bioimageio.core)..."
+  start=$(date +%s)
+  rm -rf "$EXTRA"
+  python3 -m venv "$EXTRA"
+  "$EXTRA/bin/python" -m pip install -q --no-compile --disable-pip-version-check \
+      -r requirements-count.txt -r requirements-bioimageio.txt
+  touch "$extra_stamp"
+  echo "Built $EXTRA in $(( $(date +%s) - start )) s"
+fi
+export CELLTALLY_EXTRA_PYTHON="$PWD/$EXTRA/bin/python"
+
 set +e
 "$PY" -m pytest "$@"
 rc=$?

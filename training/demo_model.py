@@ -36,8 +36,8 @@ DEMO_IMAGES = (16, 8)
 DEMO_CONFIG = TrainConfig(base_filters=8, crop_size=256, batch_size=4, epochs=24,
                           steps_per_epoch=40, validation_fraction=0.25, cell_diameter=43.0,
                           plateau_patience=3, loader_workers=2)
-RUN_FILES = ("model.keras", "config.json", "thresholds.json", "metrics.json", "manifest.json",
-             "history.csv")
+RUN_FILES = ("model.keras", "model.onnx", "config.json", "thresholds.json", "metrics.json",
+             "manifest.json", "history.csv")
 
 
 def demo_data(seed: int = 0, shape=DEMO_SHAPE, counts=DEMO_IMAGES):

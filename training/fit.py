@@ -381,6 +381,18 @@ class RunOutcome:
     fit: FitResult = field(repr=False)
 
 
+def _counting_network(model, run_dir: Path):
+    """Write ``model.onnx`` now and predict through it, as counting will (Keras without ORT)."""
+    from core.exchange import ONNX_FILE, save_onnx
+    from core.predict import OnnxNetwork
+
+    path = save_onnx(model, run_dir / ONNX_FILE)  # save_run stamps it with model.keras's hash
+    try:
+        return OnnxNetwork(path)
+    except ImportError:
+        return model
+
+
 def train_run(train, validation, test, config: TrainConfig, run_dir, *, manifest: dict,
               progress: Progress | None = None, should_cancel: Callable[[], bool] | None = None,
               cache_dir=None) -> RunOutcome:
@@ -419,12 +431,13 @@ def train_run(train, validation, test, config: TrainConfig, run_dir, *, manifest
     check_cancel(should_cancel, "after training")
     tuning = list(train) + list(validation)
     rule = scoring_for(config)
-    thresholds = tune_threshold(predict_samples(result.model, tuning, stage="threshold",
+    network = _counting_network(result.model, run_dir)
+    thresholds = tune_threshold(predict_samples(network, tuning, stage="threshold",
                                                 progress=progress, should_cancel=should_cancel),
                                 tuning, rule, progress=progress, should_cancel=should_cancel)
     check_cancel(should_cancel, "after threshold tuning")
     rule = rule.with_threshold(thresholds["chosen"])
-    metrics, results = score_samples(result.model, test, rule, progress=progress,
+    metrics, results = score_samples(network, test, rule, progress=progress,
                                      should_cancel=should_cancel)
     metrics = {**metrics, "best_epoch": result.best_epoch, "epochs_run": len(result.history)}
     save_run(run_dir, model=result.model, config=config.to_dict(),

@@ -25,8 +25,9 @@ def prelabel_with_model(session, storage, run, image_ids, *, run_id: int | None 
     Parameters
     ----------
     run : core.run.Run
-        Loaded with its model, counting at the threshold to use (the row's, see
-        ``pages.ui.model_run``).
+        Loaded with its network, counting at the threshold to use (the row's, see
+        ``pages.ui.model_run``, whose network is ONNX Runtime's when the run has a model.onnx:
+        :func:`core.predict.load_network`, the backend counting and evaluation use).
     image_ids : iterable of int
     run_id : int, optional
         The run's row, recorded on every version.

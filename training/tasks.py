@@ -10,7 +10,8 @@ Job configs (JSON on the row)::
 
     train     {"train": {TrainConfig fields to override}, "name": "optional run name"}
     evaluate  {"run_dir": "runs/x", "run_id": 7}   (run_id optional; project: the job's)
-    count     {"run_dir": "runs/x", "image_ids": [1, 2, ...]}
+    count     {"run_dir": "runs/x", "image_ids": [1, 2, ...], "batch": 12, "chunk": 0,
+               "chunks": 4}   (a chunk of a batch: ``submit_count``, ``db.jobs``)
 
 A run directory below the data dir is named by its key (``runs/<name>``, ``Storage.key``) in
 configs, results and rows, and resolved through ``Storage`` where it is read, so a worker that
@@ -29,6 +30,7 @@ requeues such a job and starts a new local worker.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import datetime as dt
 import fcntl
 import logging
@@ -45,6 +47,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from core.objects import count_objects, describe_outcomes
+from core.predict import load_network
 from core.run import load_run
 from db import jobs as job_rows
 from db import projects, runs
@@ -57,9 +60,9 @@ from training.data import Sample, split_samples
 from training.fit import train_run
 from training.scoring import check_cancel, score_samples
 
-__all__ = ["submit", "ensure_worker", "worker_pid", "JobContext", "run_job", "run_train",
-           "run_evaluate", "run_count", "evaluate_run", "load_samples", "revive_stale_jobs",
-           "PID_FILE", "REPO_ROOT"]
+__all__ = ["submit", "submit_count", "ensure_worker", "worker_pid", "JobContext", "run_job",
+           "run_train", "run_evaluate", "run_count", "evaluate_run", "load_samples",
+           "revive_stale_jobs", "PID_FILE", "REPO_ROOT"]
 
 log = logging.getLogger(__name__)
 
@@ -103,6 +106,28 @@ def submit(settings: Settings, kind: str, *, project: str | int | None = None,
     if start_worker:
         ensure_worker(settings)
     return job_id
+
+
+def submit_count(settings: Settings, *, project: str | int, run_dir: str, image_ids,
+                 created_by: int | None = None, chunk_size: int = job_rows.COUNT_CHUNK,
+                 start_worker: bool = True, engine=None) -> int:
+    """Queue a count as chunks any number of workers claim; returns the batch id.
+
+    Each chunk of ``chunk_size`` images is its own ``count`` job (``db.jobs.queue_count_chunks``),
+    so five GPU hosts running ``python -m training worker`` share one 100k-image count; the
+    local worker started here (unless ``settings.workers == "remote"``) takes them otherwise.
+    """
+    engine = engine or make_engine(settings)
+    with Session(engine) as session, session.begin():
+        project_id = projects.get_project(session, project).id
+        jobs = job_rows.queue_count_chunks(session, project_id=project_id,
+                                           config={"run_dir": run_dir}, image_ids=image_ids,
+                                           chunk_size=chunk_size, created_by=created_by)
+        batch_id = jobs[0].id
+    log.info("queued count batch %d in %d chunks", batch_id, len(jobs))
+    if start_worker:
+        ensure_worker(settings)
+    return batch_id
 
 
 def worker_pid(settings: Settings) -> int | None:
@@ -390,7 +415,11 @@ def _job_run(ctx: JobContext, config: dict, *, with_model: bool = True):
     run_dir = config.get("run_dir")
     if not run_dir:
         raise ValueError("The job names no run directory (config 'run_dir').")
-    run = load_run(ctx.storage.resolve(run_dir), with_model=with_model)
+    run = load_run(ctx.storage.resolve(run_dir), with_model=False)
+    if with_model:
+        # The backend counting and pre-labelling use too: ONNX Runtime when it can serve.
+        run = dataclasses.replace(run, model=load_network(
+            run.path, cache_dir=Path(ctx.settings.data_dir) / "cache" / "onnx"))
     with Session(ctx.engine) as session:
         row = (runs.get_run(session, int(config["run_id"])) if config.get("run_id") is not None
                else runs.find_run(session, ctx.storage, run.path))
@@ -427,6 +456,8 @@ def run_count(ctx: JobContext, project_id: int | None, config: dict, previous: d
 
     run, _row = _job_run(ctx, config)
     ids = [int(i) for i in config.get("image_ids", [])]
+    part = (f" (chunk {config['chunk'] + 1} of {config['chunks']})"
+            if config.get("chunks", 1) > 1 else "")
     counts = []
     for n, image_id in enumerate(ids):
         check_cancel(ctx.should_cancel, f"after {n} of {len(ids)} images")
@@ -437,7 +468,7 @@ def run_count(ctx: JobContext, project_id: int | None, config: dict, previous: d
         counts.append({"image_id": image_id, "name": name,
                        "count": count_objects(run.labels(heat)),
                        "heatmap_path": ctx.storage.key(ctx.storage.put_heatmap(heat).path)})
-        ctx.progress((n + 1) / len(ids), f"Counted {n + 1}/{len(ids)} images")
+        ctx.progress((n + 1) / len(ids), f"Counted {n + 1}/{len(ids)} images{part}")
     return {"run_dir": ctx.storage.key(run.path), "model": run.name, "threshold": run.threshold,
             "counts": counts}
 

@@ -50,8 +50,8 @@ def test_round_trip(saved, rng):
 def test_files_on_disk(saved):
     path, _, _ = saved
     names = {p.name for p in path.iterdir()}
-    assert names == {"model.keras", "config.json", "thresholds.json", "metrics.json",
-                     "manifest.json", "history.csv"}  # no temp files, no checkpoint/
+    assert names == {"model.keras", "model.onnx", "config.json", "thresholds.json",
+                     "metrics.json", "manifest.json", "history.csv"}  # no temps, no checkpoint/
     config = json.loads((path / "config.json").read_text())
     assert config["postprocess"]["preset"] == "fnc_v2"
     with zipfile.ZipFile(path / "model.keras") as zf:

@@ -75,6 +75,9 @@ def test_train_run_honours_a_cancel_during_threshold_tuning(samples, tiny_config
                   progress=lambda p: stages.append(p.get("stage")),
                   should_cancel=lambda: "threshold" in stages)
     assert stages.count("threshold") == 1 and "test" not in stages
+    # model.onnx is written before tuning: the threshold is tuned on what counting will run.
+    assert (tmp_path / "run" / "model.onnx").is_file()
+    assert not (tmp_path / "run" / "model.keras").exists()
 
 
 def test_threshold_tuning_reports_every_step_and_honours_cancel(samples, tiny_config):

@@ -81,9 +81,12 @@ def test_train_job_end_to_end(project_db, tiny_config):
     storage = Storage.from_settings(settings)
     assert job.result["run_dir"].startswith("runs/")  # a key below the data dir
     run_dir = storage.resolve(job.result["run_dir"])
-    for name in ("model.keras", "config.json", "thresholds.json", "metrics.json",
+    for name in ("model.keras", "model.onnx", "config.json", "thresholds.json", "metrics.json",
                  "manifest.json", "history.csv"):
         assert (run_dir / name).is_file(), name
+    from core.exchange import find_onnx
+
+    assert find_onnx(run_dir) == run_dir / "model.onnx"  # stamped with this model.keras's hash
     manifest = json.loads((run_dir / "manifest.json").read_text())
     assert len(manifest["train"]) + len(manifest["validation"]) == 5 and len(manifest["test"]) == 2
     with Session(engine) as s:
