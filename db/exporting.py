@@ -60,7 +60,7 @@ __all__ = ["ExportRow", "EXPORT_KINDS", "FILE_KINDS", "COUNT_COLUMNS", "select_i
 
 log = logging.getLogger(__name__)
 
-EXPORT_KINDS = ("counts", "masks", "labels", "imagej", "geojson", "coco", "via", "model")
+EXPORT_KINDS = ("counts", "masks", "labels", "imagej", "geojson", "coco", "via")
 #: Zips of one file per image: kind -> (folder in the zip, file suffix, writer of the labels).
 FILE_KINDS = {"masks": ("masks", ".png", lambda labels: core_io.write_labels(None, labels)),
               "labels": ("labels", ".tif", lambda labels: maskfiles.write_label_tiff(None, labels)),
@@ -289,7 +289,8 @@ def _cli_filters(args: Any) -> ImageFilter:
 
 
 def run_export_cli(args: Any, settings: Settings, *, out=None) -> int:
-    """``python -m db export KIND --project NAME --out PATH [filters]``, KIND in :data:`EXPORT_KINDS`.
+    """``python -m db export KIND --project NAME --out PATH [filters]``: KIND in :data:`EXPORT_KINDS`
+    (what the images hold), or ``model``.
 
     ``model`` writes the promoted run's BioImage Model Zoo package (a zip).
 
