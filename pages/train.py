@@ -168,8 +168,10 @@ else:
                  key="train_past")
     pick = st.selectbox("Log of job", list(past["job_id"]), key="train_log_pick")
     row = past[past["job_id"] == pick].iloc[0]
-    if row["error"]:
-        st.error(f"Job {pick} failed: {row['error']}")
+    if row["status"] == "failed":
+        st.error(f"Job {pick} failed: {row['error'] or row['message']}")
+    elif row["error"]:  # e.g. requeued after its worker died, then cancelled: a note, no failure
+        st.caption(f"Job {pick} ({row['status']}): {row['error']}")
     st.code(row["log_tail"][-4000:] or "(no log kept)", language=None)
 
 # ---------------------------------------------------------------- runs and promotion
