@@ -28,14 +28,15 @@ from core.density import count_density, count_in_region
 from core.metrics import DEFAULT_THRESHOLDS, Match, bootstrap_intervals, combine_curves, score
 from core.objects import count_objects
 from core.postprocess import PostprocessParams
-from core.run import Scoring
+from core.run import CHOSEN_ON, Scoring
 from db import jobs as job_rows
 from db import masks, projects, runs
 from db.runs import run_path, run_scoring
 
 __all__ = ["Cancelled", "ImageScore", "scoring_for", "predict_samples", "tune_threshold",
-           "MIN_VALIDATION_CELLS", "CHOSEN_ON", "score_samples", "ImageOutcome", "image_outcome", "recount", "recount_scores",
-           "threshold_curve_for_run", "count_results", "CURVE_FILE"]
+           "MIN_VALIDATION_CELLS", "score_samples", "ImageOutcome", "image_outcome", "recount",
+           "recount_scores",
+           "threshold_curve_for_run", "CURVE_LABELS", "count_results", "CURVE_FILE"]
 
 log = logging.getLogger(__name__)
 
@@ -112,9 +113,6 @@ def predict_samples(model, samples, *, stage: str, progress: Progress | None = N
 #: train images are pooled in, as the paper did, and the run says so.
 MIN_VALIDATION_CELLS = 50
 
-#: ``thresholds.json["chosen_on"]`` values.
-CHOSEN_ON = ("validation", "train+validation")
-
 
 def _curve_dict(curve, samples) -> dict:
     """A curve as thresholds.json keeps it, with how many images and cells it rests on."""
@@ -152,7 +150,7 @@ def tune_threshold(validation, train, scoring: Scoring, *, min_cells: int = MIN_
     -------
     dict
         ``best``, ``knee`` and ``chosen`` (= best) of the curve chosen on; ``chosen_on`` (one
-        of :data:`CHOSEN_ON`); ``min_cells``; ``images`` (the keys of each set);
+        of :data:`core.run.CHOSEN_ON`); ``min_cells``; ``images`` (the keys of each set);
         ``curves``: ``validation`` and ``train`` (None for an empty set), and
         ``train+validation`` when the choice fell back to it, each with ``thresholds``,
         ``f1``, ``precision``, ``recall``, ``best``, ``images`` and ``cells``.
@@ -178,9 +176,9 @@ def tune_threshold(validation, train, scoring: Scoring, *, min_cells: int = MIN_
            for name, c in curves.items()}
     held_out = out["validation"]["cells"] if out["validation"] else 0
     if held_out >= min_cells:
-        chosen_on, curve = "validation", curves["validation"]
+        chosen_on, curve = CHOSEN_ON[0], curves["validation"]
     else:
-        chosen_on = "train+validation"
+        chosen_on = CHOSEN_ON[1]
         curve = combine_curves([c for c in curves.values() if c is not None])
         out[chosen_on] = _curve_dict(curve, sets["validation"][1] + sets["train"][1])
         log.warning("threshold chosen on train+validation images: the validation images hold "
@@ -338,6 +336,17 @@ def _curve_lists(d: dict) -> dict:
             if k in d}
 
 
+def _is_curve(d) -> bool:
+    return isinstance(d, dict) and bool(d.get("thresholds")) and bool(d.get("f1"))
+
+
+#: How the Dashboard names each curve a run can hold.
+CURVE_LABELS = {"validation": "validation images (held out)",
+                "train": "train images (fitted)",
+                "train+validation": "train + validation images",
+                "test": "test images"}
+
+
 def _run_marks(run, storage) -> tuple[dict, dict]:
     """(best/knee/chosen of a run, its thresholds.json) where readable, else the database's."""
     try:
@@ -349,32 +358,60 @@ def _run_marks(run, storage) -> tuple[dict, dict]:
     return {"best": stored.get("best"), "knee": stored.get("knee"), "chosen": chosen}, stored
 
 
+def _tuning_curves(run, stored: dict) -> dict | None:
+    """The curves a run kept from its own tuning, by name, and which one it chose on.
+
+    Runs since issue 9 keep ``curves`` (validation, train, maybe their pool); older ones one
+    ``curve`` over train + validation images (or ``metrics["threshold_curve"]``).
+    """
+    kept = stored.get("curves")
+    if isinstance(kept, dict) and any(_is_curve(c) for c in kept.values()):
+        chosen_on = stored.get("chosen_on") if _is_curve(kept.get(stored.get("chosen_on"))) \
+            else next(k for k, c in kept.items() if _is_curve(c))
+        return {"curves": {k: c for k, c in kept.items() if _is_curve(c)},
+                "chosen_on": chosen_on}
+    for old in (stored.get("curve"), (run.metrics or {}).get("threshold_curve")):
+        if _is_curve(old):
+            return {"curves": {"train+validation": old}, "chosen_on": "train+validation"}
+    return None
+
+
+def _shaped(curves: dict, primary: str, marks: dict, **extra) -> dict:
+    """The dict :func:`threshold_curve_for_run` returns."""
+    return {**_curve_lists(curves[primary]), **marks,
+            "curves": {CURVE_LABELS.get(k, k): _curve_lists(c) for k, c in curves.items()},
+            "source": CURVE_LABELS.get(primary, primary), **extra}
+
+
 def threshold_curve_for_run(session, storage, run_id: int, *, compute: bool = False):
     """F1, precision and recall against threshold for a run, with its best, knee and chosen.
 
-    The curve of the run's own tuning (``thresholds.json["curve"]``, or a
-    ``metrics["threshold_curve"]``) is used when the run kept one. Otherwise the curve over its
-    test heatmaps is read from :data:`CURVE_FILE` in the run directory; with ``compute=True``
-    it is computed through the run's scoring rule (seconds per image) and kept there.
+    The curves of the run's own tuning (``thresholds.json``: the held-out validation images
+    and the fitted train images; one ``curve`` in older runs) are used when the run kept them.
+    Otherwise the curve over its test heatmaps is read from :data:`CURVE_FILE` in the run
+    directory; with ``compute=True`` it is computed through the run's scoring rule (seconds
+    per image) and kept there.
 
     Returns
     -------
     dict or None
-        ``thresholds, f1, precision, recall`` (lists), ``best, knee, chosen`` (floats or None) and
-        ``source`` ("training images" or "test images"); None when nothing is stored and
-        ``compute`` is False.
+        ``curves``: {label (see :data:`CURVE_LABELS`): {``thresholds, f1, precision,
+        recall``}}; the same four lists of the curve the threshold was chosen on at the top
+        level; ``best, knee, chosen`` (floats or None); ``chosen_on`` (``validation``,
+        ``train+validation`` or ``test``); ``source`` (the label of that curve). None when
+        nothing is stored and ``compute`` is False.
     """
     run = runs.get_run(session, run_id)
     marks, stored = _run_marks(run, storage)
-    for curve in ((run.metrics or {}).get("threshold_curve"), stored.get("curve")):
-        if isinstance(curve, dict) and curve.get("thresholds") and curve.get("f1"):
-            return {**_curve_lists(curve), **marks, "source": "training images"}
+    tuned = _tuning_curves(run, stored)
+    if tuned is not None:
+        return _shaped(tuned["curves"], tuned["chosen_on"], marks, chosen_on=tuned["chosen_on"])
     cache = run_path(run, storage) / CURVE_FILE
     if cache.is_file():
         try:
             got = json.loads(cache.read_text())
-            return {**_curve_lists(got), **marks, "knee": marks["knee"] or got.get("knee"),
-                    "source": "test images"}
+            return _shaped({"test": got}, "test", {**marks, "knee": marks["knee"] or got.get("knee")},
+                           chosen_on="test")
         except (OSError, ValueError, KeyError):
             log.warning("ignoring unreadable %s", cache)
     if not compute:
@@ -392,8 +429,8 @@ def threshold_curve_for_run(session, storage, run_id: int, *, compute: bool = Fa
         cache.write_text(json.dumps(got))
     except OSError as exc:
         log.warning("cannot keep the curve in %s: %s", cache, exc)
-    return {**_curve_lists(got), **marks, "knee": marks["knee"] or c.knee,
-            "best": marks["best"] or c.best, "source": "test images"}
+    return _shaped({"test": got}, "test", {**marks, "knee": marks["knee"] or c.knee,
+                                           "best": marks["best"] or c.best}, chosen_on="test")
 
 
 # --- Counts of a count job ---------------------------------------------------------------------

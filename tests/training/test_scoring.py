@@ -49,7 +49,8 @@ def test_threshold_curve_computed_once_then_read_back(scored):
         c = scoring.threshold_curve_for_run(s, storage, run, compute=True)
         again = scoring.threshold_curve_for_run(s, storage, run)
     assert c["source"] == "test images" and c["chosen"] == 0.5
-    assert len(c["thresholds"]) == 37 and max(c["f1"]) == 1.0
+    assert len(c["thresholds"]) == 44 and max(c["f1"]) == 1.0
+    assert list(c["curves"]) == ["test images"] and c["chosen_on"] == "test"
     assert again["f1"] == c["f1"]
 
 
