@@ -11,7 +11,7 @@ Two halves:
   :func:`score_samples` (:class:`ImageScore` per image);
 - from the database and the stored heatmaps, for the pages: :func:`image_outcome`,
   :func:`recount`, :func:`recount_scores`, :func:`threshold_curve_for_run`,
-  :func:`count_results`.
+  :func:`run_reliability` (intervals and the bias warning), :func:`count_results`.
 """
 from __future__ import annotations
 
@@ -36,7 +36,8 @@ from db.runs import run_path, run_scoring
 __all__ = ["Cancelled", "ImageScore", "scoring_for", "predict_samples", "tune_threshold",
            "MIN_VALIDATION_CELLS", "score_samples", "ImageOutcome", "image_outcome", "recount",
            "recount_scores",
-           "threshold_curve_for_run", "CURVE_LABELS", "count_results", "CURVE_FILE"]
+           "threshold_curve_for_run", "CURVE_LABELS", "Reliability", "bias_limit",
+           "run_reliability", "runs_table", "count_results", "CURVE_FILE"]
 
 log = logging.getLogger(__name__)
 
@@ -410,8 +411,8 @@ def threshold_curve_for_run(session, storage, run_id: int, *, compute: bool = Fa
     if cache.is_file():
         try:
             got = json.loads(cache.read_text())
-            return _shaped({"test": got}, "test", {**marks, "knee": marks["knee"] or got.get("knee")},
-                           chosen_on="test")
+            marks = {**marks, "knee": marks["knee"] or got.get("knee")}
+            return _shaped({"test": got}, "test", marks, chosen_on="test")
         except (OSError, ValueError, KeyError):
             log.warning("ignoring unreadable %s", cache)
     if not compute:
@@ -431,6 +432,115 @@ def threshold_curve_for_run(session, storage, run_id: int, *, compute: bool = Fa
         log.warning("cannot keep the curve in %s: %s", cache, exc)
     return _shaped({"test": got}, "test", {**marks, "knee": marks["knee"] or c.knee,
                                            "best": marks["best"] or c.best}, chosen_on="test")
+
+
+# --- How far a run's scores can be trusted -------------------------------------------------------
+
+@dataclass(frozen=True)
+class Reliability:
+    """A run's test scores with their uncertainty, and whether its counts lean one way.
+
+    Attributes
+    ----------
+    intervals : dict
+        ``{score: (low, high)}``, bootstrap 95% intervals over the test images
+        (:func:`core.metrics.bootstrap_intervals`); empty when the run has no test results.
+    n_images : int
+        Test images the scores rest on.
+    n_cells : int
+        True cells in them.
+    mean_true_count : float
+        Mean true cells per test image (NaN without results).
+    bias : float
+        Mean of predicted minus true count per test image (NaN without results).
+    warning : str or None
+        A sentence when ``|bias|`` exceeds :func:`bias_limit` of the mean true count.
+    """
+
+    intervals: dict
+    n_images: int
+    n_cells: int
+    mean_true_count: float
+    bias: float
+    warning: str | None
+
+
+def bias_limit(mean_true_count: float) -> float:
+    """The largest |bias| a run may have before the Count page warns: max(1, 5% of the mean count).
+
+    One cell per image is within what two careful annotators disagree on; on crowded images 5%
+    of the count is.
+
+    >>> bias_limit(8.0), bias_limit(60.0)
+    (1.0, 3.0)
+    """
+    return max(1.0, 0.05 * float(mean_true_count))
+
+
+def run_reliability(session, run_id: int) -> Reliability:
+    """Intervals and the bias check of a run, from its stored per-image test results.
+
+    A run without stored results falls back to the ``intervals``, ``bias`` and
+    ``mean_true_count`` of its metrics (what training wrote).
+    """
+    run = runs.get_run(session, run_id)
+    table = runs.run_results(session, run_id)
+    metrics = run.metrics or {}
+    if not table.empty:
+        matches = [Match(tp=int(r.tp), fp=int(r.fp), fn=int(r.fn), n_true=int(r.n_true),
+                         n_pred=int(r.n_pred), iou=float(r.iou)) for r in table.itertuples()]
+        intervals = bootstrap_intervals(matches)
+        n_images, n_cells = len(matches), int(table["n_true"].sum())
+        mean_true, bias = float(table["n_true"].mean()), float(table["error"].mean())
+    else:
+        intervals = {k: tuple(v) for k, v in (metrics.get("intervals") or {}).items()}
+        n_images, n_cells = int(metrics.get("n_images") or 0), 0
+        mean_true = float(metrics.get("mean_true_count", np.nan))
+        bias = float(metrics.get("bias", np.nan))
+    warning = None
+    if np.isfinite(bias) and np.isfinite(mean_true) and abs(bias) > bias_limit(mean_true):
+        way = "over-counts" if bias > 0 else "under-counts"
+        low, high = intervals.get("bias", (np.nan, np.nan))
+        warning = (f"This model {way}: on its {n_images} test images it counted {abs(bias):.1f} "
+                   f"cells per image {'more' if bias > 0 else 'fewer'} than the ground truth "
+                   f"(mean true count {mean_true:.1f}; bias 95% interval {low:+.1f} to "
+                   f"{high:+.1f}). Expect its counts to run {'high' if bias > 0 else 'low'}: "
+                   "check them on the Predictions page, or retrain with more approved masks.")
+    return Reliability(intervals, n_images, n_cells, mean_true, bias, warning)
+
+
+def _interval_text(interval, digits: int = 2) -> str:
+    if not interval or not all(np.isfinite(interval)):
+        return ""
+    return f"{interval[0]:.{digits}f} to {interval[1]:.{digits}f}"
+
+
+def runs_table(session, storage, project_id: int) -> pd.DataFrame:
+    """A project's runs (``db.runs.runs_overview``) with their intervals and threshold choice.
+
+    Returns
+    -------
+    DataFrame
+        The overview's columns plus ``f1_ci``, ``mae_ci`` and ``bias_ci`` (95% intervals as
+        text, empty without test results), ``chosen_on`` (``validation``,
+        ``train+validation``, or empty when the run's ``thresholds.json`` does not say; runs
+        from before issue 9 kept one ``curve`` over train + validation) and ``validation_cells``
+        (true cells in the validation images; NaN when unknown).
+    """
+    table = runs.runs_overview(session, project_id)
+    extra = []
+    for run_id in table["run_id"]:
+        run = runs.get_run(session, int(run_id))
+        ci = run_reliability(session, int(run_id)).intervals
+        _, stored = _run_marks(run, storage)
+        validation = (stored.get("curves") or {}).get("validation") or {}
+        chosen_on = stored.get("chosen_on") or ("train+validation" if "curve" in stored else "")
+        extra.append({"f1_ci": _interval_text(ci.get("f1")),
+                      "mae_ci": _interval_text(ci.get("mae")),
+                      "bias_ci": _interval_text(ci.get("bias")), "chosen_on": chosen_on,
+                      "validation_cells": validation.get("cells", np.nan)})
+    columns = ["f1_ci", "mae_ci", "bias_ci", "chosen_on", "validation_cells"]
+    return pd.concat([table.reset_index(drop=True), pd.DataFrame(extra, columns=columns)], axis=1)
 
 
 # --- Counts of a count job ---------------------------------------------------------------------
