@@ -121,6 +121,7 @@ def _curve_dict(curve, samples) -> dict:
             "f1": np.asarray(curve.f1).tolist(),
             "precision": np.asarray(curve.precision).tolist(),
             "recall": np.asarray(curve.recall).tolist(),
+            **{k: np.asarray(getattr(curve, k)).tolist() for k in ("tp", "fp", "fn")},
             "best": float(curve.best), "images": len(samples),
             "cells": int(sum(count_objects(s.labels) for s in samples))}
 
@@ -154,7 +155,8 @@ def tune_threshold(validation, train, scoring: Scoring, *, min_cells: int = MIN_
         of :data:`core.run.CHOSEN_ON`); ``min_cells``; ``images`` (the keys of each set);
         ``curves``: ``validation`` and ``train`` (None for an empty set), and
         ``train+validation`` when the choice fell back to it, each with ``thresholds``,
-        ``f1``, ``precision``, ``recall``, ``best``, ``images`` and ``cells``.
+        ``f1``, ``precision``, ``recall``, the pooled ``tp``, ``fp`` and ``fn`` (so curves can
+        be pooled again later), ``best``, ``images`` and ``cells``.
     """
     sets = {"validation": (list(validation[0]), list(validation[1])),
             "train": (list(train[0]), list(train[1]))}
