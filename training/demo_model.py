@@ -1,4 +1,4 @@
-"""The demo model: a small c-ResUnet trained on ``core.synthetic.TRAIN``, shipped in ``models/demo/``.
+"""The demo model: a small c-ResUnet fitted on ``core.synthetic.TRAIN``, kept in ``models/demo/``.
 
 ``python -m training demo-model`` rebuilds it. Everything is fixed by the seed: the TRAIN images
 it is fitted and validated on (drawn from ``seed + 1000``, so they differ from the demo
