@@ -108,7 +108,7 @@ else:
             fig.add_vline(x=x, line_color=colour[marks[0]], line_dash="dash",
                           annotation_text=f"{' = '.join(marks)} {x:.3f}")
         fig.update_layout(xaxis_title="threshold", yaxis_title="score", height=400,
-                          legend_title_text="score, images",
+                          showlegend=True, legend_title_text="score, images",
                           title=f"Scores against threshold (chosen on {curve['source']})")
         st.plotly_chart(fig, key="dash_fig_curve")
         if curve.get("chosen_on") == "train+validation":

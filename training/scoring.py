@@ -369,21 +369,23 @@ def _tuning_curves(run, stored: dict) -> dict | None:
     """
     kept = stored.get("curves")
     if isinstance(kept, dict) and any(_is_curve(c) for c in kept.values()):
-        chosen_on = stored.get("chosen_on") if _is_curve(kept.get(stored.get("chosen_on"))) \
-            else next(k for k, c in kept.items() if _is_curve(c))
-        return {"curves": {k: c for k, c in kept.items() if _is_curve(c)},
-                "chosen_on": chosen_on}
+        curves = {k: c for k, c in kept.items() if _is_curve(c)}
+        chosen_on = stored.get("chosen_on")
+        primary = chosen_on if chosen_on in curves else next(iter(curves))
+        return {"curves": curves, "primary": primary,
+                "chosen_on": chosen_on if chosen_on in CHOSEN_ON else primary}
     for old in (stored.get("curve"), (run.metrics or {}).get("threshold_curve")):
         if _is_curve(old):
-            return {"curves": {"train+validation": old}, "chosen_on": "train+validation"}
+            return {"curves": {"train+validation": old}, "primary": "train+validation",
+                    "chosen_on": "train+validation"}
     return None
 
 
-def _shaped(curves: dict, primary: str, marks: dict, **extra) -> dict:
+def _shaped(curves: dict, primary: str, marks: dict, chosen_on: str) -> dict:
     """The dict :func:`threshold_curve_for_run` returns."""
     return {**_curve_lists(curves[primary]), **marks,
             "curves": {CURVE_LABELS.get(k, k): _curve_lists(c) for k, c in curves.items()},
-            "source": CURVE_LABELS.get(primary, primary), **extra}
+            "chosen_on": chosen_on, "source": CURVE_LABELS.get(chosen_on, chosen_on)}
 
 
 def threshold_curve_for_run(session, storage, run_id: int, *, compute: bool = False):
@@ -399,8 +401,8 @@ def threshold_curve_for_run(session, storage, run_id: int, *, compute: bool = Fa
     -------
     dict or None
         ``curves``: {label (see :data:`CURVE_LABELS`): {``thresholds, f1, precision,
-        recall``}}; the same four lists of the curve the threshold was chosen on at the top
-        level; ``best, knee, chosen`` (floats or None); ``chosen_on`` (``validation``,
+        recall``}}; the same four lists of the curve the threshold was chosen on (when the
+        run kept it) at the top level; ``best, knee, chosen`` (floats or None); ``chosen_on`` (``validation``,
         ``train+validation`` or ``test``); ``source`` (the label of that curve). None when
         nothing is stored and ``compute`` is False.
     """
@@ -408,13 +410,13 @@ def threshold_curve_for_run(session, storage, run_id: int, *, compute: bool = Fa
     marks, stored = _run_marks(run, storage)
     tuned = _tuning_curves(run, stored)
     if tuned is not None:
-        return _shaped(tuned["curves"], tuned["chosen_on"], marks, chosen_on=tuned["chosen_on"])
+        return _shaped(tuned["curves"], tuned["primary"], marks, tuned["chosen_on"])
     cache = run_path(run, storage) / CURVE_FILE
     if cache.is_file():
         try:
             got = json.loads(cache.read_text())
             marks = {**marks, "knee": marks["knee"] or got.get("knee")}
-            return _shaped({"test": got}, "test", marks, chosen_on="test")
+            return _shaped({"test": got}, "test", marks, "test")
         except (OSError, ValueError, KeyError):
             log.warning("ignoring unreadable %s", cache)
     if not compute:
@@ -433,7 +435,7 @@ def threshold_curve_for_run(session, storage, run_id: int, *, compute: bool = Fa
     except OSError as exc:
         log.warning("cannot keep the curve in %s: %s", cache, exc)
     return _shaped({"test": got}, "test", {**marks, "knee": marks["knee"] or c.knee,
-                                           "best": marks["best"] or c.best}, chosen_on="test")
+                                           "best": marks["best"] or c.best}, "test")
 
 
 # --- How far a run's scores can be trusted -------------------------------------------------------
