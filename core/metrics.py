@@ -1,8 +1,10 @@
 """Object matching and counting scores (METHOD.md section 7, paper section 5.1).
 
 An object is a label id; its position is its centre of mass. :func:`match_objects` pairs true and
-predicted objects of one image, :func:`score` pools many images, and :func:`threshold_curve` sweeps
-the heatmap threshold to find the best and the knee threshold.
+predicted objects of one image, :func:`score` pools many images, :func:`bootstrap_intervals` says
+how far those pooled scores could move on other images like them, and :func:`threshold_curve`
+sweeps the heatmap threshold to find the best and the knee threshold (:func:`combine_curves`
+pools the curves of two image sets).
 
 Matching methods:
 
@@ -38,15 +40,21 @@ from core.postprocess import (PostprocessParams, foreground, heatmap_to_labels,
                               quantise_heatmap)
 
 __all__ = ["Match", "Scores", "ThresholdCurve", "match_objects", "score", "threshold_curve",
-           "METHODS", "DEFAULT_THRESHOLDS", "PAPER_SCORES"]
+           "combine_curves", "bootstrap_intervals", "METHODS", "DEFAULT_THRESHOLDS",
+           "PAPER_SCORES", "INTERVAL_KEYS"]
 
 log = logging.getLogger(__name__)
 
 METHODS = ("hungarian", "greedy", "iou")
 #: The preprint's test scores on 60 FNC images (docs/METHOD.md), shown beside every run's.
 PAPER_SCORES = {"f1": 0.87, "mae": 0.85, "medae": 1.0, "mean_iou": 0.74}
-#: METHOD.md's threshold grid: 0.05 to 0.95 in steps of 0.025 (37 values).
-DEFAULT_THRESHOLDS = np.round(np.arange(0.05, 0.95 + 1e-9, 0.025), 3)
+#: The threshold grid: 0.05 to 0.90 in steps of 0.025, then 0.91 to 0.99 in steps of 0.01
+#: (44 values). The paper's grid stopped at 0.95; a well-trained model's F1 can still be rising
+#: there (the first demo model's best was 0.95, the grid's end), so the top is finer and longer.
+DEFAULT_THRESHOLDS = np.round(np.concatenate([np.arange(0.05, 0.90 + 1e-9, 0.025),
+                                              np.arange(0.91, 0.99 + 1e-9, 0.01)]), 3)
+#: The scores :func:`bootstrap_intervals` gives an interval for.
+INTERVAL_KEYS = ("f1", "precision", "recall", "mae", "medae", "bias")
 
 
 def _ratio(num: int, den: int) -> float:
@@ -157,6 +165,11 @@ class ThresholdCurve:
     knee : float
         Kneedle point of the F1 curve from ``best`` upwards (concave, decreasing); ``best`` itself
         when that tail has fewer than 3 points or is flat.
+    best_f1 : float
+        F1 at ``best``.
+    tp, fp, fn : ndarray of int64 or None
+        Pooled counts per threshold, from which the ratios were computed; what
+        :func:`combine_curves` adds up.
     """
 
     thresholds: np.ndarray
@@ -166,6 +179,9 @@ class ThresholdCurve:
     best: float
     knee: float
     best_f1: float = field(default=float("nan"))
+    tp: np.ndarray | None = field(default=None, repr=False)
+    fp: np.ndarray | None = field(default=None, repr=False)
+    fn: np.ndarray | None = field(default=None, repr=False)
 
 
 def _centroids(labels: np.ndarray, foreground: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -416,7 +432,8 @@ def threshold_curve(heatmaps: Sequence[np.ndarray], true_labels: Sequence[np.nda
     params : PostprocessParams
         The chain that turns each thresholded heatmap into labels.
     thresholds : sequence of float, optional
-        Ascending grid; default :data:`DEFAULT_THRESHOLDS` (0.05 to 0.95 by 0.025).
+        Ascending grid; default :data:`DEFAULT_THRESHOLDS` (0.05 to 0.90 by 0.025, then to 0.99
+        by 0.01).
     max_distance, method : optional
         Passed to :func:`match_objects`.
     progress : callable, optional
@@ -467,14 +484,122 @@ def threshold_curve(heatmaps: Sequence[np.ndarray], true_labels: Sequence[np.nda
             previous[i] = (mask, match)
             matches.append(match)
         s = score(matches)
-        rows.append((s.f1, s.precision, s.recall))
+        rows.append((s.tp, s.fp, s.fn))
         if progress is not None:
             progress(step, grid.size)
-    f1, precision, recall = (np.array(col) for col in zip(*rows))
-    for arr in (grid, f1, precision, recall):
+    tp, fp, fn = (np.array(col, dtype=np.int64) for col in zip(*rows))
+    return _curve_from_counts(grid, tp, fp, fn)
+
+
+def _curve_from_counts(grid, tp, fp, fn) -> ThresholdCurve:
+    """The ratios, best and knee of pooled counts per threshold (read-only arrays)."""
+    precision = np.array([_ratio(a, a + b) for a, b in zip(tp, fp)], dtype=float)
+    recall = np.array([_ratio(a, a + b) for a, b in zip(tp, fn)], dtype=float)
+    f1 = np.array([_f1(p, r) for p, r in zip(precision, recall)], dtype=float)
+    grid = np.array(grid, dtype=float)
+    for arr in (grid, f1, precision, recall, tp, fp, fn):
         arr.setflags(write=False)
     b = _pick_best(f1)
     k = b + _kneedle(grid[b:], f1[b:])
     log.info("threshold_curve: best %.3f (F1 %.3f), knee %.3f", grid[b], f1[b], grid[k])
     return ThresholdCurve(thresholds=grid, f1=f1, precision=precision, recall=recall,
-                          best=float(grid[b]), knee=float(grid[k]), best_f1=float(f1[b]))
+                          best=float(grid[b]), knee=float(grid[k]), best_f1=float(f1[b]),
+                          tp=tp, fp=fp, fn=fn)
+
+
+def combine_curves(curves: Iterable[ThresholdCurve]) -> ThresholdCurve:
+    """One curve over the images of several: counts added per threshold, ratios recomputed.
+
+    The result is the curve :func:`threshold_curve` gives for all the images at once, without
+    labelling any of them again.
+
+    Parameters
+    ----------
+    curves : iterable of ThresholdCurve
+        On the same threshold grid, each with its counts (``tp``, ``fp``, ``fn``).
+
+    Returns
+    -------
+    ThresholdCurve
+
+    Examples
+    --------
+    >>> truth = np.zeros((60, 60), int); truth[5:25, 5:25] = 1
+    >>> heat = np.where(truth > 0, 0.7, 0.1).astype(np.float32)
+    >>> params, grid = PostprocessParams.paper(cell_diameter=20), [0.05, 0.5]
+    >>> a = threshold_curve([heat], [truth], params, grid, max_distance=10)
+    >>> b = threshold_curve([heat], [np.zeros_like(truth)], params, grid, max_distance=10)
+    >>> both = combine_curves([a, b])
+    >>> both.tp.tolist(), both.fp.tolist(), both.f1.tolist()
+    ([0, 1], [2, 1], [0.0, 0.6666666666666666])
+    """
+    curves = list(curves)
+    if not curves:
+        raise ValueError("combine_curves needs at least one curve")
+    grid = curves[0].thresholds
+    for c in curves:
+        if c.tp is None or c.fp is None or c.fn is None:
+            raise ValueError("combine_curves needs curves with their counts (tp, fp, fn), "
+                         "as threshold_curve makes them")
+        if not np.array_equal(c.thresholds, grid):
+            raise ValueError("combine_curves needs curves on the same threshold grid")
+    return _curve_from_counts(grid, *(sum(getattr(c, k) for c in curves)
+                                      for k in ("tp", "fp", "fn")))
+
+
+def bootstrap_intervals(matches: Iterable[Match], *, confidence: float = 0.95,
+                        resamples: int = 2000, seed: int = 0) -> dict[str, tuple[float, float]]:
+    """Bootstrap confidence intervals of the pooled scores, resampling whole images.
+
+    Images are drawn with replacement, as many as there are, ``resamples`` times; each draw is
+    scored as :func:`score` does (F1, precision and recall from the summed counts; MAE, MedAE
+    and bias over the drawn images), and the interval is the central ``confidence`` share of
+    those scores (percentile method). Images, not cells, are resampled because the cells of one
+    image share its staining, focus and artefacts: their errors are not independent.
+
+    Parameters
+    ----------
+    matches : iterable of Match
+        One per image, as for :func:`score`.
+    confidence : float, optional
+        Coverage of the interval, in (0, 1).
+    resamples : int, optional
+        Number of bootstrap draws.
+    seed : int, optional
+        Seeds the draws: the same matches and seed give the same intervals.
+
+    Returns
+    -------
+    dict
+        ``{name: (low, high)}`` for every name in :data:`INTERVAL_KEYS`.
+
+    Examples
+    --------
+    >>> good = Match(tp=9, fp=0, fn=1, n_true=10, n_pred=9, iou=0.8)
+    >>> bad = Match(tp=5, fp=5, fn=5, n_true=10, n_pred=10, iou=0.4)
+    >>> ci = bootstrap_intervals([good, bad] * 5, resamples=500, seed=1)
+    >>> low, high = ci["f1"]
+    >>> bool(low < score([good, bad] * 5).f1 < high), ci["bias"][0] < -0.5 < ci["bias"][1]
+    (True, True)
+    """
+    matches = list(matches)
+    if not matches:
+        raise ValueError("bootstrap_intervals needs at least one matched image")
+    if not 0 < confidence < 1 or int(resamples) < 1:
+        raise ValueError(f"confidence must lie in (0, 1) and resamples be at least 1; got "
+                         f"{confidence!r} and {resamples!r}")
+    counts = np.array([(m.tp, m.fp, m.fn, m.n_pred - m.n_true) for m in matches], dtype=float)
+    draws = np.random.default_rng(seed).integers(0, len(matches), (int(resamples), len(matches)))
+    tp, fp, fn = (counts[draws, k].sum(axis=1) for k in range(3))
+    diff = counts[draws, 3]
+    # 0/0 is no error (score's rule): a draw that claims or holds nothing scores 1.
+    precision = np.where(tp + fp > 0, tp / np.maximum(tp + fp, 1), 1.0)
+    recall = np.where(tp + fn > 0, tp / np.maximum(tp + fn, 1), 1.0)
+    total = precision + recall
+    f1 = np.where(total > 0, 2 * precision * recall / np.where(total > 0, total, 1), 0.0)
+    values = {"f1": f1, "precision": precision, "recall": recall,
+              "mae": np.abs(diff).mean(axis=1), "medae": np.median(np.abs(diff), axis=1),
+              "bias": diff.mean(axis=1)}
+    tail = 100 * (1 - confidence) / 2
+    return {key: tuple(float(v) for v in np.percentile(values[key], [tail, 100 - tail]))
+            for key in INTERVAL_KEYS}

@@ -5,7 +5,9 @@
     model.keras        inference copy (no optimizer state), loaded with compile=False
     model.onnx         the same network for ONNX Runtime (core.exchange; counting, export)
     config.json        training config; "postprocess" holds the PostprocessParams
-    thresholds.json    {"best": ..., "knee": ..., "chosen": ...}; counting uses "chosen"
+    thresholds.json    {"best": ..., "knee": ..., "chosen": ...}; counting uses "chosen".
+                       Runs since issue 9 add "chosen_on" (validation | train+validation),
+                       "min_cells", "images" and "curves"; older ones may hold one "curve"
     metrics.json       test scores
     manifest.json      the (image, mask version) pairs for train, validation and test
     history.csv        per-epoch losses and learning rate (optional)
@@ -42,6 +44,8 @@ MODEL_FILE = "model.keras"
 HISTORY_FILE = "history.csv"
 JSON_FILES = ("config.json", "thresholds.json", "metrics.json", "manifest.json")
 THRESHOLD_KEYS = ("best", "knee", "chosen")
+#: The images a threshold may have been chosen on (``thresholds.json["chosen_on"]``).
+CHOSEN_ON = ("validation", "train+validation")
 #: How a run's objects are matched to the truth unless its config says otherwise (METHOD.md 7).
 MATCH_METHOD = "hungarian"
 
@@ -185,10 +189,17 @@ def _json_default(obj):
 
 
 def _check_thresholds(thresholds) -> dict:
-    """Validate ``{"best", "knee", "chosen"}``: chosen in [0, 1]; best and knee in [0, 1] or None."""
+    """Validate ``{"best", "knee", "chosen"}``: chosen in [0, 1]; best and knee in [0, 1] or None.
+
+    Other keys (the curves, ``images``, ``min_cells``) are kept as they are; ``chosen_on``, when
+    present, must be one of :data:`CHOSEN_ON`.
+    """
     if not isinstance(thresholds, dict) or set(THRESHOLD_KEYS) - set(thresholds):
         raise ValueError(f"thresholds must be a dict with keys {list(THRESHOLD_KEYS)}, "
                          f"got {thresholds!r}")
+    if thresholds.get("chosen_on", CHOSEN_ON[0]) not in CHOSEN_ON:
+        raise ValueError(f"threshold 'chosen_on' must be one of {list(CHOSEN_ON)}, got "
+                         f"{thresholds['chosen_on']!r}")
     out = dict(thresholds)
     for key in THRESHOLD_KEYS:
         value = out[key]
@@ -278,7 +289,8 @@ def save_run(path, *, model, config: dict, postprocess, thresholds: dict, metric
         Post-processing params; stored with ``to_dict()``.
     thresholds : dict
         ``{"best": ..., "knee": ..., "chosen": ...}``; chosen must be in [0, 1], best and knee
-        may be None (no knee found).
+        may be None (no knee found). Other keys are stored as given (``chosen_on``, when
+        given, is one of :data:`CHOSEN_ON`).
     metrics, manifest : dict
         Test scores and the (image, mask version) pairs; stored as given.
     history : dict of lists, list of dicts or DataFrame, optional

@@ -30,6 +30,11 @@ if promoted.empty:
 model = promoted.iloc[-1]
 st.caption(f"Model **{model['name']}**, threshold {model['threshold']:.3f}"
            if pd.notna(model["threshold"]) else f"Model **{model['name']}**")
+# Before anything is counted: a model whose test counts lean one way says so here.
+with ui.session() as s:
+    leaning = scoring.run_reliability(s, int(model["run_id"])).warning
+if leaning:
+    st.warning(leaning)
 
 # ---------------------------------------------------------------- what to count
 source = st.radio("Images", ["Upload", "Folder on the server"], horizontal=True,

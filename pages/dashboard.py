@@ -40,6 +40,8 @@ else:
                                                                                      "run_id"])),
                           format_func=labels.get, key="dash_run")
     row = runs[runs["run_id"] == run_id].iloc[0]
+    with ui.session() as s:
+        sure = scoring.run_reliability(s, run_id)
     cols = st.columns(7)
     paper = PAPER_SCORES
     for col, key, title, digits in zip(cols, ("f1", "precision", "recall", "mae", "medae", "bias",
@@ -47,8 +49,20 @@ else:
                                        ("F1", "Precision", "Recall", "MAE", "MedAE", "Bias",
                                         "Mean IoU"), (2, 2, 2, 2, 1, 2, 2)):
         ref = paper.get(key)
-        col.metric(title, fmt(row[key], digits),
-                   help=f"Paper (preprint, 60 test images): {ref}" if ref is not None else None)
+        low_high = sure.intervals.get(key)
+        notes = [f"95% interval {fmt(low_high[0], digits)} to {fmt(low_high[1], digits)}"
+                 if low_high else None,
+                 f"Paper (preprint, 60 test images): {ref}" if ref is not None else None]
+        col.metric(title, fmt(row[key], digits), help=". ".join(n for n in notes if n) or None)
+    if sure.intervals:
+        ci = sure.intervals
+        st.caption(f"95% bootstrap intervals over the {sure.n_images} test images "
+                   f"({sure.n_cells} true cells), images resampled: F1 {fmt(ci['f1'][0])} to "
+                   f"{fmt(ci['f1'][1])}, MAE {fmt(ci['mae'][0])} to {fmt(ci['mae'][1])}, bias "
+                   f"{fmt(ci['bias'][0])} to {fmt(ci['bias'][1])}. Few images give wide "
+                   "intervals: a score is only as sure as its interval is narrow.")
+    if sure.warning:
+        st.warning(sure.warning)
     st.caption("Paper (preprint): F1 0.87, MAE 0.85, MedAE 1, mean IoU 0.74 on 60 test images. "
                f"This run: {fmt(row['n_images'], 0)} test images, chosen threshold "
                f"{fmt(row['threshold'], 3)}.")
@@ -76,10 +90,14 @@ else:
                 st.error(str(exc))
     if curve is not None:
         fig = go.Figure()
-        for key, dash in (("f1", "solid"), ("precision", "dot"), ("recall", "dash")):
-            if key in curve:
-                fig.add_trace(go.Scatter(x=curve["thresholds"], y=curve[key], name=key,
-                                         mode="lines", line={"dash": dash}))
+        palette = ("#1f77b4", "#d62728", "#2ca02c", "#9467bd")
+        # One colour per image set, one dash per score: the legend names both.
+        for colour, (images, c) in zip(palette, curve["curves"].items()):
+            for key, dash in (("f1", "solid"), ("precision", "dot"), ("recall", "dash")):
+                if key in c:
+                    fig.add_trace(go.Scatter(x=c["thresholds"], y=c[key], mode="lines",
+                                             name=f"{key}, {images}",
+                                             line={"dash": dash, "color": colour}))
         # Marks at the same threshold share one line and label (they overprint otherwise).
         at: dict[float, list[str]] = {}
         for mark in ("chosen", "knee", "best"):
@@ -89,9 +107,18 @@ else:
         for x, marks in at.items():
             fig.add_vline(x=x, line_color=colour[marks[0]], line_dash="dash",
                           annotation_text=f"{' = '.join(marks)} {x:.3f}")
-        fig.update_layout(xaxis_title="threshold", yaxis_title="score", height=360,
-                          title=f"Scores against threshold ({curve['source']})")
+        fig.update_layout(xaxis_title="threshold", yaxis_title="score", height=400,
+                          showlegend=True, legend_title_text="score, images",
+                          title=f"Scores against threshold (chosen on {curve['source']})")
         st.plotly_chart(fig, key="dash_fig_curve")
+        if curve.get("chosen_on") == "train+validation":
+            st.caption("The threshold was chosen on train and validation images together: the "
+                       f"validation images held fewer than {scoring.MIN_VALIDATION_CELLS} cells. "
+                       "A threshold chosen on images the model was fitted on tends to over-count "
+                       "new images.")
+        elif curve.get("chosen_on") == "validation":
+            st.caption("The threshold was chosen on the held-out validation images; the train "
+                       "images' curve, on which the model was fitted, is shown for comparison.")
 
     # ------------------------------------------------------------ per-image errors
     if results.empty:

@@ -11,7 +11,7 @@ import streamlit as st
 from db import exporting, runs, users
 from db import jobs as job_rows
 from pages import ui
-from training import tasks
+from training import scoring, tasks
 from training.config import POSTPROCESS_PRESETS, TrainConfig
 
 who, pid = ui.open_page("Train", *ui.EDITORS)
@@ -177,12 +177,28 @@ else:
 # ---------------------------------------------------------------- runs and promotion
 st.subheader("Runs")
 with ui.session() as s:
-    overview = runs.runs_overview(s, pid)
+    overview = scoring.runs_table(s, ui.storage(), pid)
 if overview.empty:
     st.caption("No run yet.")
 else:
-    st.dataframe(overview[["run_id", "name", "created_at", "promoted", "threshold", "f1", "mae",
-                           "n_images"]], hide_index=True, width="stretch", key="train_runs")
+    shown = overview.rename(columns={"chosen_on": "threshold chosen on", "f1_ci": "F1 95% CI",
+                                     "mae_ci": "MAE 95% CI", "bias_ci": "bias 95% CI"})
+    st.dataframe(shown[["run_id", "name", "created_at", "promoted", "threshold",
+                        "threshold chosen on", "f1", "F1 95% CI", "mae", "MAE 95% CI", "bias",
+                        "bias 95% CI", "n_images"]], hide_index=True, width="stretch",
+                 key="train_runs")
+    st.caption("Bias is the mean of predicted minus true count per test image: above 0 the model "
+               "over-counts. Intervals are bootstrap 95% intervals over the test images.")
+    pooled = overview[overview["chosen_on"] == "train+validation"]
+    if not pooled.empty:
+        latest = pooled.iloc[-1]
+        held = ("" if pd.isna(latest["validation_cells"])
+                else f" (they held {int(latest['validation_cells'])})")
+        st.warning(f"Run {latest['name']} chose its threshold on train and validation images "
+                   f"together, not on held-out images alone: its validation images held fewer "
+                   f"than {scoring.MIN_VALIDATION_CELLS} cells{held}. A threshold chosen on "
+                   "images the model was fitted on tends to over-count new images; approve "
+                   "more masks of train images so the validation share holds enough cells.")
     if who.role == "admin":
         names = dict(zip(overview["run_id"], overview["name"]))
         choice = st.selectbox("Run to promote", list(names), format_func=names.get,

@@ -4,6 +4,7 @@ Examples::
 
     python -m training train --project yellow --epochs 50 --wait
     python -m training evaluate --run data/runs/yellow-20250101-120000-job3
+    python -m training evaluate --run data/runs/yellow-20250101-120000-job3 --project heldout
     python -m training status
     python -m training worker --forever
     python -m training demo-model
@@ -47,7 +48,8 @@ def _parser() -> argparse.ArgumentParser:
                    help="run a worker here until the job ends; print the run directory last")
     e = sub.add_parser("evaluate", help="score a run on its project's test split")
     e.add_argument("--run", required=True, type=Path, help="run directory")
-    e.add_argument("--project", help="project name (when the run is not registered)")
+    e.add_argument("--project", help="score on this project's test images (default: the run's "
+                                     "own project; a run trained elsewhere is registered here)")
     sub.add_parser("status", help="recent jobs and the local worker")
     w = sub.add_parser("worker", help="serve the job queue")
     w.add_argument("--forever", action="store_true", help="keep polling when the queue is empty")

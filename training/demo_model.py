@@ -1,11 +1,12 @@
-"""The demo model: a small c-ResUnet trained on ``core.synthetic`` images, shipped in ``models/demo/``.
+"""The demo model: a small c-ResUnet fitted on ``core.synthetic.TRAIN``, kept in ``models/demo/``.
 
-``python -m training demo-model`` rebuilds it. Everything is fixed by the seed: the synthetic
-images (drawn from ``seed + 1000``, so they differ from the demo project's own images, which use
-seed 0), the split, the weights' initialisation, the crop order and the augmentation. A fixed
-number of steps (not a time budget) keeps the result independent of the machine's speed: two
-builds on the shared 2-core CPU took 5.3 and 6.6 minutes, threshold tuning and scoring included,
-and gave the same test F1 (0.941 on 8 images).
+``python -m training demo-model`` rebuilds it. Everything is fixed by the seed: the TRAIN images
+it is fitted and validated on (drawn from ``seed + 1000``, so they differ from the demo
+project's own images, which use seed 0), the split, the weights' initialisation, the crop order
+and the augmentation. Its test images are :data:`core.synthetic.HELDOUT` images, never tuned
+on, so ``metrics.json`` says how it counts images of a kind it was not trained on. A fixed
+number of optimizer steps (not a time budget) keeps the result independent of the machine's
+speed; ``bench/RESULTS.md`` records the build's time and scores.
 
 Only the inference copy and the JSON files are written to ``models/demo/``; the full checkpoint
 stays in a temporary directory that is deleted afterwards.
@@ -19,7 +20,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from core.synthetic import make_dataset
+from core.synthetic import HELDOUT, TRAIN, config_hash, make_dataset
 from training.config import TrainConfig
 from training.data import Sample, split_samples
 from training.fit import train_run
@@ -28,25 +29,33 @@ __all__ = ["DEMO_CONFIG", "DEMO_SHAPE", "DEMO_IMAGES", "demo_data", "build_demo_
 
 log = logging.getLogger(__name__)
 
-#: Side of the synthetic images, as the demo project draws them.
-DEMO_SHAPE = (600, 800)
-#: (train + validation, test) image counts.
-DEMO_IMAGES = (16, 8)
-#: The demo's training settings: base 8, 256 px crops, 24 epochs of 40 steps (960 steps).
-DEMO_CONFIG = TrainConfig(base_filters=8, crop_size=256, batch_size=4, epochs=24,
-                          steps_per_epoch=40, validation_fraction=0.25, cell_diameter=43.0,
-                          plateau_patience=3, loader_workers=2)
-RUN_FILES = ("model.keras", "model.onnx", "config.json", "thresholds.json", "metrics.json",
-             "manifest.json", "history.csv")
+#: Side of the synthetic images the demo model is fitted and tested on (a full FNC field).
+DEMO_SHAPE = (1200, 1600)
+#: (TRAIN images for train + validation, HELDOUT images for test).
+DEMO_IMAGES = (20, 8)
+#: The demo's training settings: base 8, 256 px crops, batch 4, 2,000 optimizer steps (10 epochs
+#: of 200), the default learning rate (bench/RESULTS.md, "Defaults"); a quarter of the TRAIN
+#: images (5, about 140 cells) held out to choose the threshold on. The cell diameter is the
+#: median equivalent diameter of TRAIN's cells (28 px, measured by bench/bench_defaults.py).
+DEMO_CONFIG = TrainConfig(base_filters=8, crop_size=256, batch_size=4, epochs=10,
+                          steps_per_epoch=200, validation_fraction=0.25, cell_diameter=28.0,
+                          plateau_patience=2, loader_workers=2)
+RUN_FILES = ("model.keras", "model.onnx", "config.json", "thresholds.json", "metrics.json", "manifest.json",
+             "history.csv")
 
 
 def demo_data(seed: int = 0, shape=DEMO_SHAPE, counts=DEMO_IMAGES):
-    """Synthetic (train, validation, test) samples of the demo, all fixed by ``seed``."""
+    """(train, validation, test) samples of the demo: TRAIN images, then HELDOUT images.
+
+    Everything is fixed by ``seed``.
+    """
     n_train, n_test = counts
-    data = make_dataset(n_train + n_test, seed + 1000, shape=shape)
-    samples = [Sample(f"synthetic:{i}", rgb, labels) for i, (rgb, labels) in enumerate(data)]
-    train, validation = split_samples(samples[:n_train], DEMO_CONFIG.validation_fraction, seed)
-    return train, validation, samples[n_train:]
+    fitted = make_dataset(n_train, seed + 1000, shape=shape, config=TRAIN)
+    held_out = make_dataset(n_test, seed + 2000, shape=shape, config=HELDOUT)
+    samples = [Sample(f"train:{i}", rgb, labels) for i, (rgb, labels) in enumerate(fitted)]
+    train, validation = split_samples(samples, DEMO_CONFIG.validation_fraction, seed)
+    test = [Sample(f"heldout:{i}", rgb, labels) for i, (rgb, labels) in enumerate(held_out)]
+    return train, validation, test
 
 
 def build_demo_model(out="models/demo", *, seed: int = 0, config: TrainConfig | None = None,
@@ -72,9 +81,14 @@ def build_demo_model(out="models/demo", *, seed: int = 0, config: TrainConfig | 
     config = config or dataclasses.replace(DEMO_CONFIG, seed=seed)
     started = time.monotonic()
     train, validation, test = demo_data(seed)
+    n_train, n_test = DEMO_IMAGES
     manifest = {"train": [], "validation": [], "test": [],
-                "synthetic": {"source": f"core.synthetic.make_dataset({sum(DEMO_IMAGES)}, "
-                                        f"{seed + 1000}, shape={DEMO_SHAPE})",
+                "synthetic": {"source": f"core.synthetic.make_dataset({n_train}, {seed + 1000}, "
+                                        f"shape={DEMO_SHAPE}, config=TRAIN) for train:*, "
+                                        f"make_dataset({n_test}, {seed + 2000}, "
+                                        f"shape={DEMO_SHAPE}, config=HELDOUT) for heldout:*",
+                              "train_config_sha256": config_hash(TRAIN),
+                              "heldout_config_sha256": config_hash(HELDOUT),
                               "train": [s.key for s in train],
                               "validation": [s.key for s in validation],
                               "test": [s.key for s in test]}}

@@ -8,9 +8,11 @@ What it builds:
 
 - the accounts of :data:`DEMO_USERS` (listed on the sign-in page in demo mode only);
 - project :data:`DEMO_PROJECT` with ``n_images`` synthetic fluorescence images
-  (``core.synthetic``), each with its automatic threshold mask (source ``auto``);
+  (``core.synthetic.TRAIN``: cells of three stains among artefacts), each with its automatic
+  threshold mask (source ``auto``);
 - a seeded random split (a quarter test), and the generator's true cells as an approved
-  version (source ``manual``) for every test image and every other train image;
+  version (source ``manual``) for every test image and every other train image. Touching
+  cells keep the generator's 1-px gap, so the 0/255 mask reads back as the same cells;
 - the demo model from ``models/demo/`` registered as the project's promoted run and scored on
   the demo test split (``training.tasks.evaluate_run``: per-image results, object outcomes,
   heatmaps).
@@ -21,7 +23,7 @@ import logging
 from pathlib import Path
 
 from core.prelabel import auto_mask
-from core.synthetic import make_dataset
+from core.synthetic import TRAIN, make_dataset
 from db import masks, projects, runs, users
 from db.engine import make_engine, transaction, upgrade
 from db.storage import Storage
@@ -66,7 +68,7 @@ def seed_demo(settings, *, engine=None, n_images: int = 24, shape=(600, 800), se
         expert = users.get_user(s, "expert")
         has_images = bool(projects.list_batches(s, pid))
     if not has_images:
-        data = make_dataset(n_images, seed, shape=shape)
+        data = make_dataset(n_images, seed, shape=shape, config=TRAIN)
         with transaction(engine) as s:
             batch = projects.create_batch(s, pid, user_id=admin.id, source="core.synthetic demo")
             imported, truth = [], {}

@@ -369,6 +369,15 @@ def fit(train: CropBatches, validation: CropBatches | None, config: TrainConfig,
 # ---------------------------------------------------------------- after training
 
 
+def _tune(model, validation, train, rule, *, progress, should_cancel) -> dict:
+    """Predict the validation and train images once and choose the threshold on them."""
+    heats = predict_samples(model, validation + train, stage="threshold", progress=progress,
+                            should_cancel=should_cancel)
+    return tune_threshold((heats[:len(validation)], validation),
+                          (heats[len(validation):], train), rule, progress=progress,
+                          should_cancel=should_cancel)
+
+
 @dataclass(frozen=True)
 class RunOutcome:
     """A finished training run: its directory, thresholds, test scores and per-image results."""
@@ -416,6 +425,12 @@ def train_run(train, validation, test, config: TrainConfig, run_dir, *, manifest
     Returns
     -------
     RunOutcome
+
+    Notes
+    -----
+    The threshold is chosen on the validation images when they hold enough cells
+    (:func:`training.scoring.tune_threshold`); ``thresholds.json`` and ``metrics.json``
+    (``threshold_chosen_on``) say which images it was chosen on.
     """
     from core.run import save_run
     from training.data import prepare
@@ -429,17 +444,16 @@ def train_run(train, validation, test, config: TrainConfig, run_dir, *, manifest
                  should_cancel=should_cancel)
     del batches, val
     check_cancel(should_cancel, "after training")
-    tuning = list(train) + list(validation)
     rule = scoring_for(config)
     network = _counting_network(result.model, run_dir)
-    thresholds = tune_threshold(predict_samples(network, tuning, stage="threshold",
-                                                progress=progress, should_cancel=should_cancel),
-                                tuning, rule, progress=progress, should_cancel=should_cancel)
+    thresholds = _tune(network, list(validation), list(train), rule, progress=progress,
+                       should_cancel=should_cancel)
     check_cancel(should_cancel, "after threshold tuning")
     rule = rule.with_threshold(thresholds["chosen"])
     metrics, results = score_samples(network, test, rule, progress=progress,
                                      should_cancel=should_cancel)
-    metrics = {**metrics, "best_epoch": result.best_epoch, "epochs_run": len(result.history)}
+    metrics = {**metrics, "best_epoch": result.best_epoch, "epochs_run": len(result.history),
+               "threshold_chosen_on": thresholds["chosen_on"]}
     save_run(run_dir, model=result.model, config=config.to_dict(),
              postprocess=dataclasses.replace(rule.postprocess, threshold=rule.threshold),
              thresholds=thresholds, metrics=metrics, manifest=manifest, history=result.history)

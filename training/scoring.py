@@ -11,7 +11,7 @@ Two halves:
   :func:`score_samples` (:class:`ImageScore` per image);
 - from the database and the stored heatmaps, for the pages: :func:`image_outcome`,
   :func:`recount`, :func:`recount_scores`, :func:`threshold_curve_for_run`,
-  :func:`count_results`.
+  :func:`run_reliability` (intervals and the bias warning), :func:`count_results`.
 """
 from __future__ import annotations
 
@@ -25,16 +25,19 @@ import numpy as np
 import pandas as pd
 
 from core.density import count_density, count_in_region
-from core.metrics import Match, score
+from core.metrics import DEFAULT_THRESHOLDS, Match, bootstrap_intervals, combine_curves, score
+from core.objects import count_objects
 from core.postprocess import PostprocessParams
-from core.run import Scoring
+from core.run import CHOSEN_ON, Scoring
 from db import jobs as job_rows
 from db import masks, projects, runs
 from db.runs import run_path, run_scoring
 
 __all__ = ["Cancelled", "ImageScore", "scoring_for", "predict_samples", "tune_threshold",
-           "score_samples", "ImageOutcome", "image_outcome", "recount", "recount_scores",
-           "threshold_curve_for_run", "count_results", "CURVE_FILE"]
+           "MIN_VALIDATION_CELLS", "score_samples", "ImageOutcome", "image_outcome", "recount",
+           "recount_scores",
+           "threshold_curve_for_run", "CURVE_LABELS", "Reliability", "bias_limit",
+           "run_reliability", "runs_table", "count_results", "CURVE_FILE"]
 
 log = logging.getLogger(__name__)
 
@@ -104,32 +107,101 @@ def predict_samples(model, samples, *, stage: str, progress: Progress | None = N
     return heatmaps
 
 
-def tune_threshold(heatmaps, samples, scoring: Scoring, *, progress: Progress | None = None,
+#: Validation images must hold at least this many true cells for the threshold to be chosen
+#: on them alone. Below it a curve moves in coarse steps (one cell is more than 2% of recall)
+#: and its maximum is mostly noise: at a recall near 0.9 the binomial standard error over 50
+#: cells is 4 points, as large as the differences across an F1 curve's flat top. Then the
+#: train images are pooled in, as the paper did, and the run says so.
+MIN_VALIDATION_CELLS = 50
+
+
+def _curve_dict(curve, samples) -> dict:
+    """A curve as thresholds.json keeps it, with how many images and cells it rests on."""
+    return {"thresholds": np.asarray(curve.thresholds).tolist(),
+            "f1": np.asarray(curve.f1).tolist(),
+            "precision": np.asarray(curve.precision).tolist(),
+            "recall": np.asarray(curve.recall).tolist(),
+            **{k: np.asarray(getattr(curve, k)).tolist() for k in ("tp", "fp", "fn")},
+            "best": float(curve.best), "images": len(samples),
+            "cells": int(sum(count_objects(s.labels) for s in samples))}
+
+
+def tune_threshold(validation, train, scoring: Scoring, *, min_cells: int = MIN_VALIDATION_CELLS,
+                   progress: Progress | None = None,
                    should_cancel: Callable[[], bool] | None = None) -> dict:
-    """Best and knee thresholds of F1 on the given images; ``chosen`` is the best.
+    """Choose the threshold on held-out whole images; keep the fitted images' curve beside it.
 
-    Reports stage ``tuning`` after every threshold of the grid (a sweep over an untrained
-    model's heatmaps takes minutes) and asks ``should_cancel`` there too.
+    The threshold of best F1 on the validation images (never those the weights were fitted
+    on) is chosen when they hold at least ``min_cells`` true cells; otherwise the validation
+    and train images are pooled and ``chosen_on`` says so. Both curves go through ``scoring``
+    (the run's rule) on :data:`core.metrics.DEFAULT_THRESHOLDS`.
+
+    Parameters
+    ----------
+    validation, train : (heatmaps, samples)
+        Full-size heatmaps and their samples: the held-out images and the fitted ones. Either
+        may be empty, not both.
+    scoring : core.run.Scoring
+    min_cells : int
+        See :data:`MIN_VALIDATION_CELLS`.
+    progress : callable, optional
+        Called with stage ``tuning`` after every threshold of each curve (a sweep over an
+        untrained model's heatmaps takes minutes); ``should_cancel`` is asked there too.
+
+    Returns
+    -------
+    dict
+        ``best``, ``knee`` and ``chosen`` (= best) of the curve chosen on; ``chosen_on`` (one
+        of :data:`core.run.CHOSEN_ON`); ``min_cells``; ``images`` (the keys of each set);
+        ``curves``: ``validation`` and ``train`` (None for an empty set), and
+        ``train+validation`` when the choice fell back to it, each with ``thresholds``,
+        ``f1``, ``precision``, ``recall``, the pooled ``tp``, ``fp`` and ``fn`` (so curves can
+        be pooled again later), ``best``, ``images`` and ``cells``.
     """
-    def step(done: int, total: int) -> None:
-        if progress:
-            progress({"stage": "tuning", "step": done, "steps": total})
-        check_cancel(should_cancel, f"while tuning the threshold after {done} of {total} steps")
+    sets = {"validation": (list(validation[0]), list(validation[1])),
+            "train": (list(train[0]), list(train[1]))}
+    if not sets["validation"][1] and not sets["train"][1]:
+        raise ValueError("Tuning the threshold needs images: the run has neither validation "
+                         "nor train images with ground truth.")
+    total = sum(len(DEFAULT_THRESHOLDS) for _, samples in sets.values() if samples)
+    done = [0]
 
-    curve = scoring.curve(heatmaps, [s.labels for s in samples], progress=step)
+    def step(_done: int, _total: int) -> None:
+        done[0] += 1
+        if progress:
+            progress({"stage": "tuning", "step": done[0], "steps": total})
+        check_cancel(should_cancel,
+                     f"while tuning the threshold after {done[0]} of {total} steps")
+
+    curves = {name: (scoring.curve(heats, [s.labels for s in samples], progress=step)
+                     if samples else None) for name, (heats, samples) in sets.items()}
+    out = {name: (_curve_dict(c, sets[name][1]) if c is not None else None)
+           for name, c in curves.items()}
+    held_out = out["validation"]["cells"] if out["validation"] else 0
+    if held_out >= min_cells:
+        chosen_on, curve = CHOSEN_ON[0], curves["validation"]
+    else:
+        chosen_on = CHOSEN_ON[1]
+        curve = combine_curves([c for c in curves.values() if c is not None])
+        out[chosen_on] = _curve_dict(curve, sets["validation"][1] + sets["train"][1])
+        log.warning("threshold chosen on train+validation images: the validation images hold "
+                    "%d cells, fewer than %d", held_out, min_cells)
     knee = None if curve.knee is None or not np.isfinite(curve.knee) else float(curve.knee)
     return {"best": float(curve.best), "knee": knee, "chosen": float(curve.best),
-            "curve": {"thresholds": np.asarray(curve.thresholds).tolist(),
-                      "f1": np.asarray(curve.f1).tolist(),
-                      "precision": np.asarray(curve.precision).tolist(),
-                      "recall": np.asarray(curve.recall).tolist()}}
+            "chosen_on": chosen_on, "min_cells": int(min_cells),
+            "images": {name: [s.key for s in samples] for name, (_, samples) in sets.items()},
+            "curves": out}
 
 
 def score_samples(model, samples, scoring: Scoring, *, progress: Progress | None = None,
                   heatmaps=None, should_cancel: Callable[[], bool] | None = None):
     """Predict, count and match every sample with ``scoring``; returns (metrics, ImageScores).
 
-    ``should_cancel`` is asked before every image's prediction and post-processing.
+    The metrics are the pooled scores (:func:`core.metrics.score`), the threshold, the mean
+    true count per image, and ``intervals``: bootstrap 95% intervals over images
+    (:func:`core.metrics.bootstrap_intervals`, seed 0) of F1, precision, recall, MAE, MedAE and
+    bias, as ``[low, high]``. ``should_cancel`` is asked before every image's prediction and
+    post-processing.
     """
     if heatmaps is None:
         heatmaps = predict_samples(model, samples, stage="test", progress=progress,
@@ -141,8 +213,11 @@ def score_samples(model, samples, scoring: Scoring, *, progress: Progress | None
         results.append(ImageScore(sample.key, heat, labels, scoring.match(sample.labels, labels)))
     if not results:
         return {"n_images": 0, "threshold": scoring.threshold}, results
-    scores = dataclasses.asdict(score(r.match for r in results))
-    return {**scores, "threshold": scoring.threshold}, results
+    matches = [r.match for r in results]
+    scores = dataclasses.asdict(score(matches))
+    intervals = {k: list(v) for k, v in bootstrap_intervals(matches).items()}
+    return {**scores, "threshold": scoring.threshold, "intervals": intervals,
+            "mean_true_count": float(np.mean([m.n_true for m in matches]))}, results
 
 
 # --- Scores at another threshold, from the stored heatmaps -------------------------------------
@@ -264,6 +339,17 @@ def _curve_lists(d: dict) -> dict:
             if k in d}
 
 
+def _is_curve(d) -> bool:
+    return isinstance(d, dict) and bool(d.get("thresholds")) and bool(d.get("f1"))
+
+
+#: How the Dashboard names each curve a run can hold.
+CURVE_LABELS = {"validation": "validation images (held out)",
+                "train": "train images (fitted)",
+                "train+validation": "train + validation images",
+                "test": "test images"}
+
+
 def _run_marks(run, storage) -> tuple[dict, dict]:
     """(best/knee/chosen of a run, its thresholds.json) where readable, else the database's."""
     try:
@@ -275,32 +361,62 @@ def _run_marks(run, storage) -> tuple[dict, dict]:
     return {"best": stored.get("best"), "knee": stored.get("knee"), "chosen": chosen}, stored
 
 
+def _tuning_curves(run, stored: dict) -> dict | None:
+    """The curves a run kept from its own tuning, by name, and which one it chose on.
+
+    Runs since issue 9 keep ``curves`` (validation, train, maybe their pool); older ones one
+    ``curve`` over train + validation images (or ``metrics["threshold_curve"]``).
+    """
+    kept = stored.get("curves")
+    if isinstance(kept, dict) and any(_is_curve(c) for c in kept.values()):
+        curves = {k: c for k, c in kept.items() if _is_curve(c)}
+        chosen_on = stored.get("chosen_on")
+        primary = chosen_on if chosen_on in curves else next(iter(curves))
+        return {"curves": curves, "primary": primary,
+                "chosen_on": chosen_on if chosen_on in CHOSEN_ON else primary}
+    for old in (stored.get("curve"), (run.metrics or {}).get("threshold_curve")):
+        if _is_curve(old):
+            return {"curves": {"train+validation": old}, "primary": "train+validation",
+                    "chosen_on": "train+validation"}
+    return None
+
+
+def _shaped(curves: dict, primary: str, marks: dict, chosen_on: str) -> dict:
+    """The dict :func:`threshold_curve_for_run` returns."""
+    return {**_curve_lists(curves[primary]), **marks,
+            "curves": {CURVE_LABELS.get(k, k): _curve_lists(c) for k, c in curves.items()},
+            "chosen_on": chosen_on, "source": CURVE_LABELS.get(chosen_on, chosen_on)}
+
+
 def threshold_curve_for_run(session, storage, run_id: int, *, compute: bool = False):
     """F1, precision and recall against threshold for a run, with its best, knee and chosen.
 
-    The curve of the run's own tuning (``thresholds.json["curve"]``, or a
-    ``metrics["threshold_curve"]``) is used when the run kept one. Otherwise the curve over its
-    test heatmaps is read from :data:`CURVE_FILE` in the run directory; with ``compute=True``
-    it is computed through the run's scoring rule (seconds per image) and kept there.
+    The curves of the run's own tuning (``thresholds.json``: the held-out validation images
+    and the fitted train images; one ``curve`` in older runs) are used when the run kept them.
+    Otherwise the curve over its test heatmaps is read from :data:`CURVE_FILE` in the run
+    directory; with ``compute=True`` it is computed through the run's scoring rule (seconds
+    per image) and kept there.
 
     Returns
     -------
     dict or None
-        ``thresholds, f1, precision, recall`` (lists), ``best, knee, chosen`` (floats or None) and
-        ``source`` ("training images" or "test images"); None when nothing is stored and
-        ``compute`` is False.
+        ``curves``: {label (see :data:`CURVE_LABELS`): {``thresholds, f1, precision,
+        recall``}}; the same four lists of the curve the threshold was chosen on (when the
+        run kept it) at the top level; ``best, knee, chosen`` (floats or None); ``chosen_on`` (``validation``,
+        ``train+validation`` or ``test``); ``source`` (the label of that curve). None when
+        nothing is stored and ``compute`` is False.
     """
     run = runs.get_run(session, run_id)
     marks, stored = _run_marks(run, storage)
-    for curve in ((run.metrics or {}).get("threshold_curve"), stored.get("curve")):
-        if isinstance(curve, dict) and curve.get("thresholds") and curve.get("f1"):
-            return {**_curve_lists(curve), **marks, "source": "training images"}
+    tuned = _tuning_curves(run, stored)
+    if tuned is not None:
+        return _shaped(tuned["curves"], tuned["primary"], marks, tuned["chosen_on"])
     cache = run_path(run, storage) / CURVE_FILE
     if cache.is_file():
         try:
             got = json.loads(cache.read_text())
-            return {**_curve_lists(got), **marks, "knee": marks["knee"] or got.get("knee"),
-                    "source": "test images"}
+            marks = {**marks, "knee": marks["knee"] or got.get("knee")}
+            return _shaped({"test": got}, "test", marks, "test")
         except (OSError, ValueError, KeyError):
             log.warning("ignoring unreadable %s", cache)
     if not compute:
@@ -318,8 +434,117 @@ def threshold_curve_for_run(session, storage, run_id: int, *, compute: bool = Fa
         cache.write_text(json.dumps(got))
     except OSError as exc:
         log.warning("cannot keep the curve in %s: %s", cache, exc)
-    return {**_curve_lists(got), **marks, "knee": marks["knee"] or c.knee,
-            "best": marks["best"] or c.best, "source": "test images"}
+    return _shaped({"test": got}, "test", {**marks, "knee": marks["knee"] or c.knee,
+                                           "best": marks["best"] or c.best}, "test")
+
+
+# --- How far a run's scores can be trusted -------------------------------------------------------
+
+@dataclass(frozen=True)
+class Reliability:
+    """A run's test scores with their uncertainty, and whether its counts lean one way.
+
+    Attributes
+    ----------
+    intervals : dict
+        ``{score: (low, high)}``, bootstrap 95% intervals over the test images
+        (:func:`core.metrics.bootstrap_intervals`); empty when the run has no test results.
+    n_images : int
+        Test images the scores rest on.
+    n_cells : int
+        True cells in them.
+    mean_true_count : float
+        Mean true cells per test image (NaN without results).
+    bias : float
+        Mean of predicted minus true count per test image (NaN without results).
+    warning : str or None
+        A sentence when ``|bias|`` exceeds :func:`bias_limit` of the mean true count.
+    """
+
+    intervals: dict
+    n_images: int
+    n_cells: int
+    mean_true_count: float
+    bias: float
+    warning: str | None
+
+
+def bias_limit(mean_true_count: float) -> float:
+    """The largest |bias| a run may have before the Count page warns: max(1, 5% of the mean count).
+
+    One cell per image is within what two careful annotators disagree on; on crowded images 5%
+    of the count is.
+
+    >>> bias_limit(8.0), bias_limit(60.0)
+    (1.0, 3.0)
+    """
+    return max(1.0, 0.05 * float(mean_true_count))
+
+
+def run_reliability(session, run_id: int) -> Reliability:
+    """Intervals and the bias check of a run, from its stored per-image test results.
+
+    A run without stored results falls back to the ``intervals``, ``bias`` and
+    ``mean_true_count`` of its metrics (what training wrote).
+    """
+    run = runs.get_run(session, run_id)
+    table = runs.run_results(session, run_id)
+    metrics = run.metrics or {}
+    if not table.empty:
+        matches = [Match(tp=int(r.tp), fp=int(r.fp), fn=int(r.fn), n_true=int(r.n_true),
+                         n_pred=int(r.n_pred), iou=float(r.iou)) for r in table.itertuples()]
+        intervals = bootstrap_intervals(matches)
+        n_images, n_cells = len(matches), int(table["n_true"].sum())
+        mean_true, bias = float(table["n_true"].mean()), float(table["error"].mean())
+    else:
+        intervals = {k: tuple(v) for k, v in (metrics.get("intervals") or {}).items()}
+        n_images, n_cells = int(metrics.get("n_images") or 0), 0
+        mean_true = float(metrics.get("mean_true_count", np.nan))
+        bias = float(metrics.get("bias", np.nan))
+    warning = None
+    if np.isfinite(bias) and np.isfinite(mean_true) and abs(bias) > bias_limit(mean_true):
+        way = "over-counts" if bias > 0 else "under-counts"
+        low, high = intervals.get("bias", (np.nan, np.nan))
+        warning = (f"This model {way}: on its {n_images} test images it counted {abs(bias):.1f} "
+                   f"cells per image {'more' if bias > 0 else 'fewer'} than the ground truth "
+                   f"(mean true count {mean_true:.1f}; bias 95% interval {low:+.1f} to "
+                   f"{high:+.1f}). Expect its counts to run {'high' if bias > 0 else 'low'}: "
+                   "check them on the Predictions page, or retrain with more approved masks.")
+    return Reliability(intervals, n_images, n_cells, mean_true, bias, warning)
+
+
+def _interval_text(interval, digits: int = 2) -> str:
+    if not interval or not all(np.isfinite(interval)):
+        return ""
+    return f"{interval[0]:.{digits}f} to {interval[1]:.{digits}f}"
+
+
+def runs_table(session, storage, project_id: int) -> pd.DataFrame:
+    """A project's runs (``db.runs.runs_overview``) with their intervals and threshold choice.
+
+    Returns
+    -------
+    DataFrame
+        The overview's columns plus ``f1_ci``, ``mae_ci`` and ``bias_ci`` (95% intervals as
+        text, empty without test results), ``chosen_on`` (``validation``,
+        ``train+validation``, or empty when the run's ``thresholds.json`` does not say; runs
+        from before issue 9 kept one ``curve`` over train + validation) and ``validation_cells``
+        (true cells in the validation images; NaN when unknown).
+    """
+    table = runs.runs_overview(session, project_id)
+    extra = []
+    for run_id in table["run_id"]:
+        run = runs.get_run(session, int(run_id))
+        ci = run_reliability(session, int(run_id)).intervals
+        _, stored = _run_marks(run, storage)
+        validation = (stored.get("curves") or {}).get("validation") or {}
+        chosen_on = stored.get("chosen_on") or ("train+validation" if "curve" in stored else "")
+        extra.append({"f1_ci": _interval_text(ci.get("f1")),
+                      "mae_ci": _interval_text(ci.get("mae")),
+                      "bias_ci": _interval_text(ci.get("bias")), "chosen_on": chosen_on,
+                      "validation_cells": validation.get("cells", np.nan)})
+    columns = ["f1_ci", "mae_ci", "bias_ci", "chosen_on", "validation_cells"]
+    return pd.concat([table.reset_index(drop=True), pd.DataFrame(extra, columns=columns)], axis=1)
 
 
 # --- Counts of a count job ---------------------------------------------------------------------

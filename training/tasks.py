@@ -430,9 +430,30 @@ def _job_run(ctx: JobContext, config: dict, *, with_model: bool = True):
     return run, row
 
 
+def _row_in_project(ctx: JobContext, run_path: Path, project_id: int):
+    """The run's row in ``project_id``, registered there (once) when it has none yet."""
+    keys = {str(run_path), ctx.storage.key(run_path)}
+    with Session(ctx.engine) as session, session.begin():
+        row = next((r for r in runs.list_runs(session, project_id) if r.run_dir in keys), None)
+        if row is None:
+            row = runs.register_run(session, project_id, run_path, storage=ctx.storage)
+            log.info("run %s registered in project %d to be scored there", run_path, project_id)
+        session.expunge(row)
+    return row
+
+
 def run_evaluate(ctx: JobContext, project_id: int | None, config: dict, previous: dict) -> dict:
-    """Score an existing run on the test split of the project (the run's own when registered)."""
+    """Score an existing run on the test split of a project.
+
+    The job's project when it names one (a run trained in one project scored on another's
+    test images, as ``python -m training evaluate --run RUN --project P`` does: the run is
+    registered in P too, so its results there stay apart from those in its own project);
+    otherwise the run's own project.
+    """
     run, row = _job_run(ctx, config)
+    if project_id is not None and (row is None or row.project_id != project_id) \
+            and config.get("run_id") is None:
+        row = _row_in_project(ctx, run.path, project_id)
     project_id = row.project_id if row is not None else project_id
     if project_id is None:
         raise ValueError(f"{run.path} is not a run of any project; name the project.")

@@ -450,3 +450,93 @@ def test_item_probability_predicts_once_without_a_stored_heatmap(app_db, promote
             assert app_db.storage.read_heatmap(item.geometry["heatmap"]).shape == shape
     finally:
         _close(app_db, item_id)
+
+
+# ---------------------------------------------------------------- a run that over-counts
+
+@pytest.fixture
+def overcounting(app_db, part2_run, tmp_path):
+    """A promoted run that counted 3 cells too many on every test image, with both tuning
+    curves in its thresholds.json (chosen on train + validation); the previous state after."""
+    from sqlalchemy import select
+
+    from core.postprocess import PostprocessParams
+    from db.models import Image, ImageResult, ModelRun
+
+    grid = [0.3, 0.5, 0.7]
+    curves = {"validation": {"thresholds": grid, "f1": [0.7, 0.8, 0.75], "precision":
+                             [0.6, 0.8, 0.9], "recall": [0.9, 0.8, 0.6], "cells": 30},
+              "train": {"thresholds": grid, "f1": [0.8, 0.95, 0.9], "precision": [0.7, 0.95, 1.0],
+                        "recall": [0.95, 0.95, 0.8], "cells": 90}}
+    (tmp_path / "thresholds.json").write_text(json.dumps(
+        {"best": 0.5, "knee": 0.7, "chosen": 0.5, "chosen_on": "train+validation",
+         "min_cells": 50, "curves": curves}))
+    with app_db.session() as s:
+        before = {r.id: r.promoted for r in s.scalars(select(ModelRun).where(
+            ModelRun.project_id == app_db.project_id))}
+        run = ModelRun(project_id=app_db.project_id, name="overcounting-run",
+                       run_dir=str(tmp_path), threshold=0.5, promoted=False,
+                       config={"postprocess": PostprocessParams.paper().to_dict()},
+                       metrics={"f1": 0.8, "mae": 3.0, "bias": 3.0, "n_images": 2})
+        s.add(run)
+        s.flush()
+        tests = s.scalars(select(Image).where(Image.project_id == app_db.project_id,
+                                              Image.split == "test")).all()
+        for img in tests:
+            s.add(ImageResult(run_id=run.id, image_id=img.id, tp=5, fp=3, fn=0, n_true=5,
+                              n_pred=8, iou=0.7))
+        for r in s.scalars(select(ModelRun).where(ModelRun.project_id == app_db.project_id)):
+            r.promoted = r.id == run.id
+        run_id = run.id
+    yield run_id
+    with app_db.session() as s:
+        for other, flag in before.items():
+            s.get(ModelRun, other).promoted = flag
+        s.get(ModelRun, run_id).promoted = False
+
+
+def test_count_page_warns_before_counting_with_a_model_that_over_counts(app_as, overcounting):
+    at = app_as("operator", "pages/count.py")
+    assert not at.exception, at.exception
+    warnings = [w.value for w in at.warning]
+    assert any("This model over-counts" in w and "3.0 cells per image more" in w
+               and "mean true count 5.0" in w for w in warnings), warnings
+    assert at.button(key="count_go")  # a warning, not a refusal
+
+
+def test_count_page_is_quiet_for_a_run_without_bias(app_as, promoted):
+    at = app_as("operator", "pages/count.py")
+    assert not at.exception
+    assert not [w.value for w in at.warning if "over-counts" in w.value
+                or "under-counts" in w.value]
+
+
+def test_dashboard_shows_both_curves_intervals_and_the_bias(app_as, overcounting):
+    at = app_as("viewer", "pages/dashboard.py")
+    at.selectbox(key="dash_run").set_value(overcounting).run()
+    assert not at.exception, at.exception
+    curve = next(json.loads(c.proto.spec) for c in at.get("plotly_chart")
+                 if "against threshold" in str(json.loads(c.proto.spec)["layout"]["title"]))
+    names = [t["name"] for t in curve["data"]]
+    for score in ("f1", "precision", "recall"):
+        assert f"{score}, validation images (held out)" in names
+        assert f"{score}, train images (fitted)" in names
+    assert curve["layout"]["showlegend"] is True
+    assert "chosen on train + validation images" in curve["layout"]["title"]["text"]
+    captions = " ".join(c.value for c in at.caption)
+    assert "95% bootstrap intervals" in captions and "bias 3.00 to 3.00" in captions
+    assert "fewer than 50 cells" in captions
+    assert any("over-counts" in w.value for w in at.warning)
+
+
+def test_train_page_shows_bias_intervals_and_where_the_threshold_was_chosen(app_as,
+                                                                           overcounting):
+    at = app_as("operator", "pages/train.py")
+    assert not at.exception, at.exception
+    runs = next(d.value for d in at.dataframe if "threshold chosen on" in d.value.columns)
+    row = runs[runs["run_id"] == overcounting].iloc[0]
+    assert row["threshold chosen on"] == "train+validation" and row["bias"] == 3.0
+    assert row["bias 95% CI"] == "3.00 to 3.00" and list(runs.columns).index("bias") == \
+        list(runs.columns).index("MAE 95% CI") + 1
+    assert any("overcounting-run chose its threshold on train and validation images" in w.value
+               and "(they held 30)" in w.value for w in at.warning)

@@ -4,8 +4,8 @@ import json
 import numpy as np
 import pytest
 
-from core.metrics import (DEFAULT_THRESHOLDS, Match, _kneedle, _pick_best, match_objects, score,
-                          threshold_curve)
+from core.metrics import (DEFAULT_THRESHOLDS, Match, _kneedle, _pick_best, bootstrap_intervals,
+                          combine_curves, match_objects, score, threshold_curve)
 from core.postprocess import PostprocessParams
 
 SHAPE = (60, 200)
@@ -237,9 +237,11 @@ def test_threshold_curve_best_and_knee_by_hand():
     assert not curve.f1.flags.writeable
 
 
-def test_default_grid_is_method_md():
-    assert DEFAULT_THRESHOLDS[0] == 0.05 and DEFAULT_THRESHOLDS[-1] == 0.95
-    assert len(DEFAULT_THRESHOLDS) == 37 and 0.55 in DEFAULT_THRESHOLDS
+def test_default_grid_is_fine_above_0_9_and_reaches_0_99():
+    coarse = [round(0.05 + 0.025 * i, 3) for i in range(35)]        # 0.05 .. 0.90
+    fine = [round(0.91 + 0.01 * i, 2) for i in range(9)]            # 0.91 .. 0.99
+    assert DEFAULT_THRESHOLDS.tolist() == coarse + fine
+    assert coarse[-1] == 0.9 and 0.55 in DEFAULT_THRESHOLDS and 0.95 in DEFAULT_THRESHOLDS
 
 
 def test_ties_pick_the_middle_and_kneedle_on_textbook_curve():
@@ -297,3 +299,54 @@ def test_grouped_hungarian_equals_one_dense_assignment(rng):
     real = cost[rows, cols] < 1e6
     assert m.tp == real.sum()
     assert sum(p[2] for p in m.pairs) == pytest.approx(cost[rows, cols][real].sum())
+
+
+# ---- pooled curves and bootstrap intervals ---------------------------------------------------
+
+def test_combined_curves_equal_the_curve_of_all_images_at_once():
+    heat, truth = crafted_heatmap()
+    other = np.where(truth > 0, 0.3, 0.0).astype(np.float32)
+    params, grid = PostprocessParams.paper(cell_diameter=20), [0.1, 0.2, 0.4, 0.6, 0.9]
+    a = threshold_curve([heat], [truth], params, grid, max_distance=10)
+    b = threshold_curve([other, heat], [truth, np.zeros_like(truth)], params, grid,
+                        max_distance=10)
+    together = threshold_curve([heat, other, heat], [truth, truth, np.zeros_like(truth)], params,
+                               grid, max_distance=10)
+    both = combine_curves([a, b])
+    for key in ("f1", "precision", "recall", "tp", "fp", "fn"):
+        np.testing.assert_array_equal(getattr(both, key), getattr(together, key))
+    assert (both.best, both.knee) == (together.best, together.knee)
+    with pytest.raises(ValueError, match="same threshold grid"):
+        combine_curves([a, threshold_curve([heat], [truth], params, [0.1, 0.5], max_distance=10)])
+
+
+def test_bootstrap_intervals_of_two_images_by_hand():
+    # Image a: 1 TP, 2 FP, count error +2. Image b: 3 TP, error 0. A draw of two images is aa,
+    # ab/ba or bb (1/4, 1/2, 1/4); the 2.5% and 97.5% points are the aa and bb draws' scores.
+    a = Match(tp=1, fp=2, fn=0, n_true=1, n_pred=3, iou=0.5)
+    b = Match(tp=3, fp=0, fn=0, n_true=3, n_pred=3, iou=1.0)
+    ci = bootstrap_intervals([a, b], resamples=4000, seed=3)
+    assert ci["f1"] == pytest.approx((2 * (1 / 3) / (1 / 3 + 1), 1.0))  # aa: P 1/3, R 1
+    assert ci["precision"] == pytest.approx((1 / 3, 1.0))
+    assert ci["recall"] == (1.0, 1.0)
+    assert ci["bias"] == (0.0, 2.0) and ci["mae"] == (0.0, 2.0) and ci["medae"] == (0.0, 2.0)
+    assert bootstrap_intervals([a, b], resamples=4000, seed=3) == ci      # seeded: repeatable
+
+
+def test_bootstrap_intervals_hold_the_estimate_and_vanish_for_identical_images():
+    rng = np.random.default_rng(0)
+    matches = []
+    for _ in range(30):
+        tp, fp, fn = rng.integers(0, 8, 3)
+        matches.append(Match(tp=int(tp), fp=int(fp), fn=int(fn), n_true=int(tp + fn),
+                             n_pred=int(tp + fp), iou=0.5))
+    point, ci = score(matches), bootstrap_intervals(matches)
+    for key in ("f1", "precision", "recall", "mae", "bias"):
+        low, high = ci[key]
+        assert low <= getattr(point, key) <= high and low < high
+    same = bootstrap_intervals([matches[0]] * 5, resamples=50)
+    assert all(low == high for low, high in same.values())
+    with pytest.raises(ValueError, match="at least one"):
+        bootstrap_intervals([])
+    with pytest.raises(ValueError, match="confidence"):
+        bootstrap_intervals(matches, confidence=1.5)

@@ -88,13 +88,14 @@ def test_threshold_tuning_reports_every_step_and_honours_cancel(samples, tiny_co
 
     heats = [np.where(s.labels > 0, 0.8, 0.2).astype(np.float32) for s in samples[:2]]
     seen = []
-    got = tune_threshold(heats, samples[:2], scoring_for(tiny_config), progress=seen.append)
-    steps = len(got["curve"]["thresholds"])
+    got = tune_threshold((heats, samples[:2]), ([], []), scoring_for(tiny_config),
+                         progress=seen.append)
+    steps = len(got["curves"]["validation"]["thresholds"])
     assert [p["step"] for p in seen] == list(range(1, steps + 1))
     assert {(p["stage"], p["steps"]) for p in seen} == {("tuning", steps)}
     fraction, message = _stage_fraction(seen[2])
     assert message == f"Tuning the threshold: step 3/{steps}" and 0.88 < fraction < 0.93
     seen.clear()
     with pytest.raises(Cancelled, match="while tuning the threshold after 2 of"):
-        tune_threshold(heats, samples[:2], scoring_for(tiny_config), progress=seen.append,
-                       should_cancel=lambda: len(seen) >= 2)
+        tune_threshold((heats, samples[:2]), ([], []), scoring_for(tiny_config),
+                       progress=seen.append, should_cancel=lambda: len(seen) >= 2)

@@ -49,7 +49,8 @@ def test_threshold_curve_computed_once_then_read_back(scored):
         c = scoring.threshold_curve_for_run(s, storage, run, compute=True)
         again = scoring.threshold_curve_for_run(s, storage, run)
     assert c["source"] == "test images" and c["chosen"] == 0.5
-    assert len(c["thresholds"]) == 37 and max(c["f1"]) == 1.0
+    assert len(c["thresholds"]) == 44 and max(c["f1"]) == 1.0
+    assert list(c["curves"]) == ["test images"] and c["chosen_on"] == "test"
     assert again["f1"] == c["f1"]
 
 
@@ -77,3 +78,86 @@ def test_count_results_with_a_region_and_density(scored):
     assert whole.iloc[0]["density_per_mm2"] == pytest.approx(3 / 0.0064)
     assert part.iloc[0][["count", "region"]].tolist() == [2, "region"]
     assert part.iloc[0]["area_mm2"] == pytest.approx(0.0032)
+
+
+# ---- intervals and the bias warning ------------------------------------------------------------
+
+def _counted_run(engine, project_id, counts, tmp_path, *, thresholds=None, metrics=None):
+    """A run with one result per (n_true, n_pred) on fresh test images; its id."""
+    import json
+
+    run_dir = tmp_path / f"run{len(counts)}-{counts[0]}"
+    run_dir.mkdir()
+    if thresholds is not None:
+        (run_dir / "thresholds.json").write_text(json.dumps(thresholds))
+    with Session(engine) as s, s.begin():
+        run = ModelRun(project_id=project_id, name=run_dir.name, run_dir=str(run_dir),
+                       threshold=0.5, metrics=metrics or {})
+        s.add(run)
+        s.flush()
+        for i, (n_true, n_pred) in enumerate(counts):
+            img = Image(project_id=project_id, sha256=f"{run.id:032d}{i:032d}", path="/x.png",
+                        original_name=f"c{i}.png", width=10, height=10, split="test")
+            s.add(img)
+            s.flush()
+            tp = min(n_true, n_pred)
+            s.add(ImageResult(run_id=run.id, image_id=img.id, tp=tp, fp=n_pred - tp,
+                              fn=n_true - tp, n_true=n_true, n_pred=n_pred, iou=0.5))
+        return run.id
+
+
+def test_bias_limit_is_one_cell_or_five_percent():
+    assert scoring.bias_limit(0) == 1.0 and scoring.bias_limit(20) == 1.0
+    assert scoring.bias_limit(40) == 2.0 and scoring.bias_limit(100) == 5.0
+
+
+def test_a_run_that_over_counts_says_so_and_one_within_the_limit_does_not(world, tmp_path):
+    engine, _, ids = world
+    over = _counted_run(engine, ids["project"], [(10, 12)] * 4, tmp_path)
+    crowded = _counted_run(engine, ids["project"], [(60, 62)] * 4, tmp_path)  # 2 <= 5% of 60
+    under = _counted_run(engine, ids["project"], [(10, 8), (10, 7), (12, 10)], tmp_path)
+    with Session(engine) as s:
+        got = scoring.run_reliability(s, over)
+        assert (got.n_images, got.n_cells, got.mean_true_count, got.bias) == (4, 40, 10.0, 2.0)
+        # Four identical images: every bootstrap draw is the same, so the interval is a point.
+        assert got.intervals["bias"] == (2.0, 2.0) and got.intervals["mae"] == (2.0, 2.0)
+        assert got.intervals["f1"] == pytest.approx((2 * 10 / 22, 2 * 10 / 22))
+        assert "over-counts" in got.warning and "2.0 cells per image more" in got.warning
+        assert "mean true count 10.0" in got.warning and "+2.0 to +2.0" in got.warning
+        assert scoring.run_reliability(s, crowded).warning is None
+        low = scoring.run_reliability(s, under)
+        assert low.bias == pytest.approx(-7 / 3) and "under-counts" in low.warning
+        assert "fewer than the ground truth" in low.warning
+
+
+def test_a_run_without_results_falls_back_to_its_metrics(world, tmp_path):
+    engine, _, ids = world
+    with Session(engine) as s, s.begin():
+        run = ModelRun(project_id=ids["project"], name="bare", run_dir=str(tmp_path),
+                       threshold=0.5, metrics={"bias": -3.0, "mean_true_count": 20.0,
+                                               "n_images": 5,
+                                               "intervals": {"bias": [-4.0, -2.0]}})
+        s.add(run)
+        s.flush()
+        run_id = run.id
+    with Session(engine) as s:
+        got = scoring.run_reliability(s, run_id)
+    assert got.intervals == {"bias": (-4.0, -2.0)} and got.n_images == 5
+    assert "under-counts" in got.warning and "-4.0 to -2.0" in got.warning
+
+
+def test_runs_table_says_where_each_threshold_was_chosen(world, tmp_path):
+    engine, storage, ids = world
+    new = _counted_run(engine, ids["project"], [(10, 10)], tmp_path, thresholds={
+        "best": 0.5, "knee": 0.6, "chosen": 0.5, "chosen_on": "validation",
+        "curves": {"validation": {"thresholds": [0.5], "f1": [1.0], "cells": 73}}})
+    old = _counted_run(engine, ids["project"], [(10, 11)], tmp_path, thresholds={
+        "best": 0.5, "knee": 0.6, "chosen": 0.5, "curve": {"thresholds": [0.5], "f1": [1.0]}})
+    bare = _counted_run(engine, ids["project"], [(10, 9)], tmp_path)
+    with Session(engine) as s:
+        table = scoring.runs_table(s, storage, ids["project"]).set_index("run_id")
+    assert table.loc[new, "chosen_on"] == "validation"
+    assert table.loc[new, "validation_cells"] == 73
+    assert table.loc[old, "chosen_on"] == "train+validation"
+    assert table.loc[bare, "chosen_on"] == "" and math.isnan(table.loc[bare, "validation_cells"])
+    assert table.loc[old, "bias_ci"] == "1.00 to 1.00" and table.loc[new, "f1_ci"] == "1.00 to 1.00"

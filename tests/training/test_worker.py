@@ -89,6 +89,14 @@ def test_train_job_end_to_end(project_db, tiny_config):
     assert find_onnx(run_dir) == run_dir / "model.onnx"  # stamped with this model.keras's hash
     manifest = json.loads((run_dir / "manifest.json").read_text())
     assert len(manifest["train"]) + len(manifest["validation"]) == 5 and len(manifest["test"]) == 2
+    # Two validation images of about five cells: too few to choose on alone, and it says so.
+    thresholds = json.loads((run_dir / "thresholds.json").read_text())
+    assert thresholds["chosen_on"] == "train+validation" and thresholds["min_cells"] == 50
+    assert thresholds["curves"]["validation"]["cells"] < 50
+    assert len(thresholds["images"]["validation"]) == len(manifest["validation"])
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    assert metrics["threshold_chosen_on"] == "train+validation"
+    assert metrics["intervals"]["f1"][0] <= metrics["f1"] <= metrics["intervals"]["f1"][1]
     with Session(engine) as s:
         run = s.scalar(select(ModelRun))
         results = s.scalars(select(ImageResult).where(ImageResult.run_id == run.id)).all()
@@ -290,6 +298,46 @@ def test_evaluate_job_scores_a_registered_run_once_per_image(project_db, tmp_pat
     assert again["metrics"]["n_images"] == 2
     with Session(engine) as s:
         assert len(s.scalars(select(ImageResult)).all()) == 2
+
+
+def test_evaluate_with_another_project_scores_its_test_images(project_db, tmp_path):
+    """``evaluate --run RUN --project P``: a run of 'mice' scored on P's test images."""
+    from core.model import build_cresunet
+    from core.postprocess import PostprocessParams
+    from core.run import save_run
+    from db.runs import list_runs, register_run
+
+    settings, engine = project_db
+    storage = Storage.from_settings(settings)
+    run_dir = save_run(tmp_path / "run", model=build_cresunet(2), config={"base_filters": 2},
+                       postprocess=PostprocessParams.paper(cell_diameter=14),
+                       thresholds={"best": 0.5, "knee": None, "chosen": 0.5}, metrics={},
+                       manifest={})
+    rng = np.random.default_rng(11)
+    with Session(engine) as s, s.begin():
+        own = register_run(s, s.scalar(select(Image.project_id)), run_dir).id
+        other = create_project(s, "heldout", stain="red")
+        for i in range(3):
+            sample = draw_sample(rng, f"h{i}")
+            image = register_image(s, storage, other.id, sample.image, name=f"h{i}.png",
+                                   split="test").image
+            save_mask_version(s, storage, image.id, sample.labels, based_on=None,
+                              source="import", author_id=None)
+            approve(s, image.id, user_id=None)
+        other_id = other.id
+    for _ in range(2):  # twice: the run is registered in 'heldout' once
+        job_id = submit(settings, "evaluate", project="heldout",
+                        config={"run_dir": str(run_dir)}, start_worker=False, engine=engine)
+        assert run_worker(settings, FAST, engine=engine) == 1
+        job = _job(engine, job_id)
+        assert job.status == "done", job.error
+        assert job.result["metrics"]["n_images"] == 3
+    with Session(engine) as s:
+        there = list_runs(s, other_id)
+        assert len(there) == 1 and job.result["run_id"] == there[0].id != own
+        scored = s.scalars(select(Image.project_id).join(ImageResult,
+                                                         ImageResult.image_id == Image.id)).all()
+        assert sorted(set(scored)) == [other_id]  # nothing was scored in the run's own project
 
 
 def test_a_reevaluation_replaces_every_result(project_db, tmp_path):
