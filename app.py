@@ -36,6 +36,10 @@ ui.engine()
 if ui.settings().demo and (not ui.demo_build().finished or ui.demo_build().error):
     ui.demo_progress()
 who = ui.current_user()
+# config.toml hides the sidebar navigation, so Streamlit's first run (which lists the whole pages/
+# folder, helpers included, before this script gets to st.navigation) shows nothing; this
+# script's own navigation is shown.
+st.set_option("client.showSidebarNavigation", True)
 
 if who is None:
     nav = st.navigation([st.Page("pages/signin.py", title="Sign in", icon=":material/login:")])

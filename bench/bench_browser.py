@@ -50,7 +50,7 @@ def build_db(data_dir: Path, n_images: int) -> int:
 
 def review_loop(browser, base: str, repeat: int) -> dict[str, list]:
     """Each Review action ``repeat`` times; returns {action: [Action, ...]}."""
-    from test_browser_review import Wire, marker_points, settle, sign_in
+    from test_browser_review import Wire, object_markers, settle, sign_in
 
     page = browser.new_page(viewport={"width": 1600, "height": 1000})
     wire = Wire(page)
@@ -60,9 +60,9 @@ def review_loop(browser, base: str, repeat: int) -> dict[str, list]:
     nxt = page.get_by_role("button", name=re.compile("^Next"))
     prev = page.get_by_role("button", name=re.compile("Previous"))
     for i in range(repeat):
-        points = marker_points(page)
-        x, y = points[(3 * i + 1) % len(points)]
-        out["pick an object"].append(wire.act(lambda: page.mouse.click(x, y)))
+        markers = object_markers(page)
+        marker = markers.nth((3 * i + 1) % markers.count())
+        out["pick an object"].append(wire.act(lambda: marker.click(force=True)))
         out["verdict"].append(wire.act(
             lambda: page.get_by_role("button", name=re.compile("^Keep")).click()))
         button = nxt if i % 2 == 0 else prev

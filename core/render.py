@@ -620,8 +620,8 @@ def object_contours(labels, *, tolerance=0.4):
     --------
     >>> lab = np.zeros((6, 6), np.int32); lab[1:5, 2:4] = 7
     >>> (ring,) = object_contours(lab)[7]
-    >>> float(ring[:, 0].min()), float(ring[:, 0].max()), float(ring[:, 1].min()), float(ring[:, 1].max())
-    (0.5, 4.5, 1.5, 3.5)
+    >>> [float(f(ring[:, axis])) for axis in (0, 1) for f in (np.min, np.max)]
+    [0.5, 4.5, 1.5, 3.5]
     >>> bool((ring[0] == ring[-1]).all())
     True
     """

@@ -8,8 +8,9 @@ How it stays fast: the image is encoded once per image and display setting and f
 browser from Streamlit's media store by URL; the outlines, numbers and verdict colours are SVG
 vectors drawn over it by a small viewer (``review_viewer.js``, a ``st.components.v2`` module
 with no build step) that keeps its zoom and pan across reruns. ``st.plotly_chart`` cannot: its
-element id hashes the figure, so any change of colour remounts it and resets the view. The viewer and the
-object panel are one fragment, so a pick or a verdict reruns only that and sends no image.
+element id hashes the figure, so any change of colour remounts it and resets the view. The
+viewer and the object panel are one fragment, so a pick or a verdict reruns only that and sends
+no image.
 """
 import io
 import re
@@ -169,7 +170,7 @@ shown = Shown(image_id, path, head.id if head else None, head.path if head else 
 
 # ---------------------------------------------------------------- the object panel (a fragment)
 def next_open(labels_list, mine, after):
-    """The next object after ``after`` nobody judged yet, so the picker never rests on a judged one."""
+    """The next object after ``after`` that nobody judged yet (None when there is none)."""
     return next((lab for lab in labels_list if lab > after and lab not in mine), None)
 
 
@@ -269,10 +270,11 @@ def preview_panel(item: Shown, n_old: int, labels):
     if st.button("Save as a new automatic mask", key="rv_save_auto"):
         try:
             with ui.session() as s:
+                threshold = "auto" if params.threshold is None else moved
                 masks.save_mask_version(s, ui.storage(), item.image_id, new_mask,
                                         based_on=item.head_id, source="auto", author_id=who.id,
                                         note=f"prelabel {method}, min {min_area}, sigma {sigma}, "
-                                             f"threshold {'auto' if params.threshold is None else moved}")
+                                             f"threshold {threshold}")
             st.rerun()
         except masks.ConflictError as err:
             st.warning(str(err))

@@ -1,4 +1,5 @@
-"""The Review loop in a real browser: what each click costs on the wire, and what only a browser shows.
+"""The Review loop in a real browser: what each click costs on the wire, and what only a browser
+shows.
 
 Streamlit's ``AppTest`` reruns the whole script on every interaction, so what a fragment saves can
 only be seen on the wire: :class:`Wire` listens to the page's websocket (the ``ForwardMsg``
@@ -164,7 +165,8 @@ class Wire:
 def settle(wire: Wire, *, quiet_ms: int = 300) -> None:
     """Wait until no script runs and nothing changed for ``quiet_ms`` (after a page load)."""
     wire.page.wait_for_function(
-        "(q) => { const a = document.querySelector('[data-testid=stApp]'); const s = window.__ct.states;"
+        "(q) => { const a = document.querySelector('[data-testid=stApp]');"
+        " const s = window.__ct.states;"
         " return a && a.getAttribute('data-test-script-state') === 'notRunning'"
         " && s.length && performance.now() - s[s.length - 1][0] > q; }",
         arg=quiet_ms, timeout=120_000, polling=50)
@@ -182,21 +184,14 @@ def sign_in(wire: Wire, base: str, name: str, password: str) -> None:
     settle(wire)
 
 
-def marker_points(page):
-    """Screen centres of the objects' numbers on the Review image (the markers of the old plotly
-    figure on pages without the viewer), in object order."""
+def object_markers(page):
+    """The objects' clickable numbers on the Review image, in object order (the markers of the
+    old plotly figure on pages without the viewer). Click one with ``click(force=True)``: it
+    scrolls into view, and plotly's markers lie under its drag layer."""
     numbers = page.locator("[data-testid=ctReviewViewer] .ct-numbers text")
-    if not numbers.count():
-        numbers = page.locator("[data-testid=stPlotlyChart] .scatterlayer .trace path.point")
-    boxes = [n.bounding_box() for n in numbers.all()]
-    return [(b["x"] + b["width"] / 2, b["y"] + b["height"] / 2) for b in boxes if b]
-
-
-def picked_label(page) -> str:
-    """What the object picker shows (e.g. ``object 3``)."""
-    box = page.get_by_label(re.compile("^Pick an object"))
-    return (box.input_value() if box.count() else "") or page.locator(
-        "[data-testid=stSelectbox]").filter(has_text="Pick an object").inner_text()
+    if numbers.count():
+        return numbers
+    return page.locator("[data-testid=stPlotlyChart] .scatterlayer .trace path.point")
 
 
 # ---------------------------------------------------------------- the tests
@@ -250,11 +245,11 @@ def test_a_pick_and_a_verdict_rerun_the_panel_only_keep_the_zoom_and_send_no_ima
     page = chromium.new_page(viewport={"width": 1400, "height": 1000})
     wire = Wire(page)
     sign_in(wire, review_server, "operator", "operator-demo")
+    # The app's own pages are listed (config.toml hides only Streamlit's folder listing).
+    page.get_by_role("link", name="Account").wait_for(timeout=10_000)
     number = page.locator("[data-testid=ctReviewViewer] .ct-numbers text").nth(1)
     label = number.get_attribute("data-label")
-    box = number.bounding_box()
-    pick = wire.act(lambda: page.mouse.click(box["x"] + box["width"] / 2,
-                                             box["y"] + box["height"] / 2), quiet_ms=QUIET)
+    pick = wire.act(number.click, quiet_ms=QUIET)
     assert (pick.full_runs, pick.fragment_runs, pick.media, pick.image_data) == (0, 1, 0, 0)
     assert page.locator(".ct-picked path").get_attribute("data-label") == label
 
@@ -343,15 +338,21 @@ def test_the_first_demo_start_shows_sign_in_at_once_and_no_streamlit_chrome(chro
                 assert proc.poll() is None, "the server stopped"
                 time.sleep(0.2)
         page.get_by_role("button", name="Sign in").wait_for(timeout=240_000)
-        # The demo is still being built, and the page says so.
-        page.get_by_text("Building the demo project in the background").wait_for(timeout=5_000)
+        problems = []
+        note = page.get_by_text("Building the demo project in the background")
+        if not note.count():            # the demo is still being built, and the page says so
+            problems.append("the sign-in page waited for the demo project, with no note")
         pages = {p.stem for p in (ROOT / "pages").glob("*.py")}
         listed = {t.lower().replace(" ", "_") for t in page.evaluate("[...window.__nav]")}
-        assert not listed & pages, f"the sidebar listed files of pages/: {listed & pages}"
-        assert page.locator("[data-testid=stAppDeployButton]").count() == 0
-        assert page.get_by_role("button", name="Deploy").count() == 0
+        if listed & pages:
+            problems.append(f"the sidebar listed files of pages/: {sorted(listed & pages)}")
+        if (page.locator("[data-testid=stAppDeployButton]").count()
+                or page.get_by_role("button", name="Deploy").count()):
+            problems.append("Streamlit's Deploy button shows")
         watched = _inotify_inodes(proc.pid)
-        assert data.stat().st_ino not in watched and (ROOT / "data").stat().st_ino not in watched
+        if {data.stat().st_ino, (ROOT / "data").stat().st_ino} & watched:
+            problems.append("the server watches the data dir")
+        assert not problems, problems
     finally:
         page.close()
         os.killpg(proc.pid, 15)
