@@ -184,14 +184,16 @@ def sign_in(wire: Wire, base: str, name: str, password: str) -> None:
     settle(wire)
 
 
-def object_markers(page):
-    """The objects' clickable numbers on the Review image, in object order (the markers of the
-    old plotly figure on pages without the viewer). Click one with ``click(force=True)``: it
-    scrolls into view, and plotly's markers lie under its drag layer."""
+def click_object(page, index: int) -> None:
+    """Click the ``index``-th object's number on the Review image (modulo their count): the
+    viewer's number, or on a page without the viewer a marker of the old plotly figure (forced:
+    plotly's markers lie under its drag layer)."""
     numbers = page.locator("[data-testid=ctReviewViewer] .ct-numbers text")
     if numbers.count():
-        return numbers
-    return page.locator("[data-testid=stPlotlyChart] .scatterlayer .trace path.point")
+        numbers.nth(index % numbers.count()).click()
+        return
+    markers = page.locator("[data-testid=stPlotlyChart] .scatterlayer .trace path.point")
+    markers.nth(index % markers.count()).click(force=True)
 
 
 # ---------------------------------------------------------------- the tests
