@@ -34,8 +34,17 @@ def build_db(data_dir: Path):
 def bench_rerun(pid: int, repeat: int = 7) -> list[float]:
     from streamlit.testing.v1 import AppTest
 
+    from db.engine import make_engine, transaction
+    from db.sessions import start_session
+    from db.settings import Settings
+    from db.users import get_user
+    from pages.ui import TOKEN_KEY
+
     at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=120)
-    at.session_state["user"] = "operator"
+    engine = make_engine(Settings.from_env(base=ROOT))
+    with transaction(engine) as s:  # signed in as a sign-in leaves a tab: a session's token
+        at.session_state[TOKEN_KEY] = start_session(s, get_user(s, "operator"))
+    engine.dispose()
     at.session_state["project_id"] = pid
     at.run()
     at.switch_page("pages/review.py").run()

@@ -138,8 +138,16 @@ def main() -> int:
 
     from streamlit.testing.v1 import AppTest
 
+    from db.engine import make_engine, transaction
+    from db.sessions import start_session
+    from db.users import get_user
+    from pages.ui import TOKEN_KEY
+
     at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=60)
-    at.session_state["user"] = "viewer"
+    engine = make_engine(f"sqlite:///{tmp}/bench.db")
+    with transaction(engine) as s:  # signed in as a sign-in leaves a tab: a session's token
+        at.session_state[TOKEN_KEY] = start_session(s, get_user(s, "viewer"))
+    engine.dispose()
     at.run()
     at.switch_page("pages/dashboard.py")
     walls, cpus = [], []

@@ -25,12 +25,13 @@ Rows are written as images finish, so an interrupted batch keeps what it counted
 from __future__ import annotations
 
 import argparse
-import csv
 import logging
 import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
+
+from core.plaintext import write_csv
 
 __all__ = ["main", "build_parser", "expand_inputs", "Counter", "auto_counter", "model_counter",
            "COLUMNS", "IMAGE_SUFFIXES"]
@@ -205,16 +206,18 @@ def _count(args, counter: Counter) -> int:
         log.error("no images to count in %s", " ".join(args.images))
         return 1
     counted = 0
-    with args.out.open("w", newline="", encoding="utf-8") as fh:
-        writer = csv.DictWriter(fh, fieldnames=COLUMNS)
-        writer.writeheader()
+
+    def rows():
+        nonlocal counted
         # disable=None hides the bar when stderr is not a terminal (batch logs stay clean).
         for path in tqdm(files, desc="counting", unit="image", file=sys.stderr,
                          disable=True if args.quiet else None):
             row = _count_one(path, counter)
-            writer.writerow(row)
-            fh.flush()
             counted += row["error"] == ""
+            yield row
+
+    with args.out.open("w", newline="", encoding="utf-8") as fh:
+        write_csv(fh, COLUMNS, rows(), flush=True)
     failed = len(files) - counted
     print(f"counted {counted} of {len(files)} images ({failed} not counted) with "
           f"{counter.method}; wrote {args.out}")

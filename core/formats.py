@@ -6,18 +6,22 @@ states it, and a list of :class:`Region` objects); :func:`regions_to_labels` pai
 ``int32`` label image once the image's shape is known. The exporter goes the other way with
 :func:`coco_document` and :func:`via_document`.
 
-Coordinate conventions (chosen so that a mask survives a round trip pixel for pixel when it has
-no holes):
+Every annotation (a COCO annotation, a VIA region, an FNC v2 outline) is one object: it gets a
+label of its own, so touching cells stay separate cells. Where annotations overlap, the later one
+in the file keeps the pixels (and a warning says how many were painted over).
+
+Coordinate conventions:
 
 * Arrays are indexed (row, col). A pixel's centre sits at integer (row, col).
-* COCO measures in pixel *corners*: pixel (r, c) covers x in [c, c+1], y in [r, r+1]. Polygons are
-  written half a pixel outside the object's pixel centres (the 0.5 iso-line of the mask), so every
-  object pixel centre lies strictly inside and no background centre does.
-* VIA (and the FNC v2 files written with OpenCV) give integer points on the object's boundary
-  pixels. Such polygons are rasterised *inclusively*: the pixels on the outline count as inside.
-
-Polygons cannot describe holes, so a hole in an object is filled on export; the bar for "the same
-mask" after a round trip is therefore object count and per-object IoU, not equality.
+* What CellTally writes (COCO polygons, VIA polygons) runs along pixel *corners*, as
+  :mod:`core.polygons` traces it: x is the column, y the row, the origin the top-left corner of
+  pixel (0, 0); a pixel belongs to the polygon when its centre is inside. COCO objects that one
+  simple polygon cannot describe exactly (a hole, several pieces) are written as RLE, so every
+  object survives a round trip pixel for pixel.
+* Other tools' VIA files (and the FNC v2 files written with OpenCV) give integer points on the
+  object's boundary pixels. Such polygons are rasterised *inclusively*: the pixels on the outline
+  count as inside. A VIA file written here says it holds corner vertices (``"_celltally"``), and
+  is read by the corner rule instead.
 
 Examples
 --------
@@ -27,11 +31,12 @@ Examples
 >>> [a["area"] for a in doc["annotations"]]
 [12, 1]
 >>> (images,) = read_coco(doc)
->>> bool((regions_to_labels(images.regions, images.shape) > 0).sum() == 13)
+>>> bool((regions_to_labels(images.regions, images.shape) == labels).all())
 True
 """
 from __future__ import annotations
 
+import functools
 import json
 import logging
 from dataclasses import dataclass, field
@@ -41,13 +46,15 @@ import numpy as np
 from scipy import ndimage as ndi
 from skimage import draw, measure
 
+from core.io import MAX_PIXELS
 from core.objects import as_labels
+from core.polygons import CellOutline, label_outlines, signed_area
 
 __all__ = [
-    "FormatError", "Region", "PolygonRegion", "EllipseRegion", "RectRegion", "MaskRegion",
-    "AnnotatedImage", "ExportImage", "parse_json", "detect_format", "read_annotations",
+    "FormatError", "CategoryError", "VIA_MARK", "Region", "PolygonRegion", "EllipseRegion",
+    "RectRegion", "MaskRegion", "AnnotatedImage", "ExportImage", "parse_json", "detect_format", "read_annotations",
     "read_via", "read_coco", "regions_to_labels", "object_outlines", "encode_rle",
-    "decode_rle", "decode_rle_string", "coco_document", "via_document",
+    "decode_rle", "decode_rle_string", "coco_document", "via_document", "check_points",
 ]
 
 log = logging.getLogger(__name__)
@@ -60,8 +67,16 @@ VIA_SETTINGS = {
 }
 
 
+#: The top-level key of a VIA file written here: its polygons run along pixel corners.
+VIA_MARK = "_celltally"
+
+
 class FormatError(ValueError):
     """An annotation file that cannot be read; the message names the file and the problem."""
+
+
+class CategoryError(FormatError):
+    """A COCO file whose categories need a choice (or a chosen name it does not have)."""
 
 
 # ---------------------------------------------------------------------------------------------
@@ -69,10 +84,63 @@ class FormatError(ValueError):
 
 
 class Region:
-    """One annotated object; :meth:`pixels` gives its (rows, cols) inside an image of ``shape``."""
+    """One annotated object; :meth:`pixels` gives its (rows, cols) inside an image of ``shape``.
+
+    :meth:`pixels` refuses (:class:`FormatError`, naming the annotation by its ``where``) an
+    object whose numbers are not finite or that reaches more than one image size beyond the
+    image's edges: such an object belongs to another image or is damaged, and drawing it could
+    ask for gigabytes (see :func:`check_points`).
+    """
 
     def pixels(self, shape: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
         raise NotImplementedError
+
+
+def check_points(rows: Sequence[float], cols: Sequence[float], shape: tuple[int, int], *,
+                 where: str = "an annotation") -> None:
+    """Refuse points that are not finite or lie more than one image size outside the image.
+
+    Parameters
+    ----------
+    rows, cols : sequence of float
+        Pixel-centre coordinates of an annotation's points.
+    shape : (int, int)
+        The image's (height, width).
+    where : str
+        The annotation, for the message (file and annotation number).
+
+    Raises
+    ------
+    FormatError
+        With a sentence naming ``where`` and what is wrong.
+
+    Examples
+    --------
+    >>> check_points([0, 12], [-3, 5], (10, 10))
+    >>> try:
+    ...     check_points([0, 1e9], [0, 5], (10, 10), where="a.json: region 2")
+    ... except FormatError as exc:
+    ...     print(exc)  # doctest: +ELLIPSIS
+    a.json: region 2 reaches x = 0 to 5, y = 0 to 1e+09, far outside its image (10 x 10 px); ...
+    """
+    try:
+        r = np.asarray(rows, dtype=float).ravel()
+        c = np.asarray(cols, dtype=float).ravel()
+    except (TypeError, ValueError, OverflowError):
+        raise FormatError(f"{where} has coordinates that are not numbers; fix the file or "
+                          f"export it again.") from None
+    if not (np.isfinite(r).all() and np.isfinite(c).all()):
+        raise FormatError(f"{where} has coordinates that are not finite numbers (NaN or "
+                          f"infinity); fix the file or export it again.")
+    if r.size == 0 or c.size == 0:
+        return
+    height, width = int(shape[0]), int(shape[1])
+    margin = max(height, width)
+    if (r.min() < -margin or c.min() < -margin or r.max() > height + margin
+            or c.max() > width + margin):
+        raise FormatError(f"{where} reaches x = {c.min():.6g} to {c.max():.6g}, y = "
+                          f"{r.min():.6g} to {r.max():.6g}, far outside its image ({width} x "
+                          f"{height} px); check that the annotation belongs to this image.")
 
 
 @dataclass(frozen=True)
@@ -85,7 +153,7 @@ class PolygonRegion(Region):
         Vertices. Pixel (r, c) has its centre at (r, c).
     inclusive : bool
         Whether pixels the outline passes through belong to the object (VIA and FNC v2 polygons
-        run along the boundary pixels; COCO polygons written here run outside them).
+        run along the boundary pixels; COCO polygons are read on pixel corners).
 
     Examples
     --------
@@ -97,8 +165,10 @@ class PolygonRegion(Region):
     rows: tuple[float, ...]
     cols: tuple[float, ...]
     inclusive: bool = True
+    where: str = field(default="an annotation", compare=False, repr=False)
 
     def pixels(self, shape):
+        check_points(self.rows, self.cols, shape, where=self.where)
         r = np.asarray(self.rows, dtype=float)
         c = np.asarray(self.cols, dtype=float)
         if len(r) >= 3:
@@ -142,8 +212,14 @@ class EllipseRegion(Region):
     row_radius: float
     col_radius: float
     rotation: float = 0.0
+    where: str = field(default="an annotation", compare=False, repr=False)
 
     def pixels(self, shape):
+        # Its bounding box is what gets drawn: that box must lie within the bounds.
+        sizes = np.asarray([self.row_radius, self.col_radius, self.rotation], dtype=float)
+        reach = float(np.abs(sizes[:2]).max()) if np.isfinite(sizes).all() else np.nan
+        check_points([self.row - reach, self.row + reach], [self.col - reach, self.col + reach],
+                     shape, where=self.where)
         if self.row_radius <= 0 or self.col_radius <= 0:
             return np.zeros(0, np.intp), np.zeros(0, np.intp)
         # skimage keeps centres strictly inside; the small margin takes those on the outline too.
@@ -167,8 +243,11 @@ class RectRegion(Region):
     col: float
     height: float
     width: float
+    where: str = field(default="an annotation", compare=False, repr=False)
 
     def pixels(self, shape):
+        check_points([self.row, self.row + self.height], [self.col, self.col + self.width], shape,
+                     where=self.where)
         r0, c0 = max(int(round(self.row)), 0), max(int(round(self.col)), 0)
         r1 = min(int(round(self.row + self.height)), shape[0])
         c1 = min(int(round(self.col + self.width)), shape[1])
@@ -186,12 +265,7 @@ class MaskRegion(Region):
     name: str = "COCO file"
 
     def pixels(self, shape):
-        mask = decode_rle(self.rle, name=self.name)
-        if mask.shape != tuple(shape):
-            raise FormatError(
-                f"{self.name}: an RLE mask is {mask.shape[0]}x{mask.shape[1]} but the image is "
-                f"{shape[0]}x{shape[1]}; check that the annotation belongs to this image.")
-        return np.nonzero(mask)
+        return np.nonzero(decode_rle(self.rle, name=self.name, shape=shape))
 
 
 @dataclass(frozen=True)
@@ -220,9 +294,12 @@ class AnnotatedImage:
 
 
 def regions_to_labels(regions: Sequence[Region], shape: tuple[int, int]) -> np.ndarray:
-    """Paint regions into an ``int32`` label image, object k (1-based) in file order.
+    """Paint regions into an ``int32`` label image: region k (1-based, file order) is label k.
 
-    Where two regions overlap, the later one wins. Parts outside the image are clipped.
+    Every region is one object, even when it touches another or comes in several parts.
+    Where two regions overlap, the later one wins the shared pixels, and a warning is logged
+    saying how many regions lost pixels that way (a region painted over entirely is gone).
+    Parts outside the image are clipped.
 
     Examples
     --------
@@ -232,9 +309,18 @@ def regions_to_labels(regions: Sequence[Region], shape: tuple[int, int]) -> np.n
     """
     shape = (int(shape[0]), int(shape[1]))
     labels = np.zeros(shape, dtype=np.int32)
+    painted = np.zeros(len(regions) + 1, dtype=np.int64)
     for k, region in enumerate(regions, start=1):
         rr, cc = region.pixels(shape)
         labels[rr, cc] = k
+        painted[k] = np.unique(np.asarray(rr, np.int64) * shape[1] + cc).size
+    kept = np.bincount(labels.ravel(), minlength=len(painted))
+    covered = np.flatnonzero((kept < painted)[1:]) + 1
+    if covered.size:
+        gone = int(np.count_nonzero(kept[covered] == 0))
+        log.warning("%d of %d annotations overlap later ones, which keep the shared pixels%s.",
+                    covered.size, len(regions),
+                    f"; {gone} lie entirely under later ones and are lost" if gone else "")
     return labels
 
 
@@ -340,8 +426,13 @@ def encode_rle(mask: np.ndarray) -> dict[str, Any]:
     return {"size": [int(mask.shape[0]), int(mask.shape[1])], "counts": [int(n) for n in counts]}
 
 
-def decode_rle(rle: Mapping[str, Any], *, name: str = "COCO file") -> np.ndarray:
+def decode_rle(rle: Mapping[str, Any], *, name: str = "COCO file",
+               shape: tuple[int, int] | None = None) -> np.ndarray:
     """Decode a COCO RLE (``counts`` a list, or COCO's compressed string) to a bool mask.
+
+    The size is checked before anything is decoded: against ``shape`` when given (the image
+    the annotation belongs to), and against ``core.io.MAX_PIXELS`` always, so a file that
+    states an enormous size costs nothing.
 
     Examples
     --------
@@ -353,12 +444,22 @@ def decode_rle(rle: Mapping[str, Any], *, name: str = "COCO file") -> np.ndarray
     try:
         h, w = (int(v) for v in rle["size"])
         counts = rle["counts"]
-    except (KeyError, TypeError, ValueError) as exc:
+    except (KeyError, TypeError, ValueError, OverflowError) as exc:
         raise FormatError(f"{name}: an RLE segmentation needs 'size' [height, width] and "
                           f"'counts'; this one has {sorted(rle) if isinstance(rle, Mapping) else rle!r}.") from exc
+    if shape is not None and (h, w) != (int(shape[0]), int(shape[1])):
+        raise FormatError(f"{name}: an RLE mask is {h}x{w} but the image is {shape[0]}x"
+                          f"{shape[1]}; check that the annotation belongs to this image.")
+    if h <= 0 or w <= 0 or h * w > MAX_PIXELS:
+        raise FormatError(f"{name}: an RLE mask states a size of {h}x{w}, which no image "
+                          f"CellTally reads has; the annotation is damaged.")
     if isinstance(counts, (str, bytes)):
         counts = decode_rle_string(counts, name=name)
-    counts = np.asarray(counts, dtype=np.int64)
+    try:
+        counts = np.asarray(counts, dtype=np.int64)
+    except (TypeError, ValueError, OverflowError):
+        raise FormatError(f"{name}: RLE counts must be whole numbers; the annotation is "
+                          f"damaged.") from None
     if counts.ndim != 1 or (counts < 0).any() or int(counts.sum()) != h * w:
         raise FormatError(f"{name}: RLE counts add up to {int(counts.sum())} pixels but its size "
                           f"is {h}x{w} = {h * w}; the annotation is damaged.")
@@ -380,7 +481,11 @@ def decode_rle_string(text: str | bytes, *, name: str = "COCO file") -> list[int
     >>> decode_rle_string("151M")
     [1, 5, 1, 2]
     """
-    data = text.encode("ascii") if isinstance(text, str) else bytes(text)
+    try:
+        data = text.encode("ascii") if isinstance(text, str) else bytes(text)
+    except UnicodeEncodeError:
+        raise FormatError(f"{name}: a compressed RLE string holds characters other than COCO's "
+                          f"letters and digits; the annotation is damaged.") from None
     counts: list[int] = []
     pos = 0
     while pos < len(data):
@@ -427,6 +532,33 @@ def parse_json(data: bytes | str | Mapping[str, Any], *, name: str = "annotation
     except json.JSONDecodeError as exc:
         raise FormatError(f"{name} is not valid JSON (line {exc.lineno}, column {exc.colno}: "
                           f"{exc.msg}); export it again from the annotation tool.") from None
+    except RecursionError:
+        raise FormatError(f"{name} nests its brackets deeper than any annotation file does; it "
+                          f"is damaged or not an annotation file.") from None
+    except MemoryError:
+        raise FormatError(f"{name} is too large to read as JSON here; split it into smaller "
+                          f"files.") from None
+
+
+def _refuse_malformed(read):
+    """Make a reader turn what a malformed document makes Python raise into a FormatError.
+
+    Any JSON value may stand where a list or a number is expected; rather than guard every
+    access, a wrong type anywhere refuses the file with one sentence naming it.
+    """
+    @functools.wraps(read)
+    def guarded(data, *, name: str | None = None, **options):
+        label = name or read.__kwdefaults__["name"]
+        try:
+            return read(data, name=label, **options)
+        except FormatError:
+            raise
+        except (TypeError, ValueError, KeyError, IndexError, AttributeError, OverflowError,
+                RecursionError, MemoryError) as exc:
+            raise FormatError(f"{label} does not have the structure of a VIA or COCO file "
+                              f"({type(exc).__name__}: {str(exc)[:120]}); export it again from "
+                              f"the annotation tool.") from None
+    return guarded
 
 
 def _via_metadata(doc: Any) -> Mapping[str, Any] | None:
@@ -459,32 +591,40 @@ def detect_format(doc: Any) -> str | None:
     return None
 
 
-def read_annotations(data: bytes | str | Mapping[str, Any], *,
-                     name: str = "annotation file") -> tuple[str, list[AnnotatedImage]]:
+def read_annotations(data: bytes | str | Mapping[str, Any], *, name: str = "annotation file",
+                     categories: Sequence[str] | None = None) -> tuple[str, list[AnnotatedImage]]:
     """Read a VIA or COCO document, whichever it is: ``(format, images)``.
+
+    ``categories`` chooses COCO categories by name (see :func:`read_coco`); VIA ignores it.
 
     Raises
     ------
     FormatError
         When the document is neither, with a sentence saying what was expected.
+    CategoryError
+        A COCO file with several categories and none chosen, or a chosen name it lacks.
     """
     doc = parse_json(data, name=name)
     kind = detect_format(doc)
     if kind == "via":
         return kind, read_via(doc, name=name)
     if kind == "coco":
-        return kind, read_coco(doc, name=name)
+        return kind, read_coco(doc, name=name, categories=categories)
     raise FormatError(f"{name} is neither a VIA-2 file (no '_via_img_metadata') nor a COCO file "
                       f"(no 'images' list); export VIA-2 JSON or COCO instances JSON instead.")
 
 
+@_refuse_malformed
 def read_via(data: bytes | str | Mapping[str, Any], *,
              name: str = "VIA file") -> list[AnnotatedImage]:
     """Read VIA-2 annotations (a project file or an exported annotation JSON).
 
-    Polygons and polylines become inclusive :class:`PolygonRegion` objects, ``circle`` and
-    ``ellipse`` :class:`EllipseRegion`, ``rect`` :class:`RectRegion`; points and unknown shapes
-    are skipped with a note. VIA 1's ``regions`` dictionary is accepted as well as a list.
+    Polygons and polylines become inclusive :class:`PolygonRegion` objects (boundary-pixel
+    points, as OpenCV and FNC v2 write them), or, in a file :func:`via_document` wrote (marked
+    ``"_celltally"``), polygons on pixel corners; ``circle`` and ``ellipse`` become
+    :class:`EllipseRegion`, ``rect`` :class:`RectRegion`; points and unknown shapes are skipped
+    with a note. VIA 1's ``regions`` dictionary is accepted as well as a list. Each region is
+    one object.
 
     Examples
     --------
@@ -495,60 +635,80 @@ def read_via(data: bytes | str | Mapping[str, Any], *,
     >>> img.file_name, img.regions, img.notes[0][:30]
     ('a.png', (RectRegion(row=2.0, col=1.0, height=2.0, width=3.0),), 'a.png: region 2 is a point, wh')
     """
-    meta = _via_metadata(parse_json(data, name=name))
+    doc = parse_json(data, name=name)
+    meta = _via_metadata(doc)
+    corners = isinstance(doc, Mapping) and isinstance(doc.get(VIA_MARK), Mapping) and \
+        doc[VIA_MARK].get("vertices") == "pixel corners"
     if meta is None:
         raise FormatError(f"{name} is not a VIA-2 file: it has no '_via_img_metadata' entries "
                           f"with 'filename' and 'regions'; export it from VIA as JSON.")
-    images = []
-    for key, entry in meta.items():
-        if not isinstance(entry, Mapping):
-            continue
-        file_name = str(entry.get("filename") or key)
-        raw = entry.get("regions") or []
-        raw = list(raw.values()) if isinstance(raw, Mapping) else list(raw)
-        regions, notes = [], []
-        for k, region in enumerate(raw, start=1):
-            made, note = _via_region(region, f"{file_name}: region {k}")
-            if made is not None:
-                regions.append(made)
-            if note:
-                notes.append(note)
-        attrs = entry.get("file_attributes") if isinstance(entry.get("file_attributes"), Mapping) else {}
-        images.append(AnnotatedImage(file_name, tuple(regions), None, dict(attrs), tuple(notes)))
-    return images
+    return [_via_image(key, entry, name, corners=corners) for key, entry in meta.items()
+            if isinstance(entry, Mapping)]
 
 
-def _via_region(region: Any, where: str) -> tuple[Region | None, str | None]:
-    """One VIA region -> (Region or None, a note when it was skipped)."""
+def _via_image(key: str, entry: Mapping[str, Any], name: str, *,
+               corners: bool = False) -> AnnotatedImage:
+    """One VIA image entry -> :class:`AnnotatedImage` (raises what a malformed entry makes)."""
+    file_name = str(entry.get("filename") or key)
+    raw = entry.get("regions") or []
+    raw = list(raw.values()) if isinstance(raw, Mapping) else list(raw)
+    regions, notes = [], []
+    for k, region in enumerate(raw, start=1):
+        made, note = _via_region(region, f"{file_name}: region {k}", name, corners=corners)
+        if made is not None:
+            regions.append(made)
+        if note:
+            notes.append(note)
+    attrs = entry.get("file_attributes")
+    attrs = attrs if isinstance(attrs, Mapping) else {}
+    return AnnotatedImage(file_name, tuple(regions), None, dict(attrs), tuple(notes))
+
+
+def _via_region(region: Any, where: str, source: str, *,
+                corners: bool = False) -> tuple[Region | None, str | None]:
+    """One VIA region -> (Region or None, a note when it was skipped).
+
+    ``corners``: polygon points lie on pixel corners (a file written here), not on boundary
+    pixels.
+    """
     shape = region.get("shape_attributes") if isinstance(region, Mapping) else None
     if not isinstance(shape, Mapping):
         return None, f"{where} has no 'shape_attributes' and was skipped."
     kind = str(shape.get("name", "")).lower()
+    at = f"{source}: {where}"
     try:
         if kind in ("polygon", "polyline"):
             xs, ys = shape["all_points_x"], shape["all_points_y"]
             if len(xs) != len(ys) or len(xs) == 0:
                 return None, f"{where} has {len(xs)} x and {len(ys)} y points and was skipped."
-            return PolygonRegion(tuple(map(float, ys)), tuple(map(float, xs)), True), None
+            if corners:  # pixel corners -> pixel-centre coordinates, centres strictly inside
+                return PolygonRegion(tuple(float(y) - 0.5 for y in ys),
+                                     tuple(float(x) - 0.5 for x in xs), False, at), None
+            return PolygonRegion(tuple(map(float, ys)), tuple(map(float, xs)), True, at), None
         if kind == "circle":
             r = float(shape["r"])
-            return EllipseRegion(float(shape["cy"]), float(shape["cx"]), r, r), None
+            return EllipseRegion(float(shape["cy"]), float(shape["cx"]), r, r, 0.0, at), None
         if kind == "ellipse":
             return EllipseRegion(float(shape["cy"]), float(shape["cx"]), float(shape["ry"]),
-                                 float(shape["rx"]), float(shape.get("theta", 0.0))), None
+                                 float(shape["rx"]), float(shape.get("theta", 0.0)), at), None
         if kind == "rect":
             return RectRegion(float(shape["y"]), float(shape["x"]), float(shape["height"]),
-                              float(shape["width"])), None
-    except (KeyError, TypeError, ValueError) as exc:
+                              float(shape["width"]), at), None
+    except (KeyError, TypeError, ValueError, OverflowError) as exc:
         return None, f"{where} is a {kind} without a usable {exc} value and was skipped."
     what = f"a {kind}" if kind else "a shape without a name"
     return None, (f"{where} is {what}, which has no area to make a mask from, and was skipped; "
                   f"draw cells as polygons, circles, ellipses or rectangles.")
 
 
-def read_coco(data: bytes | str | Mapping[str, Any], *,
-              name: str = "COCO file") -> list[AnnotatedImage]:
+@_refuse_malformed
+def read_coco(data: bytes | str | Mapping[str, Any], *, name: str = "COCO file",
+              categories: Sequence[str] | None = None) -> list[AnnotatedImage]:
     """Read COCO instance annotations, standard or as FNC v2 writes them.
+
+    Categories: with ``categories`` (names), only annotations of those categories are read;
+    without, a file whose annotations use one category (or none, as FNC v2's) is read whole, and
+    one whose annotations use several is refused with :class:`CategoryError` listing them.
 
     Standard COCO has one annotation per object whose ``segmentation`` is a list of flat
     ``[x1, y1, x2, y2, ...]`` polygons (the parts of that object, in pixel-corner coordinates) or
@@ -576,7 +736,14 @@ def read_coco(data: bytes | str | Mapping[str, Any], *,
                               f"needs 'id' and 'file_name'.")
         key = str(image.get("id", image["file_name"]))
         entries[key] = {"image": image, "regions": [], "notes": []}
+    if not isinstance(doc.get("annotations") or [], list):
+        raise FormatError(f"{name}: 'annotations' is not a list; export COCO instances JSON "
+                          f"from the annotation tool.")
+    wanted = _wanted_categories(doc, categories, name)
     for k, ann in enumerate(doc.get("annotations") or [], start=1):
+        if wanted is not None and isinstance(ann, Mapping) and \
+                str(ann.get("category_id")) not in wanted:
+            continue
         target = entries.get(str(ann.get("image_id"))) if isinstance(ann, Mapping) else None
         if target is None:
             log.warning("%s: annotation %d names no listed image and was skipped.", name, k)
@@ -588,6 +755,43 @@ def read_coco(data: bytes | str | Mapping[str, Any], *,
     return [_coco_image(e, name) for e in entries.values()]
 
 
+def _wanted_categories(doc: Mapping[str, Any], chosen: Sequence[str] | None,
+                       name: str) -> set[str] | None:
+    """The category ids (as text) whose annotations are read; None reads every annotation.
+
+    Examples
+    --------
+    >>> doc = {"categories": [{"id": 1, "name": "cell"}, {"id": 2, "name": "glia"}],
+    ...        "annotations": [{"category_id": 1}, {"category_id": 2}]}
+    >>> _wanted_categories(doc, ["glia"], "c.json")
+    {'2'}
+    >>> _wanted_categories(doc, None, "c.json")  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    core.formats.CategoryError: c.json holds annotations of 2 categories: cell, glia. ...
+    """
+    listed = doc.get("categories") if isinstance(doc.get("categories"), list) else []
+    names = {str(c.get("id")): str(c.get("name", c.get("id"))) for c in listed
+             if isinstance(c, Mapping)}
+    anns = [a for a in doc.get("annotations") or [] if isinstance(a, Mapping)]
+    used = sorted({str(a.get("category_id")) for a in anns if a.get("category_id") is not None}
+                  & set(names), key=lambda i: names[i])
+    if chosen:
+        chosen = [str(c).strip() for c in chosen if str(c).strip()]
+        unknown = [c for c in chosen if c not in names.values()]
+        if names and unknown:
+            raise CategoryError(f"{name} has no category {', '.join(unknown)}; its categories "
+                                f"are {', '.join(sorted(set(names.values())))}.")
+        # A file without categories (FNC v2) has nothing to choose from: read it whole.
+        return {i for i, n in names.items() if n in chosen} if names else None
+    if len(used) > 1:
+        listed_names = ", ".join(names[i] for i in used)
+        raise CategoryError(f"{name} holds annotations of {len(used)} categories: {listed_names}. "
+                            f"Choose which are cells with --categories NAME[,NAME] "
+                            f"(e.g. --categories {names[used[0]]}).")
+    return None
+
+
 def _coco_image(entry: Mapping[str, Any], name: str) -> AnnotatedImage:
     """Build one :class:`AnnotatedImage` from a collected COCO image entry."""
     image = entry["image"]
@@ -595,7 +799,7 @@ def _coco_image(entry: Mapping[str, Any], name: str) -> AnnotatedImage:
     try:
         if image.get("height") is not None and image.get("width") is not None:
             shape = (int(image["height"]), int(image["width"]))
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):
         raise FormatError(f"{name}: image {image['file_name']!r} has height "
                           f"{image.get('height')!r} and width {image.get('width')!r}; "
                           f"both must be whole numbers.") from None
@@ -617,24 +821,40 @@ def _depth(value: Any) -> int:
 def _coco_segmentation(ann: Mapping[str, Any], where: str) -> tuple[list[Region], str | None]:
     """Regions of one COCO annotation and a note when something was skipped or guessed."""
     seg = ann.get("segmentation")
+    box = ann.get("bbox")
     if isinstance(seg, Mapping):
         return [MaskRegion(seg, where)], None
+    if _empty(seg) and _empty(box):
+        return [], None  # FNC v2's entry for an image without cells: nothing to skip or note
     depth = _depth(seg)
     try:
         if depth == 3:  # FNC v2: one [[x, y], ...] outline per object
             polys = [np.asarray(p, dtype=float).reshape(-1, 2) for p in seg if len(p)]
-            return [PolygonRegion(tuple(p[:, 1]), tuple(p[:, 0]), True) for p in polys], None
+            return [PolygonRegion(tuple(p[:, 1]), tuple(p[:, 0]), True, where)
+                    for p in polys], None
         if depth in (1, 2):  # standard: flat polygons, all parts of one object
             parts = [seg] if depth == 1 else [p for p in seg if len(p) >= 6]
-            return [_coco_polygon_parts(parts)] if parts else [], None
-    except (TypeError, ValueError):
-        return [], f"{where} has a segmentation that is not a list of numbers and was skipped."
-    box = ann.get("bbox")
-    if isinstance(box, (list, tuple)) and len(box) == 4 and not isinstance(box[0], (list, tuple)):
-        x, y, w, h = (float(v) for v in box)
-        return [RectRegion(y, x, h, w)], (f"{where} has no segmentation, only a box; the box "
-                                          f"was used as the object's outline.")
+            return [_coco_polygon_parts(parts, where)] if parts else [], None
+        if (isinstance(box, (list, tuple)) and len(box) == 4
+                and not isinstance(box[0], (list, tuple))):
+            x, y, w, h = (float(v) for v in box)
+            return [RectRegion(y, x, h, w, where)], (f"{where} has no segmentation, only a box; "
+                                                     f"the box was used as the object's outline.")
+    except (TypeError, ValueError, OverflowError):
+        return [], (f"{where} has a segmentation or box that is not a list of numbers and was "
+                    f"skipped.")
     return [], f"{where} has neither a segmentation nor a box and was skipped."
+
+
+def _empty(value: Any) -> bool:
+    """None, or (nested) lists holding nothing: ``[]``, ``[[]]``.
+
+    >>> _empty(None), _empty([[], []]), _empty([[0, 0, 1, 0, 1, 1]])
+    (True, True, False)
+    """
+    if value is None:
+        return True
+    return isinstance(value, (list, tuple)) and all(_empty(v) for v in value)
 
 
 @dataclass(frozen=True)
@@ -648,7 +868,7 @@ class _MultiPolygonRegion(Region):
         return (np.concatenate([f[0] for f in found]), np.concatenate([f[1] for f in found]))
 
 
-def _coco_polygon_parts(parts: Sequence[Sequence[float]]) -> Region:
+def _coco_polygon_parts(parts: Sequence[Sequence[float]], where: str) -> Region:
     """Flat pixel-corner COCO polygons -> one region in pixel-centre coordinates."""
     regions = []
     for part in parts:
@@ -656,7 +876,7 @@ def _coco_polygon_parts(parts: Sequence[Sequence[float]]) -> Region:
         if xy.size % 2:
             raise ValueError("odd number of coordinates")
         xy = xy.reshape(-1, 2) - 0.5  # pixel corners -> pixel centres
-        regions.append(PolygonRegion(tuple(xy[:, 1]), tuple(xy[:, 0]), False))
+        regions.append(PolygonRegion(tuple(xy[:, 1]), tuple(xy[:, 0]), False, where))
     return regions[0] if len(regions) == 1 else _MultiPolygonRegion(tuple(regions))
 
 
@@ -686,21 +906,23 @@ class ExportImage:
     attributes: Mapping[str, Any] = field(default_factory=dict, compare=False)
 
 
-def _bbox_area(labels: np.ndarray) -> dict[int, tuple[list[int], int]]:
-    """Per label: COCO bbox [x, y, width, height] in pixels and area in pixels."""
-    areas = np.bincount(labels.ravel())
-    out = {}
-    for index, box in enumerate(ndi.find_objects(labels), start=1):
-        if box is not None:
-            rows, cols = box
-            out[index] = ([cols.start, rows.start, cols.stop - cols.start,
-                           rows.stop - rows.start], int(areas[index]))
-    return out
+def _coco_annotation(cell: CellOutline, labels: np.ndarray, rle: bool) -> dict[str, Any]:
+    """``segmentation``, ``bbox`` and ``area`` of one cell: its corner polygon when that is
+    exact (one piece, no hole) and ``rle`` is False, else its uncompressed RLE."""
+    corners = np.concatenate(cell.rings())
+    top, left = (int(v) for v in corners.min(axis=0))
+    bottom, right = (int(v) for v in corners.max(axis=0))
+    if rle or not cell.simple:
+        segmentation: Any = encode_rle(labels == cell.label)
+    else:  # (row, col) corners -> flat [x, y, ...]
+        segmentation = [cell.parts[0].exterior[:, ::-1].astype(float).ravel().tolist()]
+    return {"segmentation": segmentation, "bbox": [left, top, right - left, bottom - top],
+            "area": int(cell.area)}
 
 
 def coco_document(images: Iterable[ExportImage], *, category: str = "cell", rle: bool = False,
                   description: str = "CellTally export") -> dict[str, Any]:
-    """A standard COCO instances document: one annotation per object.
+    """A standard COCO instances document: one annotation per cell (label), ``iscrowd`` 0.
 
     Parameters
     ----------
@@ -708,8 +930,13 @@ def coco_document(images: Iterable[ExportImage], *, category: str = "cell", rle:
     category : str
         Name of the single category (id 1).
     rle : bool
-        Write each object as an uncompressed RLE instead of polygons. Objects whose outline
-        would have fewer than 3 points are written as RLE either way.
+        Write every cell as an uncompressed RLE. Without it, a cell that one simple polygon
+        describes exactly is a polygon on pixel corners (x = column, y = row, origin at the
+        top-left corner of pixel (0, 0), as :mod:`core.polygons` traces it), and a cell with a
+        hole or in several pieces is an uncompressed, column-major RLE with ``size`` [h, w]
+        (COCO polygons have no holes, and pieces as polygon parts would overlap nothing but
+        still lose their holes). Either way ``pycocotools``' ``annToMask`` gives back exactly the
+        cell's pixels.
     description : str
         Goes into the ``info`` block.
 
@@ -724,9 +951,11 @@ def coco_document(images: Iterable[ExportImage], *, category: str = "cell", rle:
     --------
     >>> import numpy as np
     >>> lab = np.zeros((4, 4), int); lab[1:3, 1:3] = 1
-    >>> ann = coco_document([ExportImage("a.png", lab)], rle=True)["annotations"][0]
+    >>> ann = coco_document([ExportImage("a.png", lab)])["annotations"][0]
     >>> ann["segmentation"], ann["bbox"], ann["area"]
-    ({'size': [4, 4], 'counts': [5, 2, 2, 2, 5]}, [1, 1, 2, 2], 4)
+    ([[1.0, 1.0, 3.0, 1.0, 3.0, 3.0, 1.0, 3.0]], [1, 1, 2, 2], 4)
+    >>> coco_document([ExportImage("a.png", lab)], rle=True)["annotations"][0]["segmentation"]
+    {'size': [4, 4], 'counts': [5, 2, 2, 2, 5]}
     """
     doc: dict[str, Any] = {"info": {"description": description, "version": "1.0"},
                            "licenses": [], "images": [], "annotations": [],
@@ -737,25 +966,24 @@ def coco_document(images: Iterable[ExportImage], *, category: str = "cell", rle:
                  "height": int(labels.shape[0]), "width": int(labels.shape[1])}
         entry.update({k: v for k, v in item.attributes.items() if k not in entry})
         doc["images"].append(entry)
-        boxes = _bbox_area(labels)
-        for index, outlines in object_outlines(labels):
-            bbox, area = boxes[index]
-            if rle or not outlines:
-                segmentation: Any = encode_rle(labels == index)
-            else:
-                segmentation = [[round(float(v), 2) for v in (c[:, ::-1] + 0.5).ravel()]
-                                for c in outlines]
-            doc["annotations"].append({
-                "id": len(doc["annotations"]) + 1, "image_id": image_id, "category_id": 1,
-                "segmentation": segmentation, "bbox": bbox, "area": area, "iscrowd": 0})
+        for cell in label_outlines(labels).values():
+            doc["annotations"].append({"id": len(doc["annotations"]) + 1, "image_id": image_id,
+                                       "category_id": 1, **_coco_annotation(cell, labels, rle),
+                                       "iscrowd": 0})
     return doc
 
 
 def via_document(images: Iterable[ExportImage], *, project: str = "celltally") -> dict[str, Any]:
-    """A VIA-2 project: one polygon region per object on its boundary pixels.
+    """A VIA-2 project: one polygon region per cell, vertices on pixel corners.
 
-    Objects in several pieces keep their largest piece (a VIA region is one polygon). File
-    attributes carry ``attributes`` as strings.
+    Vertices follow :mod:`core.polygons` (x = column, y = row, origin at the top-left corner of
+    pixel (0, 0)); the file is marked (``"_celltally": {"vertices": "pixel corners"}``) so
+    :func:`read_via` reads it back by that rule. A VIA region is one polygon without holes, so
+    a cell that is not one simple polygon gets the outer outline of its largest piece: its
+    holes are filled and its smaller pieces left out. Regions are written largest filled area
+    first, so a cell lying in another's hole comes later and, painted in file order (later
+    wins, as :func:`regions_to_labels` and VIA draw them), keeps its pixels. File attributes
+    carry ``attributes`` as strings.
 
     Examples
     --------
@@ -763,17 +991,17 @@ def via_document(images: Iterable[ExportImage], *, project: str = "celltally") -
     >>> lab = np.zeros((5, 5), int); lab[1:3, 1:4] = 1
     >>> doc = via_document([ExportImage("a.png", lab, size=10)])
     >>> doc["_via_image_id_list"], doc["_via_img_metadata"]["a.png10"]["regions"][0]["shape_attributes"]
-    (['a.png10'], {'name': 'polygon', 'all_points_x': [3, 2, 1, 1, 2, 3], 'all_points_y': [2, 2, 2, 1, 1, 1]})
+    (['a.png10'], {'name': 'polygon', 'all_points_x': [1, 4, 4, 1], 'all_points_y': [1, 1, 3, 3]})
     """
     meta: dict[str, Any] = {}
     for item in images:
-        regions = []
-        for _index, outlines in object_outlines(item.labels, snap=True):
-            rows, cols = outlines[0][:, 0], outlines[0][:, 1]
-            regions.append({"shape_attributes": {"name": "polygon",
-                                                 "all_points_x": [int(v) for v in cols],
-                                                 "all_points_y": [int(v) for v in rows]},
-                            "region_attributes": {}})
+        outer = [(cell.parts[0].exterior, abs(signed_area(cell.parts[0].exterior)))
+                 for cell in label_outlines(as_labels(item.labels)).values()]
+        outer.sort(key=lambda ring_area: -ring_area[1])
+        regions = [{"shape_attributes": {"name": "polygon",
+                                         "all_points_x": [int(v) for v in ring[:, 1]],
+                                         "all_points_y": [int(v) for v in ring[:, 0]]},
+                    "region_attributes": {}} for ring, _ in outer]
         key = f"{item.file_name}{int(item.size)}"
         meta[key] = {"filename": item.file_name, "size": int(item.size), "regions": regions,
                      "file_attributes": {k: "" if v is None else str(v)
@@ -782,4 +1010,4 @@ def via_document(images: Iterable[ExportImage], *, project: str = "celltally") -
     settings["project"]["name"] = project
     return {"_via_settings": settings, "_via_img_metadata": meta,
             "_via_attributes": {"region": {}, "file": {}}, "_via_data_format_version": "2.0.10",
-            "_via_image_id_list": list(meta)}
+            "_via_image_id_list": list(meta), VIA_MARK: {"vertices": "pixel corners"}}

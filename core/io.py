@@ -3,7 +3,9 @@
 :func:`read_microscopy` turns a PNG, a TIFF (plain, ImageJ or OME) or a JPEG into the 8-bit RGB
 image CellTally counts on, and says how it did: which channel and plane, which rule mapped the
 file's values to 0-255, and the pixel size when the file records one. :func:`read_image` is its
-short form for callers that need only the pixels; :func:`read_mask` gives bool (rows, cols).
+short form for callers that need only the pixels; :func:`read_mask` gives bool (rows, cols) and
+:func:`read_labels` the cells of a mask or label image (:func:`write_labels` writes 16-bit label
+PNGs, the form mask versions are stored in).
 Anything wrong with the input raises :class:`ImageError` with a sentence that names the file, says
 what is wrong and what to do, so a page can show it with ``st.error`` and the counting CLI can
 write it into its CSV. No decoder exception escapes raw.
@@ -36,6 +38,8 @@ import imagecodecs
 import numpy as np
 import tifffile
 from PIL import Image
+
+from core.objects import MAX_LABELS, as_labels
 
 logger = logging.getLogger(__name__)
 
@@ -368,19 +372,78 @@ def read_mask(source, *, shape=None, name=None):
     >>> read_mask(encode_png(labels), shape=(2, 2)).tolist()
     [[False, True], [True, False]]
     """
+    raw, label = _mask_values(source, shape, name)
+    return raw != 0 if raw.ndim == 2 else np.any(raw != 0, axis=-1)
+
+
+def read_labels(source, *, shape=None, name=None):
+    """Read a mask or label image as the label image of its cells.
+
+    The objects follow :func:`core.objects.as_labels`: a grey file with one distinct non-zero
+    value (a 0/255 mask) is binary and its 8-connected components are the cells; two or more
+    values (a uint16 label PNG or TIFF) make one cell per value. A colour file is binary: any
+    non-zero channel is foreground. The size checks of :func:`read_mask` apply.
+
+    Parameters
+    ----------
+    source : str, os.PathLike or bytes
+        A file path, or the file's contents.
+    shape : tuple of int, optional
+        The (rows, cols[, ...]) shape of the image the mask belongs to.
+    name : str, optional
+        The file name used in error messages.
+
+    Returns
+    -------
+    labels : ndarray of int32, shape (rows, cols)
+        0 is background.
+
+    Raises
+    ------
+    ImageError
+        Unreadable, of another size than ``shape``, or more than 65535 cells.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> touching = np.array([[1, 1, 0, 2, 2]], dtype=np.uint16)
+    >>> touching[0, 2] = 2
+    >>> read_labels(write_labels(None, touching)).tolist()       # two cells, touching
+    [[1, 1, 2, 2, 2]]
+    >>> read_labels(write_mask(None, touching == 1)).tolist()     # 0/255: its components
+    [[255, 255, 0, 0, 0]]
+    """
+    raw, label = _mask_values(source, shape, name)
+    if raw.ndim == 3:
+        raw = np.any(raw != 0, axis=-1)
+    elif raw.dtype.kind == "f":
+        # A float file holding whole numbers is a label image saved as floats; else binary.
+        whole = np.isfinite(raw).all() and (raw >= 0).all() and (raw == np.round(raw)).all()
+        raw = raw.astype(np.int64) if whole else raw != 0
+    try:
+        labels = as_labels(raw, name=label)
+    except ValueError as exc:
+        raise ImageError(str(exc)) from None
+    if labels.max(initial=0) > MAX_LABELS:
+        raise ImageError(f"{label} holds {int(labels.max())} separate objects; at most "
+                         f"{MAX_LABELS} fit in a mask. Split the image into tiles.")
+    return labels
+
+
+def _mask_values(source, shape, name):
+    """A mask file's decoded values without alpha, checked against ``shape``; and its label."""
     data, label = _load(source, name)
     if data.startswith(_JPEG_MAGIC):
         logger.warning("mask %s is a JPEG: compression noise will count as foreground", label)
     raw = _drop_alpha(_decode(data, label), label)
-    mask = raw != 0 if raw.ndim == 2 else np.any(raw != 0, axis=-1)
-    if shape is not None and mask.shape != tuple(shape[:2]):
+    if shape is not None and raw.shape[:2] != tuple(shape[:2]):
         rows, cols = shape[:2]
         raise ImageError(
-            f"Mask {label} is {mask.shape[0]} x {mask.shape[1]} px (rows x cols) but its "
+            f"Mask {label} is {raw.shape[0]} x {raw.shape[1]} px (rows x cols) but its "
             f"image is {rows} x {cols} px. A mask must match its image pixel for pixel: "
             "export the mask at the image's size."
         )
-    return mask
+    return raw, label
 
 
 def encode_png(array, *, compress_level=6):
@@ -473,6 +536,41 @@ def write_mask(path, mask):
     if mask.ndim != 2:
         raise ValueError(f"write_mask takes a (rows, cols) mask; got shape {mask.shape}")
     return _write(path, encode_png(mask != 0))
+
+
+def write_labels(path, labels):
+    """Encode a label image as a 16-bit grey PNG, write it if ``path`` is given, return the bytes.
+
+    Parameters
+    ----------
+    path : str, os.PathLike or None
+        Where to write; ``None`` only encodes. The file is replaced atomically.
+    labels : ndarray, shape (rows, cols)
+        A label image or a mask; its cells (:func:`core.objects.as_labels`) are written as
+        values 1..65535 on 0 (background). A bool or single-valued mask is written as its
+        8-connected components.
+
+    Returns
+    -------
+    png : bytes
+
+    Raises
+    ------
+    ValueError
+        Not 2-D, not integers or bools, or more than 65535 cells.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> png = write_labels(None, np.array([[0, 3], [300, 3]]))
+    >>> png[24], read_labels(png).tolist()        # bit depth 16, values kept
+    (16, [[0, 3], [300, 3]])
+    """
+    labels = as_labels(labels, name="The label image")
+    if labels.max(initial=0) > MAX_LABELS:
+        raise ValueError(f"The label image holds {int(labels.max())} cells; at most "
+                         f"{MAX_LABELS} fit in a 16-bit PNG. Split the image into tiles.")
+    return _write(path, encode_png(labels.astype(np.uint16)))
 
 
 def default_file_mode() -> int:

@@ -49,14 +49,14 @@ import roifile
 import tifffile
 from numpy.lib import format as npy_format
 from PIL import Image
-from scipy import ndimage as ndi
 
+from core.objects import as_labels
 from core.polygons import CellOutline, label_outlines, rasterise_labels
 
-__all__ = ["MAX_CELLS", "KINDS", "MaskRead", "MaskFile", "MaskMatch", "mask_kind",
-           "read_mask_file", "read_cellpose", "read_imagej_rois", "read_geojson",
-           "read_label_image", "match_mask_files", "write_label_tiff", "write_imagej_rois",
-           "write_geojson"]
+__all__ = ["MAX_CELLS", "KINDS", "MASK_SUFFIXES", "MaskSizeError", "MaskRead", "MaskFile",
+           "MaskMatch", "mask_kind", "read_mask_file", "read_cellpose", "read_imagej_rois",
+           "read_geojson", "read_label_image", "match_mask_files", "write_label_tiff",
+           "write_imagej_rois", "write_geojson"]
 
 log = logging.getLogger(__name__)
 
@@ -64,10 +64,10 @@ MAX_CELLS = 65535
 KINDS = {"cellpose": "Cellpose _seg.npy", "imagej": "ImageJ ROIs",
          "geojson": "QuPath GeoJSON", "image": "mask image"}
 
-_SQUARE = ndi.generate_binary_structure(2, 2)
 _MAX_BYTES = {"cellpose": 4 << 30, "imagej": 512 << 20, "geojson": 256 << 20, "image": 2 << 30}
 _IMAGE_SUFFIXES = (".ome.tiff", ".ome.tif", ".tiff", ".tif", ".png", ".jpeg", ".jpg")
-_MASK_SUFFIXES = ("_cp_masks", "_masks", "_mask", "_labels", "_label")
+#: Endings (before the extension) that mark an image file as the mask of the image it names.
+MASK_SUFFIXES = ("_cp_masks", "_masks", "_mask", "_labels", "_label")
 _TIFF_MAGICS = (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+")
 _PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 _NAMING = ("name each mask after its image: <image>_seg.npy, <image>_RoiSet.zip, <image>.zip, "
@@ -153,7 +153,7 @@ def _parse_name(name: str) -> tuple[str | None, list[str] | str]:
             return kind, _stems(name[:-len(ending)], ())
     suffix = next((s for s in (".tiff", ".tif", ".png") if lower.endswith(s)), None)
     if suffix:
-        return "image", _stems(name[:-len(suffix)], _MASK_SUFFIXES)
+        return "image", _stems(name[:-len(suffix)], MASK_SUFFIXES)
     if lower.endswith(".npy"):
         return None, ("it is a NumPy file but not a Cellpose '<image>_seg.npy'; save the masks "
                       "from Cellpose, or as a label TIFF")
@@ -254,9 +254,9 @@ def read_mask_file(source: str | Path | bytes, shape: tuple[int, int], *, name: 
     Examples
     --------
     >>> import numpy as np
-    >>> lab = np.zeros((4, 4), np.uint16); lab[1:3, 1:3] = 5
-    >>> read_mask_file(write_label_tiff(None, lab), (4, 4), name="a_mask.tif").labels.max()
-    np.int32(1)
+    >>> lab = np.zeros((4, 4), np.uint16); lab[1:3, 1:3] = 5; lab[0, 3] = 7
+    >>> read_mask_file(write_label_tiff(None, lab), (4, 4), name="a_mask.tif").n_cells
+    2
     """
     label = name or (Path(source).name if isinstance(source, (str, Path)) else "mask file")
     kind = kind or mask_kind(label)
@@ -297,40 +297,38 @@ def _load(source: str | Path | bytes, name: str | None, kind: str) -> tuple[byte
     return data, label
 
 
+class MaskSizeError(ValueError):
+    """A mask whose size differs from its image's; ``found`` and ``shape`` are (rows, cols)."""
+
+    def __init__(self, message: str, found: tuple[int, ...], shape: tuple[int, int]):
+        super().__init__(message)
+        self.found, self.shape = tuple(found), tuple(shape)
+
+
 def _check_shape(found: tuple[int, ...], shape: tuple[int, int], label: str, what: str) -> None:
     """Refuse a mask whose (rows, cols) differs from the image's."""
     if tuple(found) != tuple(shape):
-        raise ValueError(f"{label}: {what} is {found[0]} x {found[1]} px (rows x cols) but the "
-                         f"image is {shape[0]} x {shape[1]} px; a mask must match its image "
-                         f"pixel for pixel, so check that the file belongs to this image.")
+        raise MaskSizeError(f"{label}: {what} is {found[0]} x {found[1]} px (rows x cols) but the "
+                            f"image is {shape[0]} x {shape[1]} px; a mask must match its image "
+                            f"pixel for pixel, so check that the file belongs to this image.",
+                            found, shape)
 
 
 def _cell_labels(values: np.ndarray, label: str) -> tuple[np.ndarray, list[str]]:
-    """The binary-or-labels rule: an int32 label image from a mask of any dtype.
+    """The int32 label image of a mask of any dtype (:func:`core.objects.as_labels`'s rule).
 
-    One distinct non-zero value: a binary mask whose 8-connected components are the cells.
-    Two or more: each value is one cell; values above 65535 are renumbered 1..n in order;
-    more than :data:`MAX_CELLS` cells are refused.
-
-    This is the rule ``core.objects.as_labels`` will hold; it lives here privately until that
-    module is in main.
+    Floats with whole values and bools are accepted here (files hold them); a note says when
+    the file held no cells or when values above 65535 were renumbered.
     """
     values = _whole_numbers(values, label)
-    present = _present_values(values)
-    if len(present) == 0:
+    if not values.any():
         return np.zeros(values.shape, np.int32), [f"{label} holds no cells (every pixel is 0)."]
-    if len(present) == 1:
-        labels, n = ndi.label(values != 0, structure=_SQUARE)
-        if n > MAX_CELLS:
-            raise _too_many(label, n)
-        return labels.astype(np.int32, copy=False), []
-    if len(present) > MAX_CELLS:
-        raise _too_many(label, len(present))
-    if present[-1] <= MAX_CELLS:
-        return values.astype(np.int32), []
-    labels = np.where(values != 0, np.searchsorted(present, values) + 1, 0).astype(np.int32)
-    return labels, [f"{label} uses cell values up to {int(present[-1])}; its {len(present)} "
-                    f"cells were renumbered 1 to {len(present)} in the same order."]
+    labels = as_labels(values, name=label)
+    if int(values.max()) <= MAX_CELLS:
+        return labels, []
+    n = int(labels.max())
+    return labels, [f"{label} uses cell values up to {int(values.max())}; its {n} cells were "
+                    f"renumbered 1 to {n} in the same order."]
 
 
 def _too_many(label: str, n: int) -> ValueError:

@@ -46,6 +46,8 @@ import numpy as np
 from scipy import ndimage as ndi
 from skimage.segmentation import watershed
 
+from core.objects import separate_touching
+
 __all__ = ["PostprocessParams", "mask_to_labels", "heatmap_to_labels", "quantise_heatmap",
            "foreground", "REFERENCE_DIAMETER"]
 
@@ -294,8 +296,7 @@ def _split_component(inside: np.ndarray, params: PostprocessParams) -> tuple[np.
                        compactness=params.compactness)
     labels = labels.astype(np.int32, copy=False)
     if params.watershed_line:
-        # Clear the lower-labelled side of every contact, so no two cells stay 8-adjacent.
-        labels[ndi.maximum_filter(labels, size=3, mode="constant") > labels] = 0
+        labels = separate_touching(labels)
     return labels, n_blobs
 
 

@@ -26,7 +26,7 @@ import numpy as np
 from scipy import ndimage as ndi
 from skimage import draw, segmentation
 
-from core.objects import as_labels
+from core.objects import MIN_PIECE_AREA, as_labels, edited_labels
 
 __all__ = [
     "TOOL_COLORS", "Window", "Edit", "window_at", "objects_to_edits", "apply_edits",
@@ -41,7 +41,7 @@ TOOL_COLORS = {
     "split": "#00c8ff",
 }
 
-KINDS = tuple(TOOL_COLORS)
+KINDS = tuple(TOOL_COLORS)  # the same as core.objects.EDIT_KINDS
 _ORIGIN = {"left": 0.0, "center": 0.5, "right": 1.0, "top": 0.0, "bottom": 1.0}
 
 
@@ -301,8 +301,8 @@ def objects_to_edits(objects, window: Window, image_shape, *, tools=None) -> lis
         ``add``: the filled outline plus its stroke (freehand shapes are closed);
         ``erase``: the brush stroke (closed shapes are filled);
         ``delete``: the pixel under the click (the object's centre);
-        ``split``: the cut, the drawn line widened to a 4-connected band, so the pieces stay
-        apart in a binary mask.
+        ``split``: the cut, the drawn line widened to a 4-connected band, so no diagonal step
+        joins the two sides of the cut.
 
     Examples
     --------
@@ -346,69 +346,18 @@ def objects_to_edits(objects, window: Window, image_shape, *, tools=None) -> lis
     return edits
 
 
-def apply_edits(labels: np.ndarray, edits) -> np.ndarray:
-    """Apply edits to a label image and return a new one (objects 1..n, background 0).
+def apply_edits(labels: np.ndarray, edits, *, min_area: int = MIN_PIECE_AREA) -> np.ndarray:
+    """Apply edits to a label image: :func:`core.objects.edited_labels`, the one rule.
 
-    - ``add`` makes a new object from the covered *background* pixels, one pixel away from other
-      objects, so it stays a separate object when the mask is stored as a binary image;
-    - ``erase`` clears the covered pixels;
-    - ``delete`` removes the object under the clicked pixel (or the nearest within 5 pixels);
-    - ``split`` cuts every object the line crosses; an object falls into pieces only if the cut
-      goes right through it, otherwise it is left whole.
+    Kept under this name for the canvas code; see ``edited_labels`` for what each edit does.
 
     >>> lab = np.zeros((5, 9), np.int32); lab[1:4, 1:8] = 1
     >>> cut = Edit("split", np.arange(5), np.full(5, 4))
-    >>> out = apply_edits(lab, [cut])
-    >>> int(out.max()), int((out > 0).sum())
-    (2, 18)
-    >>> int(apply_edits(out, [Edit("delete", np.array([2]), np.array([2]))]).max())
-    1
+    >>> out = apply_edits(lab, [cut], min_area=1)
+    >>> int(out.max()), int((out > 0).sum())          # two cells, no pixel lost
+    (2, 21)
     """
-    out = as_labels(labels).copy()
-    for e in edits:
-        if e.kind not in KINDS:
-            raise ValueError(f"Unknown edit {e.kind!r}; use one of {', '.join(KINDS)}.")
-        if e.kind == "erase":
-            out[e.rows, e.cols] = 0
-        elif e.kind == "add":
-            region = np.zeros(out.shape, bool)
-            region[e.rows, e.cols] = True
-            region &= ~ndi.binary_dilation(out > 0, structure=np.ones((3, 3), bool))
-            if region.any():
-                out[region] = out.max() + 1
-        elif e.kind == "delete":
-            _delete_at(out, int(e.rows[0]), int(e.cols[0]))
-        else:
-            _split(out, e)
-    return _relabel(out)
-
-
-def _delete_at(labels: np.ndarray, r: int, c: int, radius: int = 5) -> None:
-    r0, c0 = max(r - radius, 0), max(c - radius, 0)
-    patch = labels[r0:r + radius + 1, c0:c + radius + 1]
-    rr, cc = np.nonzero(patch)
-    if len(rr) == 0:
-        return
-    d = (rr + r0 - r) ** 2 + (cc + c0 - c) ** 2
-    if d.min() <= radius ** 2:
-        labels[labels == patch[rr[d.argmin()], cc[d.argmin()]]] = 0
-
-
-def _split(labels: np.ndarray, e: Edit) -> None:
-    for lab in np.unique(labels[e.rows, e.cols]):
-        if lab == 0:
-            continue
-        obj = labels == lab
-        rest = obj.copy()
-        rest[e.rows, e.cols] = False
-        pieces = as_labels(rest)
-        if pieces.max() < 2:
-            continue  # the line did not cut through: nothing to split
-        nxt = labels.max() + 1
-        labels[obj] = 0
-        sizes = np.bincount(pieces.ravel())[1:]
-        for i, piece in enumerate(np.argsort(-sizes) + 1):
-            labels[pieces == piece] = lab if i == 0 else nxt + i - 1
+    return edited_labels(labels, edits, min_area=min_area)
 
 
 def _relabel(labels: np.ndarray) -> np.ndarray:

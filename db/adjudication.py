@@ -21,8 +21,9 @@ import pandas as pd
 from sqlalchemy import case, func, select
 from sqlalchemy.orm import Session
 
-from core.objects import doubt, label_at, object_info, object_pixels
+from core.objects import doubt, edited_labels, label_at, object_info, object_pixels
 from core.render import COLORS, crop_around, draw_boxes, draw_outlines
+from core.strokes import Edit
 from db import audit
 from db.masks import (approve, blind_assignment, get_version, ground_truth_versions,
                       head_version, save_mask_version)
@@ -533,12 +534,33 @@ def item_crop(session: Session, storage: Storage, item_id: int, *, margin: int =
     return crop
 
 
+def _decided_labels(labels: np.ndarray, pixels: np.ndarray, verdict: str) -> np.ndarray:
+    """The head's labels after a verdict on the object at ``pixels``, by the edit rule.
+
+    ``drop`` erases the object's pixels; ``keep`` leaves a cell that already is the object (IoU
+    >= :data:`IOU_SAME_CELL`) as it is, adding the object's uncovered pixels to it, and otherwise
+    makes the object a new label (erase its place, add it). Either way the other cells keep
+    their labels, and one that the change cuts into pieces follows
+    :func:`core.objects.edited_labels`.
+    """
+    rows, cols = np.nonzero(pixels)
+    if verdict == "drop":
+        return edited_labels(labels, [Edit("erase", rows, cols)])
+    for label in np.unique(labels[pixels]):
+        if label and _iou(labels == label, pixels) >= IOU_SAME_CELL:
+            out = labels.copy()
+            out[pixels & (out == 0)] = label
+            return out
+    return edited_labels(labels, [Edit("erase", rows, cols), Edit("add", rows, cols)])
+
+
 def decide_adjudication(session: Session, storage: Storage, item_id: int, *, expert: User,
                         verdict: str, reason: str) -> AdjudicationDecision:
-    """Settle an item: ``keep`` puts the object in the mask, ``drop`` takes it out.
+    """Settle an item: ``keep`` puts the object in the mask as a cell, ``drop`` takes it out.
 
-    The result is a new head version (source ``adjudicated``), approved when the image was
-    approved, plus the decision and an audit record. Only experts and admins may decide.
+    The result is a new head version (source ``adjudicated``; the other cells keep their labels,
+    see :func:`_decided_labels`), approved when the image was approved, plus the decision and an
+    audit record. Only experts and admins may decide.
     """
     require_role(expert, "expert", "admin")
     if verdict not in ("keep", "drop"):
@@ -550,10 +572,10 @@ def decide_adjudication(session: Session, storage: Storage, item_id: int, *, exp
         raise ValueError(f"Adjudication item {item_id} is not waiting for a decision.")
     image = get_image(session, item.image_id)
     head = head_version(session, image.id)
-    mask = (storage.read_labels(head.path) > 0 if head is not None
-            else np.zeros((image.height, image.width), dtype=bool))
-    pixels = item_pixels(session, storage, item, mask.shape)
-    mask = (mask | pixels) if verdict == "keep" else (mask & ~pixels)
+    labels = (storage.read_labels(head.path) if head is not None
+              else np.zeros((image.height, image.width), dtype=np.int32))
+    pixels = item_pixels(session, storage, item, labels.shape)
+    mask = _decided_labels(labels, pixels, verdict)
     was_approved = image.review_status == "approved"
     version = save_mask_version(session, storage, image.id, mask, based_on=image.head_version_id,
                                 source="adjudicated", author_id=expert.id,

@@ -1,8 +1,11 @@
-"""``python -m db``: migrate, create projects and users, back up, import, split and export.
+"""``python -m db``: migrate, create projects and users, back up and restore, collect orphaned
+files, import, split and export.
 
 Every command reads :class:`db.settings.Settings` from the environment, migrates the database
 first (so a fresh install works with any command), and exits non-zero with one sentence on bad
-input. Passwords come from ``CELLTALLY_PASSWORD`` or a prompt, never from the command line.
+input. ``backup``, ``restore`` and ``gc`` do not migrate: they take the database as it is, and
+refuse (status 2) one that is missing or unreachable. Passwords come from
+``CELLTALLY_PASSWORD`` or a prompt, never from the command line.
 """
 from __future__ import annotations
 
@@ -10,20 +13,18 @@ import argparse
 import getpass
 import logging
 import os
-import sqlite3
 import sys
 from pathlib import Path
 from typing import Sequence
 
 from sqlalchemy import select
-from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session
 
 from db.engine import make_engine, upgrade
 from db.models import ROLES, SPLITS, STAINS, Image, Project
 from db.settings import Settings
 
-__all__ = ["build_parser", "main", "backup_sqlite"]
+__all__ = ["build_parser", "main"]
 
 log = logging.getLogger(__name__)
 
@@ -39,13 +40,39 @@ def build_parser() -> argparse.ArgumentParser:
     create.add_argument("name")
     create.add_argument("--stain", required=True, choices=STAINS)
     create.add_argument("--pixel-size", type=float, default=None, metavar="UM",
-                        help="pixel size in micrometres (for densities per mm²)")
+                        help="pixel size in micrometres, for images whose files do not record "
+                             "it (densities per mm²)")
+    create.add_argument("--channel", default=None, metavar="N",
+                        help="count on channel N (from 0) of multi-channel files, shown in the "
+                             "stain's colour")
+    create.add_argument("--composition", default=None, metavar="R,G,B",
+                        help="or compose red, green and blue from channels, e.g. 1,0,- "
+                             "(- leaves a colour dark)")
+    create.add_argument("--display-range", default=None, metavar="LO:HI",
+                        help="raw values shown as black and white (default: the bit depth each "
+                             "file declares)")
     user = sub.add_parser("user", help="manage users")
     user.add_argument("action", choices=["add", "passwd", "disable"])
     user.add_argument("name")
     user.add_argument("--role", choices=ROLES, default="operator")
-    backup = sub.add_parser("backup", help="consistent copy of a live SQLite database")
+    backup = sub.add_parser(
+        "backup", help="write the whole installation (database and files) into one archive",
+        description="One tar archive (mode 0600) with every table's rows, every image, mask, "
+                    "heatmap and run directory the database names, and a manifest with their "
+                    "checksums. The live database may keep working meanwhile.")
     backup.add_argument("path", type=Path)
+    restore = sub.add_parser(
+        "restore", help="restore an archive into an empty installation",
+        description="Restores into CELLTALLY_DB_URL and CELLTALLY_DATA_DIR, which must be empty "
+                    "(SQLite or PostgreSQL, whatever the archive came from); checks every "
+                    "checksum first, then upgrades the database to this version's schema.")
+    restore.add_argument("path", type=Path)
+    gc = sub.add_parser(
+        "gc", help="list (or delete) stored files that nothing in the database names",
+        description="Lists files below images/, masks/, heatmaps/ and runs/ that no row names, "
+                    "with their total size; changes nothing unless --delete is given.")
+    gc.add_argument("--delete", action="store_true",
+                    help="remove them (never files changed in the last 24 hours)")
     _add_import(sub)
     _add_split(sub)
     _add_export(sub)
@@ -54,16 +81,25 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _add_import(sub) -> None:
     imp = sub.add_parser("import", help="import images (and masks) into a project")
-    imp.add_argument("path", type=Path, help="folder, FNC data set, VIA JSON or COCO JSON")
+    imp.add_argument("path", type=Path, help="folder, image file, FNC data set, VIA JSON or COCO "
+                                             "JSON (any folder you can read)")
     imp.add_argument("--project", required=True)
-    imp.add_argument("--masks", type=Path, default=None, help="folder of masks matched by name")
+    imp.add_argument("--masks", type=Path, default=None,
+                     help="folder of masks matched to the images by name: label or binary "
+                          "TIFF/PNG, Cellpose _seg.npy, ImageJ .roi/.zip, QuPath .geojson")
     imp.add_argument("--format", choices=["folder", "fnc", "via", "coco"], default=None,
                      help="guessed from the path when left out")
     imp.add_argument("--approved", action="store_true", default=None,
                      help="mark imported masks as approved ground truth (default for FNC)")
     imp.add_argument("--no-prelabel", action="store_true",
                      help="do not make automatic masks for images that arrive without one")
+    imp.add_argument("--z", default=None, metavar="K|max",
+                     help="for Z-stacks and multi-page TIFFs: the plane to use (from 0), or max "
+                          "for the maximum projection")
     imp.add_argument("--user", default=None, help="record the import under this user name")
+    imp.add_argument("--categories", default=None, metavar="NAME[,NAME]",
+                     help="COCO: import the annotations of these categories only (needed when "
+                          "a file has several)")
 
 
 def _add_split(sub) -> None:
@@ -85,13 +121,21 @@ def _add_split(sub) -> None:
 
 
 def _add_export(sub) -> None:
-    exp = sub.add_parser("export", help="export counts, masks, COCO or VIA")
-    exp.add_argument("kind", choices=["counts", "masks", "coco", "via"],
-                     help="what to write: a counts CSV, a zip of masks, COCO JSON or VIA JSON")
+    exp = sub.add_parser("export", help="export counts, cells (label images, ROIs, GeoJSON), "
+                                        "COCO or VIA")
+    exp.add_argument("kind", choices=["counts", "masks", "labels", "imagej", "geojson", "coco",
+                                      "via"],
+                     help="what to write: a counts CSV; a zip of label PNGs (masks), label "
+                          "TIFFs (labels), ImageJ ROI sets (imagej) or QuPath GeoJSON "
+                          "(geojson), one file per image; COCO JSON or VIA JSON")
     exp.add_argument("--project", required=True)
     exp.add_argument("--out", required=True, type=Path)
     exp.add_argument("--split", choices=["train", "test", "unassigned"], default=None)
     exp.add_argument("--status", choices=["to_review", "in_progress", "approved"], default=None)
+    exp.add_argument("--ground-truth", action="store_true",
+                     help="export each image's latest approved mask instead of its current one")
+    exp.add_argument("--rle", action="store_true",
+                     help="COCO: write every cell as RLE (default: polygons where exact)")
 
 
 def _password(prompt: str) -> str:
@@ -119,6 +163,20 @@ def _user_command(args, engine) -> str:
             return f"Password of {args.name} changed."
         users.disable_user(s, found)
         return f"User {args.name} disabled."
+
+
+def _project_command(args, engine) -> str:
+    """``project create``: the project, with how its microscopy files are read."""
+    from core.io import ReadOptions
+    from db.projects import create_project, describe_read_options
+
+    read = ReadOptions.from_text(channel=args.channel, display_range=args.display_range,
+                                 composition=args.composition)
+    with Session(engine) as s, s.begin():
+        project = create_project(s, args.name, stain=args.stain, pixel_size_um=args.pixel_size,
+                                 read=read)
+        how = describe_read_options(project)
+    return f"Project {args.name} ({args.stain}) created; files are read {how}."
 
 
 def _split_command(args, engine) -> str:
@@ -208,43 +266,80 @@ def _locked_note(images: list[Image]) -> str:
             f"the app, giving a reason that is logged.")
 
 
-def backup_sqlite(db_url: str, dest: Path) -> Path:
-    """Copy a live SQLite database consistently (the sqlite3 online backup API).
+def _backup_command(args, settings: Settings) -> str:
+    from db.backup import backup
+    from db.gc import format_size
 
-    Writers may keep writing meanwhile; the copy is a snapshot including WAL content.
-    """
-    url = make_url(db_url)
-    if url.get_backend_name() != "sqlite" or not url.database:
-        raise ValueError(f"backup copies SQLite databases; for {url.get_backend_name()} use its "
-                         f"own tools (pg_dump for PostgreSQL).")
-    dest = Path(dest).resolve()
-    if dest == Path(url.database).resolve():
-        raise ValueError("The backup path is the database itself; pick another file.")
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    src = sqlite3.connect(url.database, timeout=30)
-    out = sqlite3.connect(dest)
+    done = backup(settings, args.path)
+    lines = [f"Backed up to {done.path}: {sum(done.rows.values())} rows of {len(done.rows)} "
+             f"tables and {done.files} files ({format_size(done.size)}), database revision "
+             f"{done.revision} ({done.engine})."]
+    if done.outside_runs:
+        lines.append("Not in the archive, because they lie outside the data dir (copy them "
+                     "yourself if they are yours): " + ", ".join(done.outside_runs))
+    return "\n".join(lines)
+
+
+def _restore_command(args, settings: Settings) -> str:
+    from db.backup import restore
+
+    done = restore(settings, args.path)
+    lines = [f"Restored {sum(done.rows.values())} rows and {done.files} files from "
+             f"{args.path} (revision {done.revision}); the database is now at revision "
+             f"{done.upgraded_to}."]
+    if done.missing_runs:
+        lines.append("These run directories outside the data dir are missing here; copy them "
+                     "to the same paths: " + ", ".join(done.missing_runs))
+    return "\n".join(lines)
+
+
+def _gc_command(args, settings: Settings) -> str:
+    from db.backup import open_database
+    from db.gc import MIN_AGE_S, delete_orphans, file_references, find_orphans, format_size
+    from db.storage import Storage
+
+    engine, _revision = open_database(settings.db_url)
+    storage = Storage(settings.data_dir)
     try:
-        src.backup(out)
+        with engine.connect() as conn:
+            orphans = find_orphans(file_references(conn, storage), storage)
+        if args.delete and orphans:
+            # Read the references again just before deleting: an import may have named one.
+            with engine.connect() as conn:
+                orphans = find_orphans(file_references(conn, storage), storage)
+            removed = delete_orphans(orphans, storage)
     finally:
-        out.close()
-        src.close()
-    return dest
+        engine.dispose()
+    total = sum(o.size for o in orphans)
+    lines = [f"{o.key}\t{format_size(o.size)}" for o in orphans]
+    lines.append(f"{len(orphans)} unreferenced file(s) and run folder(s), {format_size(total)}.")
+    if not args.delete:
+        lines.append("Nothing was changed; `python -m db gc --delete` removes those older than "
+                     "24 hours." if orphans else "Nothing to clean up.")
+    elif orphans:
+        kept = len(orphans) - len(removed)
+        lines.append(f"Deleted {len(removed)} ({format_size(sum(o.size for o in removed))})"
+                     + (f"; kept {kept} changed in the last {MIN_AGE_S // 3600} hours." if kept
+                        else "."))
+    return "\n".join(lines)
 
 
 def _run(args, settings: Settings) -> str | int:
     """Run a command: a message to print, or the exit status of an import or export."""
+    # These read (or fill) a database as it is: migrating first would change what they read,
+    # and would create an empty database where a URL was mistyped.
     if args.command == "backup":
-        return f"Backed up to {backup_sqlite(settings.db_url, args.path)}."
+        return _backup_command(args, settings)
+    if args.command == "restore":
+        return _restore_command(args, settings)
+    if args.command == "gc":
+        return _gc_command(args, settings)
     engine = make_engine(settings)
     rev = upgrade(engine)
     if args.command == "upgrade":
         return f"Database at revision {rev}."
     if args.command == "project":
-        from db.projects import create_project
-
-        with Session(engine) as s, s.begin():
-            create_project(s, args.name, stain=args.stain, pixel_size_um=args.pixel_size)
-        return f"Project {args.name} ({args.stain}) created."
+        return _project_command(args, engine)
     if args.command == "user":
         return _user_command(args, engine)
     if args.command == "split":

@@ -1,4 +1,20 @@
-"""Export a project's counts and masks: counts CSV, masks zip, standard COCO, VIA-2 JSON.
+"""Export a project's counts and cells: counts CSV, COCO, VIA-2 and zips of per-image files.
+
+Formats, one mask version per image (each cell = one label of the stored label image):
+
+- ``counts``: CSV, one row per image (:data:`COUNT_COLUMNS`);
+- ``masks``: zip of uint16 label PNGs ``masks/<stem>.png`` (0 background, one value per cell),
+  plus ``counts.csv``;
+- ``labels``: zip of uint16 label TIFFs ``labels/<stem>.tif``, plus ``counts.csv``;
+- ``imagej``: zip of ImageJ/Fiji ROI sets ``imagej/<stem>_RoiSet.zip`` (one ROI per cell),
+  plus ``counts.csv``;
+- ``geojson``: zip of QuPath GeoJSON ``geojson/<stem>.geojson`` (one feature per cell), plus
+  ``counts.csv``;
+- ``coco``: standard COCO JSON, one annotation per cell (:func:`core.formats.coco_document`);
+- ``via``: VIA-2 project JSON, one polygon region per cell (:func:`core.formats.via_document`).
+
+The per-image files (:mod:`core.maskfiles` writers) are what ``python -m db import DIR --masks``
+reads back, so an unpacked ``labels/`` (or ``imagej/``, ``geojson/``) folder is a masks folder.
 
 Every export works on the whole project or on a filtered set of images
 (:class:`db.projects.ImageFilter`: split, review status, metadata values, ids; the one image
@@ -13,7 +29,6 @@ Nothing here writes to the database; the caller may use a read-only transaction:
 """
 from __future__ import annotations
 
-import csv
 import io
 import json
 import logging
@@ -26,7 +41,9 @@ from typing import Any, Iterable
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from core import formats
+from core import formats, maskfiles
+from core import io as core_io
+from core.plaintext import write_csv
 from db.engine import make_engine
 from db.masks import latest_approvals
 from db.models import AdjudicationItem, Image, MaskVersion, ModelRun, Project, User
@@ -34,13 +51,20 @@ from db.projects import ImageFilter, get_project
 from db.settings import Settings
 from db.storage import Storage
 
-__all__ = ["ExportRow", "EXPORT_KINDS", "COUNT_COLUMNS", "select_images", "count_images",
-           "export_rows", "export_counts", "export_masks_zip", "export_coco", "export_via",
-           "run_export_cli"]
+__all__ = ["ExportRow", "EXPORT_KINDS", "FILE_KINDS", "COUNT_COLUMNS", "select_images",
+           "count_images", "export_rows", "export_counts", "export_masks_zip", "export_files_zip",
+           "export_coco", "export_via", "run_export_cli"]
 
 log = logging.getLogger(__name__)
 
-EXPORT_KINDS = ("counts", "masks", "coco", "via")
+EXPORT_KINDS = ("counts", "masks", "labels", "imagej", "geojson", "coco", "via")
+#: Zips of one file per image: kind -> (folder in the zip, file suffix, writer of the labels).
+FILE_KINDS = {"masks": ("masks", ".png", lambda labels: core_io.write_labels(None, labels)),
+              "labels": ("labels", ".tif", lambda labels: maskfiles.write_label_tiff(None, labels)),
+              "imagej": ("imagej", "_RoiSet.zip",
+                         lambda labels: maskfiles.write_imagej_rois(None, labels)),
+              "geojson": ("geojson", ".geojson",
+                          lambda labels: maskfiles.write_geojson(None, labels))}
 COUNT_COLUMNS = ("image", "image_id", "split", "stain", "animal", "region", "condition", "hard",
                  "hand_segmented", "unlabelled", "count", "mask_version", "source", "author",
                  "saved_at", "model_run", "threshold", "review_status", "pending_adjudications",
@@ -121,23 +145,25 @@ def export_counts(session: Session, project: Project | str | int, *,
     rows = export_rows(session, project, filters=filters, which=which)
     pending = _pending(session, project.id)
     buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=COUNT_COLUMNS, lineterminator="\n")
-    writer.writeheader()
-    for row in rows:
-        im, v = row.image, row.version
-        writer.writerow({
-            "image": im.original_name, "image_id": im.id, "split": im.split, "stain": im.stain,
-            "animal": im.animal, "region": im.region, "condition": im.condition,
-            "hard": int(im.hard), "hand_segmented": int(im.hand_segmented),
-            "unlabelled": int(im.unlabelled),
-            "count": v.object_count if v else "", "mask_version": v.id if v else "",
-            "source": v.source if v else "", "author": row.author or "",
-            "saved_at": v.created_at.isoformat(timespec="seconds") if v else "",
-            "model_run": row.run_name or "",
-            "threshold": "" if v is None or v.threshold is None else f"{v.threshold:g}",
-            "review_status": im.review_status, "pending_adjudications": pending.get(im.id, 0),
-            "model_sha256": (v.model_sha256 or "") if v else ""})
+    write_csv(buffer, COUNT_COLUMNS, (_count_row(row, pending) for row in rows))
     return buffer.getvalue()
+
+
+def _count_row(row: ExportRow, pending: dict[int, int]) -> dict[str, Any]:
+    """One image's line of the counts CSV."""
+    im, v = row.image, row.version
+    return {
+        "image": im.original_name, "image_id": im.id, "split": im.split, "stain": im.stain,
+        "animal": im.animal, "region": im.region, "condition": im.condition,
+        "hard": int(im.hard), "hand_segmented": int(im.hand_segmented),
+        "unlabelled": int(im.unlabelled),
+        "count": v.object_count if v else "", "mask_version": v.id if v else "",
+        "source": v.source if v else "", "author": row.author or "",
+        "saved_at": v.created_at.isoformat(timespec="seconds") if v else "",
+        "model_run": row.run_name or "",
+        "threshold": "" if v is None or v.threshold is None else f"{v.threshold:g}",
+        "review_status": im.review_status, "pending_adjudications": pending.get(im.id, 0),
+        "model_sha256": (v.model_sha256 or "") if v else ""}
 
 
 def _unique_names(rows: Iterable[ExportRow], suffix: str) -> list[tuple[ExportRow, str]]:
@@ -154,17 +180,50 @@ def _unique_names(rows: Iterable[ExportRow], suffix: str) -> list[tuple[ExportRo
     return out
 
 
-def export_masks_zip(session: Session, storage: Storage, project: Project | str | int, *,
-                     filters: ImageFilter | None = None, which: str = "head") -> bytes:
-    """A zip of 0/255 PNG masks named after their images (``<stem>.png``), plus counts.csv."""
+def export_files_zip(session: Session, storage: Storage, project: Project | str | int,
+                     kind: str, *, filters: ImageFilter | None = None,
+                     which: str = "head") -> bytes:
+    """A zip of one file per image that has a mask, in the format ``kind`` names, plus counts.
+
+    Parameters
+    ----------
+    kind : {'masks', 'labels', 'imagej', 'geojson'}
+        uint16 label PNGs, uint16 label TIFFs, ImageJ ROI sets or QuPath GeoJSON
+        (:data:`FILE_KINDS`); files are named after their images' stems (a repeated stem gets
+        ``_<image id>``) inside a folder named after the kind.
+    which : {'head', 'ground_truth'}
+        The current mask, or the latest approved one.
+
+    Returns
+    -------
+    bytes
+        The zip, with ``counts.csv`` (:func:`export_counts`) at its root.
+    """
+    if kind not in FILE_KINDS:
+        raise ValueError(f"Unknown file export {kind!r}; use one of {', '.join(FILE_KINDS)}.")
+    folder, suffix, write = FILE_KINDS[kind]
     rows = [r for r in export_rows(session, project, filters=filters, which=which) if r.version]
     buffer = io.BytesIO()
-    with zipfile.ZipFile(buffer, "w", compression=zipfile.ZIP_STORED) as zf:
-        for row, name in _unique_names(rows, ".png"):
-            # Stored masks are already 0/255 PNGs: copy the file rather than re-encode it.
-            zf.writestr(f"masks/{name}", storage.resolve(row.version.path).read_bytes())
+    with zipfile.ZipFile(buffer, "w", compression=zipfile.ZIP_DEFLATED) as zf:
+        for row, name in _unique_names(rows, suffix):
+            stored = storage.resolve(row.version.path)
+            data = stored.read_bytes() if kind == "masks" else b""
+            if not (kind == "masks" and len(data) > 24 and data[24] == 16):
+                # Older 0/255 versions (and every other format) are written from their cells.
+                data = write(storage.read_labels(row.version.path))
+            zf.writestr(f"{folder}/{name}", data)
         zf.writestr("counts.csv", export_counts(session, project, filters=filters, which=which))
     return buffer.getvalue()
+
+
+def export_masks_zip(session: Session, storage: Storage, project: Project | str | int, *,
+                     filters: ImageFilter | None = None, which: str = "head") -> bytes:
+    """A zip of uint16 label PNGs ``masks/<stem>.png`` plus counts.csv (:func:`export_files_zip`).
+
+    A version stored as a label PNG is copied as it is; an older 0/255 one is written as the
+    label PNG of its 8-connected components.
+    """
+    return export_files_zip(session, storage, project, "masks", filters=filters, which=which)
 
 
 def _export_images(session: Session, storage: Storage, project, filters, which):
@@ -186,10 +245,12 @@ def _export_images(session: Session, storage: Storage, project, filters, which):
 def export_coco(session: Session, storage: Storage, project: Project | str | int, *,
                 filters: ImageFilter | None = None, which: str = "head",
                 rle: bool = False) -> dict[str, Any]:
-    """Standard COCO: one annotation per object (polygon, or RLE with ``rle=True``).
+    """Standard COCO: one annotation per cell (label), ``iscrowd`` 0.
 
-    Image entries carry the split, stain and metadata as extra fields; the single category is
-    named after the project's stain (``yellow cell``...).
+    Polygons on pixel corners where one simple polygon is exact, uncompressed column-major RLE
+    for cells with holes or several pieces, RLE for all with ``rle=True``
+    (:func:`core.formats.coco_document`). Image entries carry the split, stain and metadata as
+    extra fields; the single category is named after the project's stain (``yellow cell``...).
     """
     if not isinstance(project, Project):
         project = get_project(session, project)
@@ -200,7 +261,11 @@ def export_coco(session: Session, storage: Storage, project: Project | str | int
 
 def export_via(session: Session, storage: Storage, project: Project | str | int, *,
                filters: ImageFilter | None = None, which: str = "head") -> dict[str, Any]:
-    """A VIA-2 project: one polygon region per object, metadata as file attributes."""
+    """A VIA-2 project: one polygon region per cell, metadata as file attributes.
+
+    A cell that is not one simple polygon gets its largest piece's outer outline (holes filled;
+    see :func:`core.formats.via_document`).
+    """
     if not isinstance(project, Project):
         project = get_project(session, project)
     images = _export_images(session, storage, project, filters, which)
@@ -221,7 +286,7 @@ def _cli_filters(args: Any) -> ImageFilter:
 
 
 def run_export_cli(args: Any, settings: Settings, *, out=None) -> int:
-    """``python -m db export counts|masks|coco|via --project NAME --out PATH [filters]``.
+    """``python -m db export KIND --project NAME --out PATH [filters]``, KIND in :data:`EXPORT_KINDS`.
 
     Filters read from ``args`` when present: ``split``, ``status``, ``animal``, ``region``,
     ``condition``, ``metadata`` (``KEY=VALUE`` strings), ``archived``; ``ground_truth`` exports
@@ -255,9 +320,9 @@ def _export_kind(session: Session, storage: Storage, args: Any, which: str) -> t
     if kind == "counts":
         text = export_counts(session, project, filters=filters, which=which)
         return text.encode("utf-8"), text.count("\n") - 1
-    if kind == "masks":
+    if kind in FILE_KINDS:
         n = sum(1 for r in export_rows(session, project, filters=filters, which=which) if r.version)
-        return export_masks_zip(session, storage, project, filters=filters, which=which), n
+        return export_files_zip(session, storage, project, kind, filters=filters, which=which), n
     if kind == "coco":
         doc = export_coco(session, storage, project, filters=filters, which=which,
                           rle=bool(getattr(args, "rle", False)))

@@ -5,6 +5,13 @@ failed or cancelled. :func:`claim_next_job` is atomic across processes and hosts
 takes a row with ``SELECT ... FOR UPDATE SKIP LOCKED``; elsewhere a conditional
 ``UPDATE ... WHERE id = :id AND status = 'queued'`` wins only when it changes exactly one row.
 Jobs whose heartbeat stopped are found by :func:`requeue_stale` and queued again up to a limit.
+
+Each claim carries a fencing token, the attempt number (``attempts`` after the claim). A worker
+passes it to every :func:`heartbeat`, :func:`report_progress`, :func:`finish_job` and
+:func:`fail_job`; those change the row only while the job still runs under that attempt (one
+conditional ``UPDATE``) and raise :class:`ClaimLost` otherwise. So a worker paused for longer
+than the stale limit, whose job was requeued and claimed again, finds out at its next write and
+stops, instead of finishing the job a second time.
 """
 from __future__ import annotations
 
@@ -14,19 +21,46 @@ from typing import Any, Callable, Iterable
 
 import numpy as np
 import pandas as pd
-from sqlalchemy import Engine, select, update
+from sqlalchemy import Engine, or_, select, update
+from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session
+from sqlalchemy.orm.util import identity_key
 
+from db.engine import commit_retrying, is_lock_error
 from db.models import JOB_KINDS, Job, User, utcnow
 
 __all__ = ["queue_job", "claim_next_job", "heartbeat", "report_progress", "is_cancel_requested",
            "request_cancel", "finish_job", "fail_job", "requeue_stale", "get_job", "list_jobs",
-           "LOG_TAIL_CHARS", "jobs_table", "JOB_COLUMNS"]
+           "LOG_TAIL_CHARS", "jobs_table", "JOB_COLUMNS", "ClaimLost", "STALE_AFTER_S",
+           "MAX_ATTEMPTS"]
 
 log = logging.getLogger(__name__)
 
 LOG_TAIL_CHARS = 20_000
+#: A running job whose heartbeat is older than this is taken to be orphaned (its worker died).
+STALE_AFTER_S = 120.0
+#: An orphaned job is queued again while it has been attempted fewer times than this.
+MAX_ATTEMPTS = 3
 Clock = Callable[[], dt.datetime]
+
+
+class ClaimLost(RuntimeError):
+    """The job no longer runs under this attempt: it was requeued (and maybe claimed again),
+    or it ended. The worker holding the old attempt must stop without writing more."""
+
+
+def _fenced(session: Session, job_id: int, attempt: int, values: dict[str, Any]) -> None:
+    """Apply ``values`` to the job only while it runs under ``attempt``; else :class:`ClaimLost`."""
+    done = session.execute(
+        update(Job).where(Job.id == job_id, Job.status == "running", Job.attempts == attempt)
+        .values(**values).execution_options(synchronize_session=False))
+    loaded = session.identity_map.get(identity_key(Job, job_id))
+    if loaded is not None:
+        session.expire(loaded)
+    if done.rowcount != 1:
+        now = session.execute(select(Job.status, Job.attempts).where(Job.id == job_id)).first()
+        state = f"is {now.status} at attempt {now.attempts}" if now else "is gone"
+        raise ClaimLost(f"Job {job_id} {state}; attempt {attempt} lost its claim and stops.")
 
 
 def _check_kinds(kinds: Iterable[str]) -> list[str]:
@@ -121,26 +155,63 @@ def _claim(session: Session, host: str, pid: int, kinds: list[str] | None, clock
     return None
 
 
-def heartbeat(session: Session, job_id: int, *, clock: Clock = utcnow) -> bool:
-    """Stamp a running job as alive; returns whether its cancel flag is set."""
-    job = get_job(session, job_id)
-    job.heartbeat_at = clock()
-    session.flush()
-    return job.cancel_requested
+def _write(session: Session, job_id: int, values: dict[str, Any], attempt: int | None) -> Job:
+    """Set ``values`` on the job, fenced by ``attempt`` when one is given; the job, fresh."""
+    if attempt is None:
+        job = get_job(session, job_id)
+        for name, value in values.items():
+            setattr(job, name, value)
+        session.flush()
+        return job
+    _fenced(session, job_id, attempt, values)
+    return get_job(session, job_id)
 
 
-def report_progress(session: Session, job_id: int, progress: float, message: str = "", *,
-                    log_tail: str | None = None, clock: Clock = utcnow) -> bool:
-    """Record progress (0..1) and a message; also a heartbeat. Returns the cancel flag."""
-    job = get_job(session, job_id)
-    job.progress = float(min(max(progress, 0.0), 1.0))
+def heartbeat(session: Session | Engine, job_id: int, *, attempt: int | None = None,
+              clock: Clock = utcnow) -> bool:
+    """Stamp a running job as alive; returns whether its cancel flag is set.
+
+    With ``attempt`` (the claim's fencing token) the stamp is made only while the job still
+    runs under that attempt; otherwise :class:`ClaimLost` is raised and nothing changes. Given
+    an engine instead of a session, it commits in its own transaction and retries while the
+    database is locked (see :func:`_locked_never_fails`).
+    """
+    if isinstance(session, Engine):
+        return _locked_never_fails(session, lambda s: heartbeat(s, job_id, attempt=attempt,
+                                                                clock=clock))
+    return _write(session, job_id, {"heartbeat_at": clock()}, attempt).cancel_requested
+
+
+def report_progress(session: Session | Engine, job_id: int, progress: float, message: str = "", *,
+                    log_tail: str | None = None, attempt: int | None = None,
+                    clock: Clock = utcnow) -> bool:
+    """Record progress (0..1) and a message; also a heartbeat. Returns the cancel flag.
+
+    Fenced by ``attempt`` and retried on an engine like :func:`heartbeat`.
+    """
+    if isinstance(session, Engine):
+        return _locked_never_fails(session, lambda s: report_progress(
+            s, job_id, progress, message, log_tail=log_tail, attempt=attempt, clock=clock))
+    values: dict[str, Any] = {"progress": float(min(max(progress, 0.0), 1.0)),
+                              "heartbeat_at": clock()}
     if message:
-        job.message = message
+        values["message"] = message
     if log_tail is not None:
-        job.log_tail = log_tail[-LOG_TAIL_CHARS:]
-    job.heartbeat_at = clock()
-    session.flush()
-    return job.cancel_requested
+        values["log_tail"] = log_tail[-LOG_TAIL_CHARS:]
+    return _write(session, job_id, values, attempt).cancel_requested
+
+
+def _locked_never_fails(engine: Engine, write: Callable[[Session], bool]) -> bool:
+    """Commit a progress write or heartbeat, retrying with backoff while the database is
+    locked; if it is still locked after that, log it and go on (False: no cancel seen), so a
+    busy database never fails a job. Other errors are raised."""
+    try:
+        return commit_retrying(engine, write, tries=8)
+    except OperationalError as exc:
+        if not is_lock_error(exc):
+            raise
+        log.warning("Job progress not recorded: the database stayed locked (%s).", exc.orig)
+        return False
 
 
 def is_cancel_requested(session: Session, job_id: int) -> bool:
@@ -167,44 +238,54 @@ def _end(job: Job, status: str, message: str) -> None:
 
 
 def finish_job(session: Session, job_id: int, *, result: dict[str, Any] | None = None,
-               message: str = "Done.", cancelled: bool = False) -> Job:
-    """End a job as done (with a JSON ``result``) or, with ``cancelled``, as cancelled."""
-    job = get_job(session, job_id)
-    _end(job, "cancelled" if cancelled else "done", message)
+               message: str = "Done.", cancelled: bool = False,
+               attempt: int | None = None) -> Job:
+    """End a job as done (with a JSON ``result``) or, with ``cancelled``, as cancelled.
+
+    With ``attempt`` only the claim holding that attempt may end it (:class:`ClaimLost`).
+    """
+    values: dict[str, Any] = {"status": "cancelled" if cancelled else "done",
+                              "message": message, "finished_at": utcnow()}
     if not cancelled:
-        job.progress = 1.0
+        values["progress"] = 1.0
     if result is not None:
-        job.result = dict(result)
-    session.flush()
-    return job
+        values["result"] = dict(result)
+    return _write(session, job_id, values, attempt)
 
 
-def fail_job(session: Session, job_id: int, error: str, log_tail: str = "") -> Job:
-    """End a job as failed, keeping the error and the tail of its log."""
-    job = get_job(session, job_id)
-    _end(job, "failed", f"Failed: {error.splitlines()[0] if error else 'unknown error'}")
-    job.error = error
+def fail_job(session: Session, job_id: int, error: str, log_tail: str = "", *,
+             attempt: int | None = None) -> Job:
+    """End a job as failed, keeping the error and the tail of its log (fenced by ``attempt``)."""
+    values: dict[str, Any] = {
+        "status": "failed", "finished_at": utcnow(), "error": error,
+        "message": f"Failed: {error.splitlines()[0] if error else 'unknown error'}"}
     if log_tail:
-        job.log_tail = log_tail[-LOG_TAIL_CHARS:]
-    session.flush()
-    return job
+        values["log_tail"] = log_tail[-LOG_TAIL_CHARS:]
+    return _write(session, job_id, values, attempt)
 
 
 def requeue_stale(session: Session, *, older_than_s: float, max_attempts: int,
-                  clock: Clock = utcnow) -> dict[str, list[int]]:
+                  clock: Clock = utcnow, dead: Iterable[int] = ()) -> dict[str, list[int]]:
     """Find running jobs whose heartbeat is older than ``older_than_s``; requeue or fail them.
 
     A job that has been attempted fewer than ``max_attempts`` times goes back to the queue
     (a training job resumes from its checkpoint); the others fail. Both keep a note in their
-    error and log tail. Returns ``{"requeued": [...], "failed": [...]}``.
+    error and log tail. ``dead`` names running jobs whose worker is known to be gone (its
+    process no longer exists), taken at once whatever their heartbeat. Their old worker, if it
+    ever wakes, finds its claim lost (see :class:`ClaimLost`). Returns
+    ``{"requeued": [...], "failed": [...]}``.
     """
     cutoff = clock() - dt.timedelta(seconds=older_than_s)
+    dead = [int(i) for i in dead]
+    silent = Job.heartbeat_at < cutoff
     stale = list(session.scalars(select(Job).where(
-        Job.status == "running", Job.heartbeat_at < cutoff).with_for_update()))
+        Job.status == "running", or_(silent, Job.id.in_(dead)) if dead else silent)
+        .order_by(Job.id).with_for_update()))
     out: dict[str, list[int]] = {"requeued": [], "failed": []}
     for job in stale:
         note = (f"Worker {job.worker_host}:{job.worker_pid} stopped sending heartbeats "
-                f"(last {job.heartbeat_at:%Y-%m-%d %H:%M:%S} UTC).")
+                f"(last {job.heartbeat_at:%Y-%m-%d %H:%M:%S} UTC)"
+                + (", and its process has ended." if job.id in dead else "."))
         job.log_tail = ((job.log_tail or "") + "\n" + note)[-LOG_TAIL_CHARS:]
         job.error = note
         if job.attempts < max_attempts:

@@ -11,7 +11,10 @@ disagree. **Catch it inside the transaction** so the flagged version is committe
         except ConflictError as err:
             conflict = err          # show err.head_id against err.version_id; make_head() picks
 
-A version's objects are those of :mod:`core.objects`; its ``object_count`` is stored with it.
+A version is stored as a label image (``Storage.put_mask``: uint16 PNG, one value per cell), so
+touching cells stay separate cells; older 0/255 versions are read as their 8-connected components.
+A version's objects are those of :mod:`core.objects`; its ``object_count`` (the number of labels
+stored) is kept with it.
 The ground truth of an image is its latest approved version: the approval with the highest id
 (:func:`latest_approvals`, the one query every module uses). A user with an open *blind* review
 assignment saves onto the assignment, never onto the head. Object decisions and adjudication
@@ -26,7 +29,7 @@ import numpy as np
 from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
-from core.objects import count_objects
+from core.objects import as_labels, count_objects
 from core.strokes import remove_objects
 from db import audit
 from db.models import MASK_SOURCES, Approval, Image, ImageResult, MaskVersion, ReviewAssignment, User
@@ -112,7 +115,9 @@ def save_mask_version(session: Session, storage: Storage, image_id: int, mask: n
     storage : Storage
     image_id : int
     mask : ndarray (rows, cols)
-        Nonzero = cell; must match the image's size.
+        A label image (0 background, one integer per cell, as edits, imports and models give
+        them) or a bool mask (its 8-connected components are the cells); must match the
+        image's size. At most 65535 cells.
     based_on : int or None
         The version the edit started from (None for the first version).
     source : {'import', 'auto', 'model', 'manual', 'adjudicated'}
@@ -132,7 +137,8 @@ def save_mask_version(session: Session, storage: Storage, image_id: int, mask: n
     ConflictError
         The head is no longer ``based_on``; the version is stored anyway (flag ``conflict``).
     ValueError
-        Unknown source, unknown image or version, or a mask of the wrong size.
+        Unknown source, unknown image or version, a mask of the wrong size, or more than
+        65535 cells (the message names the image).
     """
     if source not in MASK_SOURCES:
         raise ValueError(f"Unknown mask source {source!r}; use one of {', '.join(MASK_SOURCES)}.")
@@ -143,10 +149,11 @@ def save_mask_version(session: Session, storage: Storage, image_id: int, mask: n
                          f"{image.original_name or image_id} is {(image.width, image.height)}.")
     if based_on is not None:
         get_version(session, based_on, image_id)
-    stored = storage.put_mask(mask)
+    labels = as_labels(mask, name=f"The mask of image {image.original_name or image_id}")
+    stored = storage.put_mask(labels, name=f"The mask of image {image.original_name or image_id}")
     version = MaskVersion(image_id=image_id, parent_id=based_on, source=source, author_id=author_id,
                           path=storage.key(stored.path), sha256=stored.sha256,
-                          object_count=count_objects(mask), note=note, conflict=False,
+                          object_count=count_objects(labels), note=note, conflict=False,
                           run_id=provenance.run_id if provenance else None,
                           threshold=provenance.threshold if provenance else None,
                           model_sha256=provenance.model_sha256 if provenance else None)
@@ -367,8 +374,9 @@ def finish_review(session: Session, storage: Storage, image_id: int, user: User,
     """Finish a user's review of an image: approve it, or finish their blind review.
 
     The objects the reviewer dropped leave the mask first (a new ``manual`` version based on
-    ``version_id``). A blind reviewer's count is the version on their assignment, so one is always
-    saved there and the assignment is marked done; anyone else approves the resulting version.
+    ``version_id``; every other cell keeps its label). A blind reviewer's count is the version
+    on their assignment, so one is always saved there and the assignment is marked done;
+    anyone else approves the resulting version.
 
     Returns
     -------
@@ -386,7 +394,7 @@ def finish_review(session: Session, storage: Storage, image_id: int, user: User,
     blind = blind_assignment(session, image_id, user.id) is not None
     if blind or dropped:
         labels = storage.read_labels(get_version(session, version_id, image_id).path)
-        kept = remove_objects(labels, dropped) > 0
+        kept = remove_objects(labels, dropped)
         what = "blind review" if blind else "review"
         version_id = save_mask_version(
             session, storage, image_id, kept, based_on=version_id, source="manual",

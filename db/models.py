@@ -20,10 +20,11 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 __all__ = [
     "Base", "utcnow", "UTCDateTime", "ROLES", "STAINS", "SPLITS", "REVIEW_STATUSES", "MASK_SOURCES",
-    "VERDICTS", "JOB_KINDS", "JOB_STATUSES", "OUTCOMES", "User", "Project", "ImportBatch", "Image",
-    "MaskVersion", "Approval", "ObjectDecision", "ReviewAssignment", "AdjudicationItem",
-    "AdjudicationDecision", "AuditRecord", "Job", "ModelRun", "RunItem", "ImageResult",
-    "ObjectOutcome",
+    "VERDICTS", "JOB_KINDS", "JOB_STATUSES", "IMPORT_STATUSES", "OUTCOMES", "User", "Project",
+    "ImportBatch", "Image", "MaskVersion", "Approval", "ObjectDecision", "ReviewAssignment",
+    "AdjudicationItem", "AdjudicationDecision", "AuditRecord", "Job", "ModelRun", "RunItem",
+    "ImageResult", "ObjectOutcome", "UserSession", "Device", "SignInAttempt", "SignInThrottle",
+    "SESSION_END_REASONS", "ATTEMPT_OUTCOMES",
 ]
 
 ROLES = ("operator", "expert", "viewer", "admin")
@@ -35,8 +36,11 @@ VERDICTS = ("keep", "drop", "unsure")
 ADJUDICATION_KINDS = ("mask_object", "run_fp", "run_fn")
 JOB_KINDS = ("train", "evaluate", "count")
 JOB_STATUSES = ("queued", "running", "done", "failed", "cancelled")
+IMPORT_STATUSES = ("running", "done", "interrupted")
 OUTCOMES = ("TP", "FP", "FN")
 RUN_ITEM_ROLES = ("train", "validation", "test")
+SESSION_END_REASONS = ("sign_out", "password", "disabled", "idle", "expired")
+ATTEMPT_OUTCOMES = ("pending", "wrong", "right")
 
 # Stable constraint names, so migrations can address them on every backend.
 NAMING = {
@@ -98,9 +102,65 @@ class User(Base):
     role: Mapped[str] = mapped_column(String(16))
     password_hash: Mapped[str] = mapped_column(String(255))
     disabled: Mapped[bool] = mapped_column(Boolean, default=False)
-    failed_logins: Mapped[int] = mapped_column(Integer, default=0)
-    locked_until: Mapped[dt.datetime | None]
     created_at: Mapped[dt.datetime] = _created()
+
+
+class UserSession(Base):
+    """One sign-in of one browser: alive until ``ended_at`` is set (see :mod:`db.sessions`).
+
+    ``id`` is the SHA-256 of the token the browser holds, so the table alone signs nobody in.
+    """
+
+    __tablename__ = "sessions"
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id"), index=True)
+    created_at: Mapped[dt.datetime] = _created()
+    last_seen_at: Mapped[dt.datetime] = _created()
+    ended_at: Mapped[dt.datetime | None]
+    end_reason: Mapped[str | None] = mapped_column(String(16))
+
+
+class Device(Base):
+    """A browser that once signed in to an account (SHA-256 of its device cookie).
+
+    It keeps an allowance of wrong passwords of its own (:func:`db.users.authenticate`).
+    """
+
+    __tablename__ = "user_devices"
+    __table_args__ = (UniqueConstraint("user_id", "device_hash",
+                                       name="uq_user_devices_user_device"),)
+    id: Mapped[int] = mapped_column(primary_key=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id"))
+    device_hash: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[dt.datetime] = _created()
+    last_used_at: Mapped[dt.datetime] = _created()
+
+
+class SignInAttempt(Base):
+    """A password check reserved before it runs; rows older than the window are deleted.
+
+    ``bucket`` is the allowance it counts against: ``"account"`` for every client the account
+    does not know, or the hash of a known device. ``outcome`` is one of :data:`ATTEMPT_OUTCOMES`.
+    """
+
+    __tablename__ = "sign_in_attempts"
+    __table_args__ = (Index("ix_sign_in_attempts_window", "user_id", "bucket", "reserved_at"),)
+    id: Mapped[int] = mapped_column(primary_key=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id"))
+    client: Mapped[str] = mapped_column(String(64))
+    bucket: Mapped[str] = mapped_column(String(64))
+    outcome: Mapped[str] = mapped_column(String(8), default="pending")
+    reserved_at: Mapped[dt.datetime] = mapped_column(UTCDateTime())
+
+
+class SignInThrottle(Base):
+    """Consecutive wrong passwords of one client on one account, and when it may try again."""
+
+    __tablename__ = "sign_in_throttles"
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id"), primary_key=True)
+    client: Mapped[str] = mapped_column(String(64), primary_key=True)
+    failures: Mapped[int] = mapped_column(Integer, default=0)
+    not_before: Mapped[dt.datetime | None]
 
 
 class Project(Base):
@@ -112,10 +172,22 @@ class Project(Base):
     stain: Mapped[str] = mapped_column(String(16))
     pixel_size_um: Mapped[float | None] = mapped_column(Float)
     created_at: Mapped[dt.datetime] = _created()
+    # How microscopy files become RGB (core.io.ReadOptions): the channel to count on (shown in
+    # the stain's colour), or an RGB composition such as "1,0,-"; a fixed display range.
+    read_channel: Mapped[int | None] = mapped_column(Integer)
+    read_composition: Mapped[str | None] = mapped_column(String(32))
+    read_low: Mapped[float | None] = mapped_column(Float)
+    read_high: Mapped[float | None] = mapped_column(Float)
 
 
 class ImportBatch(Base):
-    """One import: who, when, from where, and the report. Archiving hides its images."""
+    """One import: who, when, from where, and the report. Archiving hides its images.
+
+    ``status`` is ``running`` while images are committed one by one, ``done`` when the report
+    is complete, and ``interrupted`` when the import stopped early; running the same import
+    again completes the batch. ``updated_at`` moves with every image, so a batch whose process
+    died shows as interrupted too (:func:`db.projects.batch_state`).
+    """
 
     __tablename__ = "import_batches"
     id: Mapped[int] = mapped_column(primary_key=True)
@@ -126,6 +198,8 @@ class ImportBatch(Base):
     archived: Mapped[bool] = mapped_column(Boolean, default=False)
     archived_at: Mapped[dt.datetime | None]
     created_at: Mapped[dt.datetime] = _created()
+    status: Mapped[str] = mapped_column(String(16), default="done", server_default="done")
+    updated_at: Mapped[dt.datetime | None]
 
 
 class Image(Base):
@@ -136,6 +210,10 @@ class Image(Base):
         UniqueConstraint("project_id", "sha256", name="uq_images_project_sha256"),
         Index("ix_images_queue", "project_id", "archived", "review_status", "split", "id"),
         Index("ix_images_project_split", "project_id", "archived", "split", "id"),
+        # The Review page's filter choices: a loose index scan per field (db.review).
+        Index("ix_images_project_animal", "project_id", "animal"),
+        Index("ix_images_project_region", "project_id", "region"),
+        Index("ix_images_project_condition", "project_id", "condition"),
     )
     id: Mapped[int] = mapped_column(primary_key=True)
     project_id: Mapped[int] = mapped_column(ForeignKey("projects.id"))
@@ -155,6 +233,12 @@ class Image(Base):
     hand_segmented: Mapped[bool] = mapped_column(Boolean, default=False)
     unlabelled: Mapped[bool] = mapped_column(Boolean, default=False)
     review_status: Mapped[str] = mapped_column(String(16), default="to_review")
+    # Micrometres per pixel recorded in the file (OME or ImageJ; the side of a square pixel of
+    # the same area); None falls back to the project's value.
+    pixel_size_um: Mapped[float | None] = mapped_column(Float)
+    # How the file was read (core.io.ImageInfo as a dict): format, depth, scaling rule,
+    # channels, plane, pixel size, notes.
+    read_info: Mapped[dict[str, Any] | None] = mapped_column(JSON)
     # Copied from the import batch, so the queue's index can skip archived images.
     archived: Mapped[bool] = mapped_column(Boolean, default=False)
     # Circular with mask_versions.image_id: the constraint is added after both tables exist.
@@ -382,3 +466,4 @@ class ObjectOutcome(Base):
     area: Mapped[int | None] = mapped_column(Integer)
     iou: Mapped[float | None] = mapped_column(Float)
     probability: Mapped[float | None] = mapped_column(Float)
+

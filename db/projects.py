@@ -7,7 +7,10 @@ locked image needs an admin, a reason, and leaves an audit record.
 """
 from __future__ import annotations
 
+import dataclasses
+import datetime as dt
 import logging
+import math
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,19 +22,24 @@ from sqlalchemy.orm import Session
 
 from core import io as core_io
 from db import audit
-from db.models import (REVIEW_STATUSES, SPLITS, STAINS, Image, ImportBatch, Project,
-                       ReviewAssignment, User, utcnow)
-from db.storage import Storage, pixel_hash
+from db.models import (IMPORT_STATUSES, REVIEW_STATUSES, SPLITS, STAINS, Image, ImportBatch,
+                       Project, ReviewAssignment, User, utcnow)
+from db.storage import Storage
 from db.users import require_role
 
-__all__ = ["get_image", "find_image", "read_image_pixels", "ImageFilter", "create_project", "get_project", "list_projects", "parse_fnc_name", "Registered",
-           "register_image", "create_batch", "finish_batch", "archive_batch", "restore_batch",
-           "list_batches", "update_metadata", "assign_random_splits", "random_splits", "set_split",
-           "move_splits", "lock_splits", "METADATA_FIELDS"]
+__all__ = ["get_image", "find_image", "read_image_pixels", "ImageFilter", "create_project",
+           "get_project", "list_projects", "read_options", "describe_read_options",
+           "parse_fnc_name", "Registered", "StoredImage", "store_image", "add_image",
+           "register_image", "create_batch", "finish_batch", "touch_batch", "interrupt_batch",
+           "unfinished_batch", "batch_state", "archive_batch", "restore_batch", "list_batches",
+           "update_metadata", "assign_random_splits", "random_splits", "set_split",
+           "move_splits", "lock_splits", "METADATA_FIELDS", "BATCH_STALE_AFTER_S"]
 
 log = logging.getLogger(__name__)
 
 METADATA_FIELDS = ("stain", "animal", "region", "condition", "hard", "hand_segmented", "unlabelled")
+#: A running import batch untouched for this long has lost its process: it shows as interrupted.
+BATCH_STALE_AFTER_S = 600
 _STAIN_LETTER = {"y": "yellow", "r": "red", "g": "green"}
 # FNC names look like 'Mar19bS1C4R3_DMR_200x_y.png': animal, slice/col/row, brain region,
 # magnification and a stain letter (v2); some v1 names lack the stain letter.
@@ -40,23 +48,83 @@ _FNC = re.compile(r"^(?P<animal>[A-Z][a-z]{2}\d{1,2}[a-z]?)S\d+C\d+R\d+_(?P<regi
 
 
 def create_project(session: Session, name: str, *, stain: str, pixel_size_um: float | None = None,
+                   read: core_io.ReadOptions | None = None,
                    actor_id: int | None = None) -> Project:
-    """Create a project for one stain (yellow, red or green)."""
+    """Create a project for one stain (yellow, red or green).
+
+    Parameters
+    ----------
+    name, stain : str
+    pixel_size_um : float, optional
+        Micrometres per pixel, for images whose files do not record it.
+    read : core.io.ReadOptions, optional
+        How microscopy files become RGB: ``channel`` (shown in the stain's colour) or
+        ``composition``, and ``display_range``. Its ``stain`` and ``z`` are not kept (the
+        project's stain colours the channel; the plane is chosen per import).
+    actor_id : int, optional
+    """
     name = (name or "").strip()
     if not name:
         raise ValueError("A project needs a name.")
     if stain not in STAINS:
         raise ValueError(f"Unknown stain {stain!r}; use one of {', '.join(STAINS)}.")
-    if pixel_size_um is not None and not pixel_size_um > 0:
+    if pixel_size_um is not None and not (pixel_size_um > 0 and math.isfinite(pixel_size_um)):
         raise ValueError(f"The pixel size must be positive (µm per pixel); got {pixel_size_um}.")
     if session.scalar(select(Project.id).where(Project.name == name)) is not None:
         raise ValueError(f"A project called {name!r} already exists; pick another name.")
-    project = Project(name=name, stain=stain, pixel_size_um=pixel_size_um)
+    read = read or core_io.ReadOptions()
+    low, high = read.display_range or (None, None)
+    composition = (",".join("-" if k is None else str(k) for k in read.composition)
+                   if read.composition is not None else None)
+    project = Project(name=name, stain=stain, pixel_size_um=pixel_size_um,
+                      read_channel=read.channel, read_composition=composition, read_low=low,
+                      read_high=high)
     session.add(project)
     session.flush()
     audit.record(session, user_id=actor_id, action="project.create", entity="projects",
-                 entity_id=project.id, detail={"name": name, "stain": stain})
+                 entity_id=project.id, detail={"name": name, "stain": stain,
+                                               "read": describe_read_options(project)})
     return project
+
+
+def read_options(project: Project, *, z: int | str | None = None) -> core_io.ReadOptions:
+    """How this project reads microscopy files (``core.io.ReadOptions``), with plane ``z``.
+
+    A chosen channel is shown in the project's stain colour; without one, files are read as
+    they are (RGB stays RGB, one channel is grey).
+
+    >>> p = Project(name="p", stain="yellow", read_channel=1, read_low=100.0, read_high=4000.0)
+    >>> read_options(p, z="max")
+    ReadOptions(channel=1, display_range=(100.0, 4000.0), stain='yellow', composition=None, z='max')
+    >>> read_options(Project(name="q", stain="red", read_composition="2,-,0"))
+    ReadOptions(channel=None, display_range=None, stain='grey', composition=(2, None, 0), z=None)
+    """
+    shown = None if project.read_low is None or project.read_high is None else (
+        f"{project.read_low}:{project.read_high}")
+    options = core_io.ReadOptions.from_text(channel=project.read_channel, display_range=shown,
+                                            composition=project.read_composition, z=z)
+    if project.read_channel is not None:
+        options = dataclasses.replace(options, stain=project.stain)
+    return options
+
+
+def describe_read_options(project: Project) -> str:
+    """The project's reading settings in words, for the Import page and the audit log.
+
+    >>> describe_read_options(Project(name="p", stain="red", read_channel=0))
+    'channel 0 in red; scaled by the depth each file declares'
+    >>> describe_read_options(Project(name="q", stain="red"))
+    'as stored (RGB as RGB, one channel in grey); scaled by the depth each file declares'
+    """
+    if project.read_channel is not None:
+        which = f"channel {project.read_channel} in {project.stain}"
+    elif project.read_composition:
+        which = f"composition {project.read_composition} (red, green, blue)"
+    else:
+        which = "as stored (RGB as RGB, one channel in grey)"
+    if project.read_low is not None and project.read_high is not None:
+        return f"{which}; fixed display range {project.read_low:g} to {project.read_high:g}"
+    return f"{which}; scaled by the depth each file declares"
 
 
 def get_project(session: Session, name_or_id: str | int) -> Project:
@@ -197,11 +265,88 @@ class Registered:
     message: str
 
 
+@dataclass(frozen=True)
+class StoredImage:
+    """An image file already in the store, ready to be registered (:func:`add_image`).
+
+    Attributes
+    ----------
+    sha256 : str
+        Hash of its pixels (what makes it the same image in a project).
+    path : str
+        Its storage key.
+    rows, cols : int
+    pixel_size_um : float or None
+        Micrometres per pixel the file records (the side of a square pixel of the same area).
+    read_info : dict or None
+        How the file was read (``core.io.ImageInfo`` as a dict).
+    """
+
+    sha256: str
+    path: str
+    rows: int
+    cols: int
+    pixel_size_um: float | None = None
+    read_info: dict[str, Any] | None = None
+
+
+def store_image(storage: Storage, rgb: np.ndarray, *, encoded: bytes | None = None,
+                info: core_io.ImageInfo | None = None) -> StoredImage:
+    """Put an image's pixels in the store (once per content); touches no database.
+
+    Done before the transaction that registers the image, so that no file is written while
+    the database is locked.
+
+    Examples
+    --------
+    >>> import tempfile
+    >>> stored = store_image(Storage(tempfile.mkdtemp()), np.zeros((2, 3, 3), np.uint8))
+    >>> stored.path[:7], stored.rows, stored.cols
+    ('images/', 2, 3)
+    """
+    stored = storage.put_image(rgb, encoded=encoded)
+    size = None
+    if info is not None and info.pixel_size_um is not None:
+        size = math.sqrt(info.pixel_size_um[0] * info.pixel_size_um[1])
+    return StoredImage(stored.sha256, storage.key(stored.path), int(rgb.shape[0]),
+                       int(rgb.shape[1]), size,
+                       dataclasses.asdict(info) if info is not None else None)
+
+
+def add_image(session: Session, project_id: int, stored: StoredImage, *, name: str = "",
+              batch_id: int | None = None, split: str = "unassigned",
+              metadata: dict[str, Any] | None = None) -> Registered:
+    """Register an image already in the store; the same pixels twice are one image.
+
+    Reads and writes rows only (no file), so an import can call it inside a short
+    transaction. ``metadata`` values (:data:`METADATA_FIELDS`) override what the name gives.
+    """
+    if split not in SPLITS:
+        raise ValueError(f"Unknown split {split!r}; use one of {', '.join(SPLITS)}.")
+    project = get_project(session, project_id)
+    found = session.scalar(select(Image).where(Image.project_id == project.id,
+                                               Image.sha256 == stored.sha256))
+    if found is not None:
+        return Registered(found, False, f"{name or 'The image'} is already in the project as image "
+                          f"{found.id} ({found.original_name}); nothing was changed.")
+    fields = {"stain": project.stain, **parse_fnc_name(name), **(metadata or {})}
+    unknown = set(fields) - set(METADATA_FIELDS)
+    if unknown:
+        raise ValueError(f"Unknown metadata {sorted(unknown)}; use {', '.join(METADATA_FIELDS)}.")
+    image = Image(project_id=project.id, batch_id=batch_id, sha256=stored.sha256,
+                  path=stored.path, original_name=name, width=stored.cols, height=stored.rows,
+                  split=split, review_status="to_review", pixel_size_um=stored.pixel_size_um,
+                  read_info=stored.read_info, **fields)
+    session.add(image)
+    session.flush()
+    return Registered(image, True, f"{name or 'image'} imported as image {image.id}.")
+
+
 def register_image(session: Session, storage: Storage, project_id: int, source: Any, *,
                    name: str | None = None, batch_id: int | None = None, split: str = "unassigned",
                    metadata: dict[str, Any] | None = None,
                    encoded: bytes | None = None) -> Registered:
-    """Store an image once and add it to a project.
+    """Store an image once and add it to a project (:func:`store_image`, :func:`add_image`).
 
     Parameters
     ----------
@@ -221,49 +366,78 @@ def register_image(session: Session, storage: Storage, project_id: int, source: 
     core.io.ImageError
         The file is not a readable image (corrupt, truncated, unknown format).
     """
-    if split not in SPLITS:
-        raise ValueError(f"Unknown split {split!r}; use one of {', '.join(SPLITS)}.")
-    project = get_project(session, project_id)
     if name is None and isinstance(source, (str, Path)):
         name = Path(source).name
     rgb = source if isinstance(source, np.ndarray) else core_io.read_image(source, name=name)
-    sha = pixel_hash(np.asarray(rgb))
-    found = session.scalar(select(Image).where(Image.project_id == project.id, Image.sha256 == sha))
-    if found is not None:
-        return Registered(found, False, f"{name or 'The image'} is already in the project as image "
-                          f"{found.id} ({found.original_name}); nothing was changed.")
     if encoded is None and isinstance(source, (bytes, bytearray)):
         encoded = bytes(source)
-    stored = storage.put_image(rgb, encoded=encoded)
-    fields = {"stain": project.stain, **parse_fnc_name(name or ""), **(metadata or {})}
-    unknown = set(fields) - set(METADATA_FIELDS)
-    if unknown:
-        raise ValueError(f"Unknown metadata {sorted(unknown)}; use {', '.join(METADATA_FIELDS)}.")
-    image = Image(project_id=project.id, batch_id=batch_id, sha256=sha, path=storage.key(stored.path),
-                  original_name=name or "", width=int(rgb.shape[1]), height=int(rgb.shape[0]),
-                  split=split, review_status="to_review", **fields)
-    session.add(image)
-    session.flush()
-    return Registered(image, True, f"{name or 'image'} imported as image {image.id}.")
+    return add_image(session, project_id, store_image(storage, np.asarray(rgb), encoded=encoded),
+                     name=name or "", batch_id=batch_id, split=split, metadata=metadata)
 
 
-def create_batch(session: Session, project_id: int, *, user_id: int | None, source: str) -> ImportBatch:
+def create_batch(session: Session, project_id: int, *, user_id: int | None, source: str,
+                 status: str = "running") -> ImportBatch:
     """Open an import batch (one per import; the importer fills its report)."""
+    if status not in IMPORT_STATUSES:
+        raise ValueError(f"Unknown batch status {status!r}; use one of "
+                         f"{', '.join(IMPORT_STATUSES)}.")
     get_project(session, project_id)
-    batch = ImportBatch(project_id=project_id, user_id=user_id, source=source, report={})
+    batch = ImportBatch(project_id=project_id, user_id=user_id, source=source, report={},
+                        status=status, updated_at=utcnow())
     session.add(batch)
     session.flush()
     return batch
 
 
 def finish_batch(session: Session, batch: ImportBatch, report: dict[str, Any]) -> ImportBatch:
-    """Store an import batch's report (imported, skipped and why) and audit the import."""
+    """Store an import batch's report (imported, skipped and why), mark it done, audit it."""
     batch.report = dict(report)
+    batch.status, batch.updated_at = "done", utcnow()
     session.flush()
     audit.record(session, user_id=batch.user_id, action="import", entity="import_batches",
                  entity_id=batch.id, detail={"source": batch.source,
                                              "imported": len(report.get("imported", []))})
     return batch
+
+
+def touch_batch(session: Session, batch_id: int, *, status: str = "running") -> None:
+    """Stamp a batch as alive (with each committed image), or set it ``interrupted``."""
+    session.execute(update(ImportBatch).where(ImportBatch.id == batch_id)
+                    .values(status=status, updated_at=utcnow())
+                    .execution_options(synchronize_session=False))
+
+
+def interrupt_batch(session: Session, batch_id: int) -> None:
+    """Mark a batch interrupted: its import stopped before the end (run it again to finish)."""
+    touch_batch(session, batch_id, status="interrupted")
+
+
+def unfinished_batch(session: Session, project_id: int, source: str) -> ImportBatch | None:
+    """The newest batch of the same source and project that never finished, if any."""
+    return session.scalar(select(ImportBatch).where(
+        ImportBatch.project_id == project_id, ImportBatch.source == source,
+        ImportBatch.status != "done", ImportBatch.archived.is_(False))
+        .order_by(ImportBatch.id.desc()).limit(1))
+
+
+def batch_state(batch: ImportBatch, *, now: dt.datetime | None = None) -> str:
+    """``done``, ``running`` or ``interrupted`` for a batch, as the Import page lists it.
+
+    A running batch untouched for :data:`BATCH_STALE_AFTER_S` lost its process (killed, or
+    the machine stopped): it is interrupted, and running the same import again completes it.
+
+    >>> import datetime as dt
+    >>> t = dt.datetime(2026, 1, 1, tzinfo=dt.timezone.utc)
+    >>> b = ImportBatch(status="running", updated_at=t)
+    >>> [batch_state(b, now=t + dt.timedelta(seconds=s)) for s in (5, 3600)]
+    ['running', 'interrupted']
+    """
+    if batch.status != "running":
+        return batch.status or "done"
+    now = now or utcnow()
+    fresh = batch.updated_at is not None and (
+        now - batch.updated_at).total_seconds() < BATCH_STALE_AFTER_S
+    return "running" if fresh else "interrupted"
 
 
 def list_batches(session: Session, project_id: int) -> list[ImportBatch]:

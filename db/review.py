@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from sqlalchemy import func, select
+from sqlalchemy import func, select, text
 from sqlalchemy.orm import Session, aliased
 
 from core.density import summarize_groups
@@ -90,11 +90,19 @@ def review_queue(session: Session, project_id: int, filters: ImageFilter = Image
     pending = (select(func.count(AdjudicationItem.id))
                .where(AdjudicationItem.image_id == Image.id, AdjudicationItem.status == "open")
                .correlate(Image).scalar_subquery())
-    query = (filters.apply(select(Image, MaskVersion.object_count, decided, unsure, pending),
-                           project_id)
-             .outerjoin(MaskVersion, MaskVersion.id == Image.head_version_id)
-             .order_by(Image.id).limit(page_size).offset(page * page_size))
-    found = session.execute(query).all()
+    # Keyset: the page's first id comes from a narrow, index-only query; the wide one (with its
+    # counts) then reads exactly one page, however deep, instead of computing and skipping every
+    # row before it.
+    start = session.scalar(filters.apply(select(Image.id), project_id).order_by(Image.id)
+                           .offset(page * page_size).limit(1))
+    found = []
+    if start is not None:
+        query = (filters.apply(select(Image, MaskVersion.object_count, decided, unsure, pending),
+                               project_id)
+                 .where(Image.id >= start)
+                 .outerjoin(MaskVersion, MaskVersion.id == Image.head_version_id)
+                 .order_by(Image.id).limit(page_size))
+        found = session.execute(query).all()
     counts = dict(session.execute(filters.apply(
         select(Image.review_status, func.count(Image.id)), project_id, with_status=False)
         .group_by(Image.review_status)).all())
@@ -202,15 +210,35 @@ def review_screen(session: Session, project_id: int, image_id: int | None, user_
                         visible_decisions(session, image.id, user_id), blind)
 
 
+#: The metadata the Review page filters by.
+METADATA_FIELDS = ("animal", "region", "condition")
+
+
 def metadata_values(session: Session, project_id: int) -> list[tuple[str, str]]:
-    """The distinct (field, value) pairs of the project's animal, region and condition."""
+    """The distinct (field, value) pairs of the project's animal, region and condition.
+
+    Each field is read by a loose index scan (a recursive query that jumps from one value to the
+    next through the ``(project_id, field)`` index), so its cost follows the number of distinct
+    values, not of images: a few animals among 100,000 images cost a few index seeks.
+    """
     out = []
-    for name in ("animal", "region", "condition"):
-        column = getattr(Image, name)
-        out += [(name, v) for v in session.scalars(
-            select(column).where(Image.project_id == project_id, column.is_not(None),
-                                 column != "").distinct().order_by(column))]
+    for name in METADATA_FIELDS:
+        values = session.execute(text(_NEXT_VALUE.format(column=name)), {"p": project_id})
+        out += [(name, v) for (v,) in values if v is not None]
     return out
+
+
+# Each step asks the index for the smallest value above the last one; '' is the floor, so NULL
+# and empty values are never listed.
+_NEXT_VALUE = """
+WITH RECURSIVE found(value) AS (
+    SELECT (SELECT min({column}) FROM images WHERE project_id = :p AND {column} > '')
+    UNION ALL
+    SELECT (SELECT min({column}) FROM images WHERE project_id = :p AND {column} > found.value)
+    FROM found WHERE found.value IS NOT NULL
+)
+SELECT value FROM found WHERE value IS NOT NULL
+"""
 
 
 def project_state(session: Session, project_id: int) -> dict[str, Any]:
@@ -236,7 +264,8 @@ def project_state(session: Session, project_id: int) -> dict[str, Any]:
 
 
 COUNT_COLUMNS = ["image_id", "name", "animal", "region", "condition", "split", "split_locked",
-                 "review_status", "area_px", "count", "approved", "n_pred"]
+                 "review_status", "area_px", "pixel_size_um", "area_mm2", "count", "approved",
+                 "n_pred"]
 
 
 def image_counts(session: Session, project_id: int, *, run_id: int | None = None,
@@ -251,8 +280,10 @@ def image_counts(session: Session, project_id: int, *, run_id: int | None = None
     -------
     DataFrame
         Columns :data:`COUNT_COLUMNS`; ``split_locked`` is True once a run was scored on the
-        image (moving it then needs an admin and a reason).
+        image (moving it then needs an admin and a reason). ``pixel_size_um`` is the one the
+        image's file records, else the project's; ``area_mm2`` is NaN without either.
     """
+    project_um = get_project(session, project_id).pixel_size_um
     gt = latest_approvals()
     truth, head = aliased(MaskVersion), aliased(MaskVersion)
     pred = ImageResult.n_pred if run_id is not None else None
@@ -268,11 +299,14 @@ def image_counts(session: Session, project_id: int, *, run_id: int | None = None
     for img, n_truth, n_head, gt_version, *n_pred in session.execute(
             filters.apply(q, project_id).order_by(Image.id)).all():
         count = n_truth if gt_version is not None else n_head
+        um = img.pixel_size_um or project_um
         rows.append({
             "image_id": img.id, "name": img.original_name or f"image {img.id}",
             "animal": img.animal, "region": img.region, "condition": img.condition,
             "split": img.split, "split_locked": bool(img.split_locked),
             "review_status": img.review_status, "area_px": img.width * img.height,
+            "pixel_size_um": um if um else np.nan,
+            "area_mm2": img.width * img.height * (um / 1000.0) ** 2 if um else np.nan,
             "count": np.nan if count is None else count, "approved": gt_version is not None,
             "n_pred": n_pred[0] if n_pred and n_pred[0] is not None else np.nan})
     return pd.DataFrame(rows, columns=COUNT_COLUMNS)
@@ -289,18 +323,26 @@ def group_summary(session: Session, project_id: int, by: str, *, run_id: int | N
     Returns
     -------
     DataFrame
-        See :func:`core.density.summarize_groups`; density is NaN when the project has no
-        pixel size.
+        See :func:`core.density.summarize_groups`; density pools each group's cells over its
+        area in mm², every image at its own pixel size (the file's, else the project's); NaN
+        when an image of the group has no pixel size.
     """
     if by not in ("animal", "region", "condition", "split"):
         raise ValueError(f"Group by animal, region or condition, not {by!r}.")
-    project = get_project(session, project_id)
+    get_project(session, project_id)  # a sentence, not an empty table, for an unknown project
     t = counts if counts is not None else image_counts(session, project_id, run_id=run_id)
     column = "count"
     if run_id is not None:
         t, column = t[t["n_pred"].notna()], "n_pred"
-    t = t[t[column].notna()]
-    return summarize_groups(t, by, count=column, pixel_size_um=project.pixel_size_um)
+    t = t[t[column].notna()].copy()
+    # A group's density needs every one of its images' areas: cells over part of the area
+    # would overstate it.
+    whole = t.groupby(t[by].astype(str), dropna=False)["area_mm2"].transform(
+        lambda a: a.notna().all())
+    t.loc[~whole.astype(bool), "area_mm2"] = np.nan
+    # Areas are already in mm², each image at its own pixel size: read as "pixels" of
+    # 1000 µm (1 mm), they give cells per mm² unchanged.
+    return summarize_groups(t, by, count=column, area="area_mm2", pixel_size_um=1000.0)
 
 
 @dataclass(frozen=True)

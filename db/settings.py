@@ -28,12 +28,22 @@ class Settings:
     demo : bool
         Demo mode: a separate database and data dir under ``data/demo/``, demo accounts listed.
     import_roots : tuple of Path
-        Folder imports may only read below these roots (the data dir is always one).
+        Folders the app (a browser) may import from; the data dir is always one
+        (``CELLTALLY_IMPORT_ROOTS``, separated by ``os.pathsep``). The command line reads any
+        folder the person running it can read.
     upload_limit_mb : int
         Largest uploaded file accepted, in megabytes.
+    max_upload_pixels : int
+        Largest uploaded image accepted, in pixels per plane, checked from the file's header
+        before decoding (``CELLTALLY_MAX_UPLOAD_PIXELS``, default 40 megapixels). Folder and
+        command-line imports keep ``core.io.MAX_PIXELS`` (100 megapixels).
     workers : str
         ``"local"`` (the app starts a worker process when it queues a job) or ``"remote"``
         (workers run elsewhere against the same database; nothing is started here).
+    session_idle_hours : float
+        A sign-in ends after this long without a page run (``CELLTALLY_SESSION_IDLE_HOURS``).
+    session_max_days : float
+        A sign-in ends this long after it began, however busy (``CELLTALLY_SESSION_MAX_DAYS``).
     """
 
     data_dir: Path
@@ -42,6 +52,9 @@ class Settings:
     import_roots: tuple[Path, ...] = field(default_factory=tuple)
     upload_limit_mb: int = 200
     workers: str = "local"
+    session_idle_hours: float = 8.0
+    session_max_days: float = 7.0
+    max_upload_pixels: int = 40_000_000
 
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None, *, base: Path | None = None) -> "Settings":
@@ -78,6 +91,9 @@ class Settings:
             import_roots=tuple(dict.fromkeys(roots)),
             upload_limit_mb=int(env.get("CELLTALLY_UPLOAD_LIMIT_MB", "200")),
             workers=workers,
+            session_idle_hours=_positive(env, "CELLTALLY_SESSION_IDLE_HOURS", 8.0),
+            session_max_days=_positive(env, "CELLTALLY_SESSION_MAX_DAYS", 7.0),
+            max_upload_pixels=_positive_int(env, "CELLTALLY_MAX_UPLOAD_PIXELS", 40_000_000),
         )
 
     def with_(self, **changes) -> "Settings":
@@ -93,7 +109,45 @@ class Settings:
             "CELLTALLY_IMPORT_ROOTS": os.pathsep.join(str(p) for p in self.import_roots),
             "CELLTALLY_UPLOAD_LIMIT_MB": str(self.upload_limit_mb),
             "CELLTALLY_WORKERS": self.workers,
+            "CELLTALLY_SESSION_IDLE_HOURS": str(self.session_idle_hours),
+            "CELLTALLY_SESSION_MAX_DAYS": str(self.session_max_days),
+            "CELLTALLY_MAX_UPLOAD_PIXELS": str(self.max_upload_pixels),
         }
+
+
+def _positive(env: dict[str, str], name: str, default: float) -> float:
+    """A positive number from the environment, or ValueError naming the variable.
+
+    >>> _positive({"X": "0.5"}, "X", 8.0), _positive({}, "X", 8.0)
+    (0.5, 8.0)
+    """
+    raw = env.get(name, "").strip()
+    try:
+        value = float(raw) if raw else default
+    except ValueError:
+        value = float("nan")
+    if not value > 0 or value == float("inf"):
+        raise ValueError(f"{name} is {raw!r}; set it to a positive number (or leave it unset for "
+                         f"{default:g}).")
+    return value
+
+
+def _positive_int(env: dict[str, str], key: str, default: int) -> int:
+    """A positive whole number from the environment, or a sentence saying what to set.
+
+    >>> _positive_int({"N": "2_000"}, "N", 5), _positive_int({}, "N", 5)
+    (2000, 5)
+    """
+    text = env.get(key, "").strip()
+    if not text:
+        return default
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value <= 0:
+        raise ValueError(f"{key} is {text!r}; set it to a positive whole number, e.g. {default}.")
+    return value
 
 
 def _absolute_sqlite(url: str, base: Path) -> str:

@@ -7,6 +7,8 @@ from pages import ui
 who = ui.require()
 st.title("Account")
 st.write(f"Signed in as **{who.name}** ({who.role}).")
+if "account_flash" in st.session_state:
+    st.success(st.session_state.pop("account_flash"))
 
 with st.form("change_password", clear_on_submit=True):
     old = st.text_input("Current password", type="password")
@@ -19,7 +21,11 @@ if go:
     else:
         try:
             with ui.session() as s:
-                users.change_password(s, users.get_user(s, who.name), old, new)
-            st.success("Password changed. Use the new one next time you sign in.")
+                me = users.get_user(s, who.name)
+                users.change_password(s, me, old, new, client=ui.client_id())
+                ui.sign_in(s, me)  # every session ended with the old password; this tab starts anew
+            st.session_state["account_flash"] = ("Password changed. Every other sign-in of yours "
+                                                 "has ended; use the new password next time.")
+            st.rerun()
         except (users.AuthenticationError, ValueError) as err:
             st.error(str(err))

@@ -1,10 +1,14 @@
 """Adjudicate: experts settle the cells operators were unsure of, disagreed on, or that the model
 got wrong or doubts. Each decision is a new mask version (source ``adjudicated``) and an audit
 record; the history tab lists every decision on an image.
+
+What people wrote (notes, reasons, file names) and messages that may quote it are shown as text:
+``st.text`` for notes, :func:`core.plaintext.escape_markdown` where a sentence has formatting.
 """
 import pandas as pd
 import streamlit as st
 
+from core.plaintext import escape_markdown as md
 from db import adjudication, review, users
 from pages import ui
 
@@ -20,7 +24,7 @@ with queue_tab:
         queue = adjudication.adjudication_queue(s, pid)
         doubts = adjudication.model_doubt_candidates(s, ui.storage(), pid)
     if st.session_state.get("adj_last"):
-        st.success(st.session_state.pop("adj_last"))
+        st.success(md(st.session_state.pop("adj_last")))
     top = st.columns([3, 2])
     top[0].markdown(f"**{len(queue)}** objects wait for an expert.")
     if not doubts.empty and top[1].button(
@@ -31,7 +35,7 @@ with queue_tab:
             st.success(f"{n} objects added to the queue.")
             st.rerun()
         except ValueError as exc:
-            st.error(str(exc))
+            st.error(md(exc))
 
     if queue.empty:
         st.info("Nothing waits for an expert. Items arrive when operators flag a cell as unsure "
@@ -40,8 +44,8 @@ with queue_tab:
     else:
         pos = min(st.session_state.get("adj_pos", 0), len(queue) - 1)
         item = queue.iloc[pos]
-        st.caption(f"Item {pos + 1} of {len(queue)}: {item['group']} "
-                   f"({item['reason']}), image **{item['name']}**")
+        st.caption(f"Item {pos + 1} of {len(queue)}: {md(item['group'])} "
+                   f"({md(item['reason'])}), image **{md(item['name'])}**")
         left, right = st.columns([3, 2])
         try:
             with ui.session() as s:
@@ -49,7 +53,7 @@ with queue_tab:
             left.image(crop, caption="Yellow: the object in question; cyan: the other cells "
                                      "of the current mask (magnified x4).")
         except ValueError as exc:
-            left.error(str(exc))
+            left.error(md(exc))
         with right:
             prob = item["probability"]
             if pd.isna(prob):
@@ -59,11 +63,11 @@ with queue_tab:
                                                              int(item["item_id"]),
                                                              predict=ui.model_heatmap)
                 except ValueError as exc:
-                    st.caption(f"No model probability: {exc}")
+                    st.caption(f"No model probability: {md(exc)}")
                 prob = float("nan") if prob is None else prob
             st.metric("Model probability", "n/a" if pd.isna(prob) else f"{prob:.2f}")
             if item["note"]:
-                st.caption(f"Note: {item['note']}")
+                st.text(f"Note: {item['note']}")
             votes = pd.DataFrame(item["votes"], columns=["user", "verdict", "reason", "at"])
             if votes.empty:
                 st.caption("No operator voted on this object.")
@@ -98,7 +102,7 @@ with queue_tab:
                     st.session_state["adj_pos"] = pos
                     st.rerun()
                 except ValueError as exc:
-                    st.error(str(exc))
+                    st.error(md(exc))
         with st.expander("The whole queue"):
             st.dataframe(queue[["name", "reason", "kind", "probability", "priority",
                                 "created_at"]], hide_index=True, width="stretch")

@@ -1,7 +1,8 @@
-"""Users and projects: create users, reset passwords, disable and enable accounts (admins only)."""
+"""Users and projects: create users, reset passwords, disable and enable accounts, clear sign-in
+limits (admins only)."""
 import streamlit as st
 
-from db import projects, users
+from db import projects, sessions, users
 from pages import ui
 
 who = ui.require("admin")
@@ -18,14 +19,20 @@ if "admin_flash" in st.session_state:
     st.success(st.session_state.pop("admin_flash"))
 
 with ui.session() as s:
-    table = [{"name": u.name, "role": u.role, "disabled": u.disabled,
-              "locked until": u.locked_until, "created": u.created_at} for u in users.list_users(s)]
+    table = []
+    for u in users.list_users(s):
+        wrong, until = users.sign_in_limits(s, u)
+        table.append({"name": u.name, "role": u.role, "disabled": u.disabled,
+                      "open sessions": len(sessions.live_sessions(s, u.id)),
+                      "wrong passwords (last minute)": wrong, "sign-in delayed until": until,
+                      "created": u.created_at})
 st.subheader("Users")
 st.dataframe(table, hide_index=True, width="stretch")
 names = [row["name"] for row in table]
 
-create, reset, able, project = st.tabs(["Create a user", "Reset a password", "Disable or enable",
-                                       "Create a project"])
+create, reset, able, limits, project = st.tabs(["Create a user", "Reset a password",
+                                               "Disable or enable", "Sign-in limits",
+                                               "Create a project"])
 with create:
     with st.form("create_user", clear_on_submit=True):
         name = st.text_input("Name")
@@ -46,8 +53,12 @@ with reset:
         if st.form_submit_button("Reset password"):
             try:
                 with ui.session() as s:
-                    users.set_password(s, users.get_user(s, name), pw, actor_id=who.id)
-                done(f"The password of {name} was reset; tell them the new one.")
+                    target = users.get_user(s, name)
+                    users.set_password(s, target, pw, actor_id=who.id)
+                    if target.id == who.id:  # their own: this tab starts a new session
+                        ui.sign_in(s, target)
+                done(f"The password of {name} was reset and their sessions ended; tell them the "
+                     "new one.")
             except ValueError as err:
                 st.error(str(err))
 with able:
@@ -57,11 +68,22 @@ with able:
                  help="You cannot disable your own account."):
         with ui.session() as s:
             users.disable_user(s, users.get_user(s, name), actor_id=who.id)
-        done(f"{name} can no longer sign in; their work stays attributed to them.")
+        done(f"{name} can no longer sign in and their sessions ended; their work stays "
+             "attributed to them.")
     if c2.button("Enable account"):
         with ui.session() as s:
             users.enable_user(s, users.get_user(s, name), actor_id=who.id)
         done(f"{name} can sign in again.")
+with limits:
+    st.caption(f"After {users.MAX_FAILED} wrong passwords in a minute an account refuses browsers "
+               "it does not know, and each wrong password makes its browser wait longer "
+               "(2, 4, 8 ... seconds, at most 15 minutes). Browsers that signed in to the account "
+               "before keep their own allowance.")
+    name = st.selectbox("User", names, key="limits_user")
+    if st.button("Clear sign-in limits", help="Forget the recent wrong passwords and every delay."):
+        with ui.session() as s:
+            users.clear_sign_in_limits(s, users.get_user(s, name), actor_id=who.id)
+        done(f"{name} can try to sign in again at once, from any browser.")
 with project:
     with st.form("create_project", clear_on_submit=True):
         pname = st.text_input("Project name")

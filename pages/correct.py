@@ -1,9 +1,11 @@
 """Correct: draw on the image to fix its mask, then save a new version.
 
 Tools: add a cell (polygon or freehand, filled), erase with a brush, delete an object by clicking
-inside it, split touching cells with a line. Undo and redo are on the canvas's toolbar. Zoom
-onto a region to draw precisely: the strokes are mapped back to full-resolution pixels
-(``core.strokes``). "Keep these edits" stores the strokes of the current view, so you can move
+inside it, split touching cells with a line. The counter and the saved version come from the one
+edit rule (``core.objects.edited_labels``): a split makes two cells, an added cell is a new one,
+erasing keeps the cells that remain, and an erase that cuts a cell in two makes two cells. Undo
+and redo are on the canvas's toolbar. Zoom onto a region to draw precisely: the strokes are
+mapped back to full-resolution pixels (``core.strokes``). "Keep these edits" stores the strokes of the current view, so you can move
 to another region; "Save" applies everything to the version you started from and stores a new
 version. If someone saved meanwhile, both versions are kept and you choose which is current.
 """
@@ -14,6 +16,7 @@ import streamlit as st
 from streamlit_drawable_canvas import st_canvas
 
 from core import render, strokes
+from core.objects import count_objects, edited_labels
 from db import masks, review
 from db.projects import ImageFilter, get_image
 from pages import ui
@@ -52,6 +55,10 @@ with ui.session() as s:
     base_path = next((v.path for v in base if v.id == base_id), None)
 rgb = ui.read_image(path)
 shape = rgb.shape[:2]
+if min(shape) < 2:  # imports refuse such images now; older rows may still hold one
+    st.error(f"This image is {shape[1]} x {shape[0]} px, too small to draw on; pick another "
+             "image, or archive its import batch on the Import page.")
+    st.stop()
 base_labels = ui.read_labels(base_path) if base_path else np.zeros(shape, np.int32)
 pending_key = f"cx_pending_{image_id}_{base_id}"
 pending = st.session_state.setdefault(pending_key, [])
@@ -93,7 +100,7 @@ def background(labels) -> bytes:
 
 
 try:
-    kept_labels = strokes.apply_edits(base_labels, pending)
+    kept_labels = edited_labels(base_labels, pending)
 except ValueError as err:
     st.error(str(err))
     kept_labels = base_labels
@@ -113,13 +120,13 @@ objects = (result.json_data or {}).get("objects", []) if result is not None else
 
 try:
     current = strokes.objects_to_edits(objects, window, shape)
-    after = strokes.apply_edits(kept_labels, current)
+    after = edited_labels(kept_labels, current)
 except ValueError as err:
     st.error(str(err))
     current, after = [], kept_labels
 
 # ---------------------------------------------------------------- result and saving
-n_before, n_after = int(base_labels.max()), int(after.max())
+n_before, n_after = count_objects(base_labels), count_objects(after)
 m1, m2, m3 = st.columns(3)
 m1.metric(f"Objects in version {base_id}", n_before)
 m2.metric("After your edits", n_after, delta=n_after - n_before)
@@ -141,16 +148,16 @@ if b4.button("Save", type="primary", disabled=not (pending or current)):
     try:
         with ui.session() as s:
             try:
-                v = masks.save_mask_version(s, ui.storage(), image_id, after > 0, based_on=base_id,
+                v = masks.save_mask_version(s, ui.storage(), image_id, after, based_on=base_id,
                                             source="manual", author_id=who.id,
                                             note=f"{len(pending) + len(current)} edit(s) on the canvas")
-                saved, conflict = v.id, None
+                saved, count, conflict = v.id, v.object_count, None  # what was stored
             except masks.ConflictError as err:
-                saved, conflict = err.version_id, err
+                saved, count, conflict = err.version_id, n_after, err
         st.session_state.pop(pending_key, None)
         st.session_state[base_key] = saved
         st.session_state["cx_nonce"] = nonce + 1
-        st.session_state["cx_saved"] = (saved, n_after, str(conflict) if conflict else None,
+        st.session_state["cx_saved"] = (saved, count, str(conflict) if conflict else None,
                                         conflict.head_id if conflict else None)
         st.rerun()
     except ValueError as err:

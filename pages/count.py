@@ -5,10 +5,13 @@ their error. Progress updates while the job runs. Results come as a table and a 
 drawn on an image limits its count to that region, and with the project's pixel size the density
 per mm² is given.
 """
+import io
+
 import numpy as np
 import pandas as pd
 import streamlit as st
 
+from core.plaintext import write_csv
 from core.strokes import region_from_objects
 from db import importing, projects, runs
 from db import jobs as job_rows
@@ -144,5 +147,7 @@ unreadable = st.session_state.get("count_problems")
 csv = table
 if unreadable is not None and not unreadable.empty:
     csv = pd.concat([table, unreadable.assign(count=np.nan)], ignore_index=True)
-st.download_button("Download CSV", csv.to_csv(index=False).encode(), file_name="counts.csv",
+csv_text = io.StringIO()
+write_csv(csv_text, list(csv.columns), csv.to_dict("records"))
+st.download_button("Download CSV", csv_text.getvalue().encode(), file_name="counts.csv",
                    mime="text/csv", key="count_csv")

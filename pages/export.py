@@ -1,4 +1,5 @@
-"""Export: counts CSV, masks zip, COCO and VIA, for the whole project or a filtered set.
+"""Export: counts CSV, cells as label PNGs, label TIFFs, ImageJ ROIs, QuPath GeoJSON, COCO or
+VIA, for the whole project or a filtered set, from the current masks or the ground truth.
 
 Read-only for everyone: the files are built from ``db.exporting`` when asked for, then offered
 for download.
@@ -16,7 +17,10 @@ who, pid = ui.open_page("Export")
 ANY = "(all)"
 FORMATS = {
     "Counts CSV": ("counts", "counts.csv", "text/csv"),
-    "Masks zip (PNG, with counts.csv)": ("masks", "masks.zip", "application/zip"),
+    "Label PNGs (zip)": ("masks", "masks.zip", "application/zip"),
+    "Label TIFFs (zip)": ("labels", "labels.zip", "application/zip"),
+    "ImageJ ROI sets (zip)": ("imagej", "imagej.zip", "application/zip"),
+    "QuPath GeoJSON (zip)": ("geojson", "geojson.zip", "application/zip"),
     "COCO JSON": ("coco", "coco.json", "application/json"),
     "VIA JSON": ("via", "via.json", "application/json"),
 }
@@ -55,18 +59,25 @@ st.subheader("Format")
 fmt = st.radio("Format", list(FORMATS), key="exp_format", horizontal=True,
                label_visibility="collapsed")
 kind, file_name, mime = FORMATS[fmt]
+if kind in exporting.FILE_KINDS:
+    st.caption("One file per image, named after it, in a zip with counts.csv: one cell per "
+               "label (PNG and TIFF: 16-bit, 0 is background), ROI or feature.")
+rle = kind == "coco" and st.checkbox(
+    "Every cell as RLE", key="exp_rle",
+    help="Without it, cells are polygons where a polygon is exact; cells with holes or in "
+         "several pieces are RLE either way.")
 mask = "head" if which.startswith("current") else "ground_truth"
 if st.button("Prepare the file", key="exp_prepare", type="primary"):
     try:
         with st.spinner("Building the export..."), ui.session() as s:
             if kind == "counts":
                 data = exporting.export_counts(s, pid, filters=filters, which=mask).encode()
-            elif kind == "masks":
-                data = exporting.export_masks_zip(s, ui.storage(), pid, filters=filters,
+            elif kind in exporting.FILE_KINDS:
+                data = exporting.export_files_zip(s, ui.storage(), pid, kind, filters=filters,
                                                   which=mask)
             elif kind == "coco":
                 data = json.dumps(exporting.export_coco(s, ui.storage(), pid, filters=filters,
-                                                        which=mask)).encode()
+                                                        which=mask, rle=rle)).encode()
             else:
                 data = json.dumps(exporting.export_via(s, ui.storage(), pid, filters=filters,
                                                        which=mask)).encode()

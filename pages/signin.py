@@ -4,8 +4,12 @@ import streamlit as st
 from pages import ui
 
 st.title("CellTally")
+ui.write_cookies()  # a sign-out's cookie deletion is made here
 
 from db import users  # noqa: E402
+
+if "signin_flash" in st.session_state:
+    st.info(st.session_state.pop("signin_flash"))
 
 with ui.session() as s:
     first_start = not users.list_users(s)
@@ -26,7 +30,7 @@ if first_start:
                         if users.list_users(s):
                             raise ValueError("An account was created meanwhile; sign in instead.")
                         admin = users.create_user(s, name, pw, role="admin")
-                        ui.sign_in(admin)
+                        ui.sign_in(s, admin)
                     st.rerun()
                 except ValueError as err:
                     st.error(str(err))
@@ -39,18 +43,11 @@ with st.form("signin"):
     go = st.form_submit_button("Sign in", type="primary")
 if go:
     try:
+        # The attempt is recorded in a transaction of its own, so a failure needs no commit here.
         with ui.session() as s:
-            try:
-                user = users.authenticate(s, name.strip(), pw)
-                signed_in = user.name
-                ui.sign_in(user)
-            except users.AuthenticationError as err:
-                # Commit the failure count: leaving the block normally keeps it.
-                signed_in, message = None, str(err)
-        if signed_in:
-            st.rerun()
-        st.error(message)
-    except ValueError as err:
+            ui.sign_in(s, users.authenticate(s, name.strip(), pw, client=ui.client_id()))
+        st.rerun()
+    except users.AuthenticationError as err:
         st.error(str(err))
 
 if ui.settings().demo:

@@ -1,6 +1,7 @@
 """Train: the training config (METHOD.md defaults), what a run will use, "Retrain" through
 ``training.tasks.submit``, live progress that survives a reload, cancel, past jobs, and (admins)
-promoting a finished run.
+promoting a finished run. While the page is open, a job whose local worker died is requeued and
+a new worker started (``training.tasks.revive_stale_jobs``), and the page says so.
 """
 import dataclasses
 
@@ -113,12 +114,19 @@ def live_jobs():
     """Re-read the job rows every few seconds; the state is in the database, so a reload of the
     page finds the same jobs. A job seen running here and then ending is announced, and the
     whole page reruns once so the past jobs and runs below include it."""
+    notes = st.session_state.setdefault("train_ended", [])
+    # A local worker killed mid-job (kill -9, a crash) leaves its job "running"; bring it back.
+    revived = tasks.revive_stale_jobs(ui.settings(), engine=ui.engine())
+    notes.extend(("warning", f"Job {i}'s worker stopped (killed or crashed). The job was queued "
+                             "again and a new worker started; training resumes from its last "
+                             "checkpoint.") for i in revived["requeued"])
+    notes.extend(("error", f"Job {i}'s worker stopped, and the job had used all its attempts, "
+                           "so it failed. Retrain to start it again.") for i in revived["failed"])
     with ui.session() as s:
         table = job_rows.jobs_table(s, pid, kinds=("train", "evaluate"))
     active = table[table["status"].isin(ACTIVE)]
     watched = st.session_state.setdefault("train_watched", set())
     ended = table[table["job_id"].isin(watched) & ~table["status"].isin(ACTIVE)]
-    notes = st.session_state.setdefault("train_ended", [])
     notes.extend(_ended_note(j) for j in ended.itertuples())
     watched.difference_update(ended["job_id"])
     watched.update(int(i) for i in active["job_id"])

@@ -8,10 +8,13 @@ nothing else is cached anywhere in the app. Keep it small and stable: other page
 - :func:`model_run`: a registered run with its network loaded once (keras is imported only
   then) and its threshold read afresh;
 - :func:`require`: the server-side role check at the top of every page;
+- :func:`current_user`, :func:`sign_in`, :func:`sign_out`: server-side sessions (``db.sessions``)
+  whose token the browser keeps in a cookie, never in a URL;
 - :func:`project_id`, :func:`sidebar`: the chosen project and its state (``db.review``).
 """
 from __future__ import annotations
 
+import datetime as dt
 import logging
 import threading
 import time
@@ -190,43 +193,58 @@ def session():
         yield s
 
 
-@st.cache_resource(show_spinner=False)
-def _token_key() -> bytes:
-    from db.sessions import session_key
-
-    return session_key(settings().data_dir)
+SESSION_COOKIE = "celltally_session"  # this browser's session token (db.sessions)
+DEVICE_COOKIE = "celltally_device"  # a long-lived random id, set at the first sign-in (db.users)
+DEVICE_DAYS = 400  # the longest a browser keeps a cookie
+TOKEN_KEY = "session_token"  # session state: this tab's session token, checked on every rerun
+_COOKIES = "cookie_writes"  # session state: cookie writes the browser has not confirmed yet
 
 
 def current_user() -> Who | None:
-    """The signed-in user (re-read from the database), or None.
+    """The signed-in user, or None: the session's row is read again on every rerun.
 
-    The sign-in also lives in the URL as a signed, expiring token (``?session=``, see
-    :mod:`db.sessions`), so a reload or a copied link signs the same user in again; a disabled
-    account is refused either way.
+    The token comes from this tab's session state or, for a new tab or a reload, from the
+    session cookie; either way its row in ``sessions`` decides, so an ended or expired session
+    or a disabled account signs nobody in, whatever session state holds (:mod:`db.sessions`).
+    A ``?session=`` left in an old link is ignored and dropped.
     """
-    from db.models import User
-    from db.sessions import issue_token, verify_token
-    from db.users import get_user
+    from db.sessions import SessionLimits, session_user
 
-    name = st.session_state.get("user")
-    token = st.query_params.get("session")
+    if "session" in st.query_params:
+        del st.query_params["session"]
+    limits = SessionLimits.from_settings(settings())
     with session() as s:
-        # The token is bound to the password hash: a changed password ends older sessions.
-        token_user = verify_token(_token_key(), token, stamp_for=lambda uid: _stamp(s, uid))
-        if name is not None:
-            user = get_user(s, name)
-        else:
-            user = None if token_user is None else s.get(User, token_user)
-        if user is None or user.disabled:
-            st.session_state.pop("user", None)
-            if token is not None:
-                del st.query_params["session"]
-            return None
-        st.session_state["user"] = user.name
-        if token_user != user.id:
-            st.query_params["session"] = issue_token(_token_key(), user.id,
-                                                     stamp=user.password_hash)
-        return Who(user.id, user.name, user.role)
+        for token in _tokens():
+            user = session_user(s, token, limits=limits)
+            if user is not None:
+                st.session_state[TOKEN_KEY] = token
+                return Who(user.id, user.name, user.role)
+    st.session_state.pop(TOKEN_KEY, None)
+    return None
+
+
+def _tokens() -> list[str]:
+    """This tab's token first, then the cookie the browser connected with (once each)."""
+    held = st.session_state.get(TOKEN_KEY)
+    return [t for t in dict.fromkeys((held, _cookie(SESSION_COOKIE))) if t]
+
+
+def _cookie(name: str) -> str | None:
+    """A cookie the browser connected with (text only: AppTest's stand-in client has none)."""
+    value = st.context.cookies.get(name)
+    return value if isinstance(value, str) and value else None
+
+
+def device_id() -> str | None:
+    """This browser's device id (its cookie), or None."""
+    return _cookie(DEVICE_COOKIE)
+
+
+def client_id() -> str | None:
+    """Who asks, for the guessing limits of a password check: the device id, else the address
+    (behind a proxy, or on localhost, no address: then the one anonymous client)."""
+    address = st.context.ip_address
+    return device_id() or (f"address {address}" if isinstance(address, str) and address else None)
 
 
 def open_page(title: str, *roles: str) -> tuple[Who, int]:
@@ -241,14 +259,6 @@ def open_page(title: str, *roles: str) -> tuple[Who, int]:
     return who, pid
 
 
-def _stamp(s, user_id: int) -> str | None:
-    """The account's token stamp: its stored password hash (None when there is no such user)."""
-    from db.models import User
-
-    user = s.get(User, user_id)
-    return None if user is None else user.password_hash
-
-
 def require(*roles: str) -> Who:
     """Stop the page unless a signed-in user has one of ``roles`` (any role when none given).
 
@@ -257,6 +267,7 @@ def require(*roles: str) -> Who:
     (elements the router draws before ``nav.run()`` vanish from ``AppTest`` after a page switch).
     """
     who = current_user()
+    write_cookies()
     if who is None:
         st.error("Sign in first: this page needs an account.")
         st.stop()
@@ -269,20 +280,63 @@ def require(*roles: str) -> Who:
     return who
 
 
-def sign_in(user) -> None:
-    """Sign ``user`` (a users row) in for this tab, and put the token in the URL at once, so the
-    rerun that follows (and any reload) already carries it."""
-    from db.sessions import issue_token
+def sign_in(s, user) -> None:
+    """Start a session for ``user`` (a users row in the open transaction ``s``) in this tab; the
+    browser keeps its token, and a device id, in cookies (:func:`write_cookies`)."""
+    from db.models import utcnow
+    from db.sessions import SessionLimits, start_session
+    from db.users import remember_device
 
-    st.session_state["user"] = user.name
-    st.query_params["session"] = issue_token(_token_key(), user.id, stamp=user.password_hash)
+    token = start_session(s, user)
+    device = remember_device(s, user, device_id())
+    st.session_state[TOKEN_KEY] = token
+    now = utcnow()
+    _queue_cookie(SESSION_COOKIE, token, now + SessionLimits.from_settings(settings()).absolute)
+    if device != device_id():
+        _queue_cookie(DEVICE_COOKIE, device, now + dt.timedelta(days=DEVICE_DAYS))
 
 
 def sign_out() -> None:
-    for key in ("user", "project_id"):
+    """End this browser's session (its row, so every copy of the token is dead) and drop it."""
+    from db.sessions import end_session
+
+    with session() as s:
+        for token in _tokens():
+            end_session(s, token)
+    for key in (TOKEN_KEY, "project_id"):
         st.session_state.pop(key, None)
-    if "session" in st.query_params:
-        del st.query_params["session"]
+    _queue_cookie(SESSION_COOKIE, "", dt.datetime(1970, 1, 2, tzinfo=dt.timezone.utc))
+
+
+def _queue_cookie(name: str, value: str, expires: dt.datetime) -> None:
+    writes = st.session_state.setdefault(_COOKIES, {})
+    serial = st.session_state.get("cookie_serial", 0) + 1
+    st.session_state["cookie_serial"] = serial
+    writes[name] = (value, expires.replace(microsecond=0), f"ui_cookie_{serial}")
+
+
+def write_cookies() -> None:
+    """Have the browser make the cookie writes that :func:`sign_in` and :func:`sign_out` queued.
+
+    Called once per run (by :func:`require` and the sign-in page). A write is drawn (a hidden
+    ``extra-streamlit-components`` cookie component) on every run until the browser confirms it,
+    so a rerun in between loses none. An expiry in the past deletes the cookie.
+    """
+    writes = st.session_state.get(_COOKIES)
+    if not writes:
+        return
+    import extra_streamlit_components as stx
+
+    for name, (_, _, key) in list(writes.items()):
+        if st.session_state.get(key) is True:
+            del writes[name]
+    if not writes:
+        return
+    secure = (getattr(st.context, "url", None) or "").startswith("https:")
+    manager = stx.CookieManager(key="ui_cookies")
+    for name, (value, expires, key) in writes.items():
+        manager.set(name, value, key=key, path="/", expires_at=expires, secure=secure or None,
+                    same_site="strict")
 
 
 def db_user(s, who: Who):

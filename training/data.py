@@ -23,6 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
+from core.objects import separate_touching
 from training.augment import augment_crop
 from training.config import TrainConfig
 from training.crops import crop_grid
@@ -109,7 +110,11 @@ def repeat_factor(sample: Sample, config: TrainConfig) -> int:
 
 
 def prepare(samples, config: TrainConfig, *, cache_dir=None, oversample: bool = True):
-    """Compute each sample's weight map once and pad images smaller than a crop.
+    """Compute each sample's target and weight map once and pad images smaller than a crop.
+
+    The target is the cells with a one-pixel background line between touching ones
+    (:func:`core.objects.separate_touching`), so label masks teach the borders that 0/255 masks
+    lost.
 
     Parameters
     ----------
@@ -129,8 +134,11 @@ def prepare(samples, config: TrainConfig, *, cache_dir=None, oversample: bool = 
     """
     out = []
     for sample in samples:
-        weights = _weight_map(sample.labels, config, cache_dir)
-        mask = np.asarray(sample.labels) > 0
+        # Touching cells are parted by a background line: that border is what the target
+        # teaches and where the weight map puts both cells' weight (docs/METHOD.md 3).
+        labels = separate_touching(sample.labels)
+        weights = _weight_map(labels, config, cache_dir)
+        mask = labels > 0
         image = np.asarray(sample.image, dtype=np.uint8)
         if image.shape[:2] != mask.shape:
             raise ValueError(f"{sample.key}: image {image.shape[:2]} and mask {mask.shape} differ "

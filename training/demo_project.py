@@ -76,7 +76,7 @@ def seed_demo(settings, *, engine=None, n_images: int = 24, shape=(600, 800), se
                 auto = masks.save_mask_version(s, storage, reg.image.id, auto_mask(rgb),
                                                based_on=None, source="auto", author_id=None)
                 imported.append(reg.image.id)
-                truth[reg.image.id] = (labels > 0, auto.id)
+                truth[reg.image.id] = (labels, auto.id)  # the generator's cells, one label each
                 if progress is not None:
                     progress(i + 1, n_images)
             projects.finish_batch(s, batch, {"imported": imported, "skipped": []})

@@ -2,8 +2,8 @@
 
 The run counts through its own scoring rule (:class:`core.run.Scoring`), at the threshold its
 row keeps, so a pre-labelled mask holds exactly the objects evaluation and ``core count`` would
-count; each version records the run, threshold and model file that made it
-(:class:`db.masks.MaskProvenance`).
+count; the version stores the run's labels (cells its watershed split stay separate cells) and
+records the run, threshold and model file that made it (:class:`db.masks.MaskProvenance`).
 """
 from __future__ import annotations
 
@@ -48,7 +48,7 @@ def prelabel_with_model(session, storage, run, image_ids, *, run_id: int | None 
         image = projects.get_image(session, image_id)
         labels = run.labels(predict_heatmap(run.model, storage.read_image(image.path)))
         try:
-            masks.save_mask_version(session, storage, image_id, labels > 0,
+            masks.save_mask_version(session, storage, image_id, labels,
                                     based_on=image.head_version_id, source="model",
                                     author_id=user_id, note=f"model:{run.name}",
                                     provenance=provenance)

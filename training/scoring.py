@@ -343,12 +343,15 @@ def count_results(session, storage, job_id: int, *, rois: dict | None = None) ->
     job = job_rows.get_job(session, job_id)
     result = job.result or {}
     project = projects.get_project(session, job.project_id) if job.project_id else None
-    pixel = project.pixel_size_um if project is not None else None
+    project_pixel = project.pixel_size_um if project is not None else None
     rule = _job_scoring(session, storage, result) if rois else None
     rows = []
     for entry in result.get("counts", []):
         image = projects.find_image(session, int(entry["image_id"]))
         area = image.width * image.height if image is not None else np.nan
+        # The pixel size the image's file records wins over the project's.
+        pixel = (image.pixel_size_um if image is not None and image.pixel_size_um
+                 else project_pixel)
         count, region, problem = entry.get("count"), "whole image", ""
         roi = (rois or {}).get(int(entry["image_id"]))
         if roi is not None:

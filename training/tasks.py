@@ -15,6 +15,16 @@ Job configs (JSON on the row)::
 A run directory below the data dir is named by its key (``runs/<name>``, ``Storage.key``) in
 configs, results and rows, and resolved through ``Storage`` where it is read, so a worker that
 mounts the data dir elsewhere finds it; one outside (``models/demo``) stays absolute.
+
+A training job's attempt N trains into ``runs/<name>-a<N>``, starting from a copy of the
+previous attempt's checkpoint, so a worker that was paused and lost its claim never writes into
+the directory of the attempt that replaced it. The run is registered (with its results) in one
+transaction fenced by the attempt (``db.jobs.ClaimLost``), and a retry that finds its job's run
+already registered finishes with that run instead of training again.
+
+In local mode a worker killed with ``kill -9`` would leave its job "running" until someone
+queued another one; :func:`revive_stale_jobs`, which the Train page calls while it is open,
+requeues such a job and starts a new local worker.
 """
 from __future__ import annotations
 
@@ -23,12 +33,15 @@ import datetime as dt
 import fcntl
 import logging
 import os
+import shutil
+import socket
 import subprocess
 import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from core.objects import count_objects, describe_outcomes
@@ -36,6 +49,7 @@ from core.run import load_run
 from db import jobs as job_rows
 from db import projects, runs
 from db.engine import make_engine
+from db.models import Job, ModelRun
 from db.settings import Settings
 from db.storage import Storage
 from training.config import TrainConfig
@@ -44,7 +58,8 @@ from training.fit import train_run
 from training.scoring import check_cancel, score_samples
 
 __all__ = ["submit", "ensure_worker", "worker_pid", "JobContext", "run_job", "run_train",
-           "run_evaluate", "run_count", "evaluate_run", "load_samples", "PID_FILE", "REPO_ROOT"]
+           "run_evaluate", "run_count", "evaluate_run", "load_samples", "revive_stale_jobs",
+           "PID_FILE", "REPO_ROOT"]
 
 log = logging.getLogger(__name__)
 
@@ -146,6 +161,39 @@ def ensure_worker(settings: Settings) -> int | None:
         return proc.pid
 
 
+def revive_stale_jobs(settings: Settings, *, engine=None,
+                      stale_after: float = job_rows.STALE_AFTER_S,
+                      max_attempts: int = job_rows.MAX_ATTEMPTS) -> dict[str, list[int]]:
+    """Requeue running jobs whose worker died, and start a local worker for them.
+
+    A job counts as orphaned when its heartbeat is older than ``stale_after`` seconds, or at
+    once when it was claimed on this host by a process that no longer exists (``kill -9``).
+    Jobs with attempts left are requeued, the others fail (``db.jobs.requeue_stale``). Nothing
+    happens with ``settings.workers == "remote"``: the remote workers requeue for themselves.
+
+    Returns
+    -------
+    dict
+        ``{"requeued": [job ids], "failed": [job ids]}``.
+    """
+    if settings.workers == "remote":
+        return {"requeued": [], "failed": []}
+    engine = engine or make_engine(settings)
+    host = socket.gethostname()
+    with Session(engine) as session, session.begin():
+        running = session.execute(select(Job.id, Job.worker_host, Job.worker_pid).where(
+            Job.status == "running")).all()
+        dead = [j.id for j in running
+                if j.worker_host == host and j.worker_pid and not _alive(j.worker_pid)]
+        out = job_rows.requeue_stale(session, older_than_s=stale_after,
+                                     max_attempts=max_attempts, dead=dead)
+    if out["requeued"]:
+        log.warning("jobs %s lost their worker; requeued, starting a local worker",
+                    out["requeued"])
+        ensure_worker(settings)
+    return out
+
+
 # ---------------------------------------------------------------- running
 
 
@@ -161,7 +209,9 @@ class JobContext:
     progress : callable(fraction, message)
         Writes progress (0..1) and a message to the job row.
     should_cancel : callable() -> bool
-        True once someone asked the job to stop.
+        True once someone asked the job to stop, or once the claim was lost.
+    attempt : int or None
+        The claim's attempt number, its fencing token (None outside a worker).
     """
 
     settings: Settings
@@ -169,6 +219,7 @@ class JobContext:
     job_id: int
     progress: Callable[[float, str], None]
     should_cancel: Callable[[], bool]
+    attempt: int | None = None
 
     @property
     def storage(self) -> Storage:
@@ -227,24 +278,58 @@ def _duration(seconds: float) -> str:
     return f"{seconds}s"
 
 
+def _fence(ctx: JobContext, session: Session) -> None:
+    """Inside ``session``'s transaction: go on only while the job is still this attempt's."""
+    if ctx.attempt is not None:
+        job_rows.heartbeat(session, ctx.job_id, attempt=ctx.attempt)
+
+
 def _train_setup(ctx: JobContext, project_id: int, config: dict, previous: dict):
-    """The run directory (the same one on a retry, so training resumes) and the TrainConfig."""
+    """This attempt's own run directory, ``runs/<name>-a<attempt>``, and the TrainConfig.
+
+    A retry starts from a copy of the previous attempt's checkpoint (so training resumes),
+    and leaves that directory alone: its worker may only be paused, not dead.
+    """
     cfg = TrainConfig.from_dict(config.get("train", {}))
-    run_dir = previous.get("run_dir")
-    if not run_dir:
-        with Session(ctx.engine) as session, session.begin():
+    earlier = previous.get("run_dir")
+    with Session(ctx.engine) as session, session.begin():
+        _fence(ctx, session)
+        name = previous.get("run_name") or (Path(earlier).name if earlier else None)
+        if not name:
             project = projects.get_project(session, project_id)
             stamp = dt.datetime.now().strftime("%Y%m%d-%H%M%S")
             name = config.get("name") or f"{project.name}-{stamp}-job{ctx.job_id}"
-            run_dir = ctx.storage.key(ctx.storage.run_dir(name))
-            job_rows.get_job(session, ctx.job_id).result = {"run_dir": run_dir}
-    return cfg, ctx.storage.resolve(run_dir)
+        run_dir = ctx.storage.run_dir(f"{name}-a{ctx.attempt or 1}")
+        if ctx.job_id is not None:
+            job_rows.get_job(session, ctx.job_id).result = {"run_dir": ctx.storage.key(run_dir),
+                                                            "run_name": name}
+    checkpoint = ctx.storage.resolve(earlier) / "checkpoint" if earlier else None
+    if checkpoint is not None and checkpoint.is_dir():
+        shutil.copytree(checkpoint, run_dir / "checkpoint", dirs_exist_ok=True)
+        log.info("job %s: attempt %s resumes from %s", ctx.job_id, ctx.attempt, checkpoint)
+    return cfg, run_dir
+
+
+def _registered_result(ctx: JobContext) -> dict | None:
+    """The result of a run an earlier attempt of this job already registered, if any (it died
+    between registering and finishing): the job ends with that run, not a second one."""
+    with Session(ctx.engine) as session:
+        run = session.scalars(select(ModelRun).where(ModelRun.job_id == ctx.job_id)
+                              .order_by(ModelRun.id)).first()
+        if run is None:
+            return None
+        found = {"run_dir": run.run_dir, "run_id": run.id, "metrics": dict(run.metrics or {})}
+    thresholds = load_run(ctx.storage.resolve(found["run_dir"]), with_model=False).thresholds
+    return {**found, "thresholds": {k: thresholds.get(k) for k in ("best", "knee", "chosen")},
+            "resumed_from": None, "epochs_run": found["metrics"].get("epochs_run")}
 
 
 def run_train(ctx: JobContext, project_id: int, config: dict, previous: dict) -> dict:
     """Train on the project's train split, score its test split, store the run and results."""
     if project_id is None:
         raise ValueError("A training job needs a project.")
+    if ctx.job_id is not None and (done := _registered_result(ctx)) is not None:
+        return done
     cfg, run_dir = _train_setup(ctx, project_id, config, previous)
     with Session(ctx.engine) as session:
         train_all, train_pairs = load_samples(session, ctx.storage, project_id, "train")
@@ -286,6 +371,7 @@ def _store_run(ctx: JobContext, project_id: int, run_dir: Path, results, samples
             describe_outcomes(truth[res.key], res.labels, res.heatmap, res.match),
             heatmap_path=heat, version_id=version[res.key]))
     with Session(ctx.engine) as session, session.begin():
+        _fence(ctx, session)  # a worker that lost its claim registers nothing
         # A retried job whose first attempt stored its run finds that row again.
         run = (runs.get_run(session, run_id) if run_id is not None else
                runs.find_run(session, ctx.storage, run_dir)

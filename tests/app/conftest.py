@@ -16,7 +16,9 @@ Helpers:
 - ``app_as(role, page=None)``: an ``AppTest`` of ``app.py`` signed in as ``role`` (or signed out
   with ``None``), switched to ``page`` (e.g. ``"pages/review.py"``) and run once;
 - ``page_as(role, page)``: the page script run on its own, past the navigation, as ``role``:
-  what a role gets when it forces its way to a page it was not offered (the server refuses).
+  what a role gets when it forces its way to a page it was not offered (the server refuses);
+- ``signed_in(at, app_db, name)`` (from ``tests.app.helpers``): a fresh session of user ``name``
+  in an ``AppTest``'s session state, as a sign-in leaves it (``AppTest`` has no cookies).
 """
 from __future__ import annotations
 
@@ -26,6 +28,8 @@ from pathlib import Path
 from typing import Callable
 
 import pytest
+
+from tests.app.helpers import signed_in
 
 ROOT = Path(__file__).resolve().parents[2]
 ROLES = ("admin", "expert", "operator", "viewer")
@@ -76,8 +80,7 @@ def app_as(app_db):
     def make(role: str | None, page: str | None = None, *, timeout: float = 60):
         at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=timeout)
         if role is not None:
-            at.session_state["user"] = role
-            at.session_state["project_id"] = app_db.project_id
+            signed_in(at, app_db, role)
         at.run()
         if page is not None:
             at.switch_page(page)
@@ -94,8 +97,7 @@ def page_as(app_db):
     def make(role: str | None, page: str, *, timeout: float = 60):
         at = AppTest.from_file(str(ROOT / page), default_timeout=timeout)
         if role is not None:
-            at.session_state["user"] = role
-            at.session_state["project_id"] = app_db.project_id
+            signed_in(at, app_db, role)
         return at.run()
 
     return make

@@ -172,12 +172,25 @@ TINY = {"Base filters": 2, "Most epochs": 1, "Crop size (multiple of 8)": 64, "B
 def worker_stopped(app_db):
     """After the test: the detached worker the Train page started is gone, and no job of the
     test is left running (a worker ends by itself once the queue is empty; this is for failures)."""
-    from training.tasks import _alive, worker_pid
+    from training.tasks import worker_pid
 
     yield
     pid = worker_pid(app_db.settings)
-    if pid is None:
-        return
+    if pid is not None:
+        _stop_worker(pid)
+    # A job the killed worker held would look orphaned to the next page that checks for stale
+    # jobs (which requeues it and starts a real worker): end the test's jobs here.
+    from db import jobs
+
+    with app_db.session() as s:
+        for status in ("queued", "running"):
+            for job in jobs.list_jobs(s, status=status):
+                jobs.finish_job(s, job.id, cancelled=True)
+
+
+def _stop_worker(pid: int) -> None:
+    from training.tasks import _alive
+
     # Started with its own session (training.tasks.ensure_worker), so its group id is its pid.
     os.killpg(pid, signal.SIGTERM)
     deadline = time.time() + 15
@@ -198,6 +211,10 @@ def test_queue_a_tiny_training_job_and_watch_it_finish(server, browser, app_db, 
     page.get_by_role("button", name="Retrain").wait_for(timeout=60_000)
     for label, value in TINY.items():
         box = page.get_by_label(label, exact=True)
+        # A rerun keeps its stale copy of a widget until it redraws it (the sign-in's cookie
+        # writes rerun the page): wait for the one settled input.
+        page.wait_for_function("n => document.querySelectorAll(`input[aria-label=\"${n}\"]`)"
+                               ".length === 1", arg=label, timeout=60_000)
         box.fill(str(value))
         box.press("Tab")
     page.get_by_text("Augment crops").click()  # off: the fewest seconds per step
@@ -210,7 +227,9 @@ def test_queue_a_tiny_training_job_and_watch_it_finish(server, browser, app_db, 
     # The live progress lists the job (queued or running), then announces it done.
     page.get_by_text(f"Job {job_id} (train, ").first.wait_for(timeout=30_000)
     try:
-        page.get_by_text(f"Job {job_id} (train) is done").wait_for(timeout=150_000)
+        # An untrained model's threshold sweep is the slow part (about a minute on a quiet CI
+        # machine); a loaded one needs more.
+        page.get_by_text(f"Job {job_id} (train) is done").wait_for(timeout=300_000)
     except Exception:
         page.screenshot(path=str(Path(tempfile.gettempdir()) / "celltally-failed-train.png"),
                         full_page=True)
@@ -224,17 +243,4 @@ def test_queue_a_tiny_training_job_and_watch_it_finish(server, browser, app_db, 
         run = s.scalars(select(ModelRun).where(ModelRun.job_id == job_id)).one()
         assert run.config["base_filters"] == 2 and run.config["epochs"] == 1
         assert s.scalars(select(ImageResult).where(ImageResult.run_id == run.id)).all()
-    page.close()
-
-
-def test_a_reload_and_a_link_with_the_token_stay_signed_in(server, browser):
-    page = browser.new_page(viewport={"width": 1400, "height": 1000})
-    sign_in(page, server, "operator", "operator-demo")
-    page.wait_for_url("**session=*", timeout=30_000)
-    token = page.url.split("session=", 1)[1].split("&")[0]
-    page.reload()
-    page.get_by_role("heading", name="Review").wait_for(timeout=60_000)
-    assert page.get_by_role("textbox", name="Password").count() == 0
-    page.goto(f"{server}/train?session={token}")      # a direct link, in the same tab
-    page.get_by_role("heading", name="Train").wait_for(timeout=60_000)
     page.close()

@@ -95,9 +95,10 @@ def _page_alone(app_db, role, page):
     list a page the role may not open): the page must refuse by itself."""
     from streamlit.testing.v1 import AppTest
 
+    from tests.app.helpers import signed_in
+
     at = AppTest.from_file(str(ROOT / page), default_timeout=60)
-    at.session_state["user"] = role
-    at.session_state["project_id"] = app_db.project_id
+    signed_in(at, app_db, role)
     return at.run()
 
 
@@ -161,7 +162,7 @@ def test_expert_adjudicates_an_item_and_a_new_version_appears(app_as, app_db):
     at = app_as("expert", "pages/adjudicate.py")
     assert not at.exception
     assert at.image, "the crop of the item is shown"
-    assert any("part2 test item" in c.value for c in at.caption)
+    assert any("part2 test item" in t.value for t in at.text)
     at.text_input(key="adj_reason_text").input("faint but round").run()
     at.button(key="adj_drop").click().run()
     assert not at.exception, at.exception
@@ -361,13 +362,20 @@ def test_count_two_images_one_corrupt(app_as, app_db, promoted, monkeypatch):
 # ---------------------------------------------------------------- adjudicate: model probability
 
 def _unsure_item_on(app_db, image_id, version_id, label, user, times=2):
-    """``user`` flags one object unsure ``times`` times; the item it queued, first in the queue."""
+    """``user`` flags one object unsure ``times`` times; the item it queued, first in the queue.
+
+    ``label`` None: the version's lowest label (labels keep their values through edits, so
+    label 1 may be gone).
+    """
     from sqlalchemy import select
 
     from db import masks, users
-    from db.models import AdjudicationItem
+    from db.models import AdjudicationItem, MaskVersion
 
     with app_db.session() as s:
+        if label is None:
+            found = app_db.storage.read_labels(s.get(MaskVersion, version_id).path)
+            label = int(found[found > 0].min())
         uid = users.get_user(s, user).id
         for _ in range(times):
             adjudication.record_decision(s, app_db.storage, image_id, version_id, label,
@@ -397,7 +405,7 @@ def test_unsure_item_shows_the_promoted_runs_probability_and_each_vote_once(app_
     with app_db.session() as s:
         result = s.scalars(select(ImageResult).where(ImageResult.run_id == promoted)).first()
         image_id, version_id = result.image_id, result.version_id
-    item_id = _unsure_item_on(app_db, image_id, version_id, 1, "operator")
+    item_id = _unsure_item_on(app_db, image_id, version_id, None, "operator")
     try:
         at = app_as("expert", "pages/adjudicate.py")
         assert not at.exception, at.exception
@@ -423,7 +431,7 @@ def test_item_probability_predicts_once_without_a_stored_heatmap(app_db, promote
             Image.project_id == app_db.project_id, Image.head_version_id.is_not(None)))
             if i.id not in scored)
         image_id, version_id, shape = img.id, img.head_version_id, (img.height, img.width)
-    item_id = _unsure_item_on(app_db, image_id, version_id, 1, "expert", times=1)
+    item_id = _unsure_item_on(app_db, image_id, version_id, None, "expert", times=1)
     calls = []
 
     def predict(run_dir, image_path):

@@ -391,7 +391,7 @@ def test_values_above_65535_are_renumbered_in_order():
 
 def test_more_than_65535_cells_is_refused_naming_the_file():
     lab = np.arange(1, 256 * 257 + 1, dtype=np.uint32).reshape(256, 257)
-    with pytest.raises(ValueError, match=f"many.tif holds 65792 cells, more than the {MAX_CELLS}"):
+    with pytest.raises(ValueError, match=f"many.tif holds 65792 cells; at most {MAX_CELLS}"):
         read_label_image(_tiff(lab), (256, 257), name="many.tif")
 
 

@@ -101,10 +101,11 @@ def test_point_tool_deletes_the_object_under_the_click():
     [e] = objects_to_edits([point], w, lab.shape)
     assert (e.kind, int(e.rows[0]), int(e.cols[0])) == ("delete", 20, 20)
     out = apply_edits(lab, [e])
-    assert out.max() == 1 and out[40, 40] == 1 and out[20, 20] == 0
+    # the other cell keeps its label: erasing and deleting never renumber what remains
+    assert np.unique(out).tolist() == [0, 2] and out[40, 40] == 2 and out[20, 20] == 0
 
 
-def test_split_cuts_touching_cells_into_two_that_stay_apart():
+def test_split_cuts_touching_cells_into_two_labels_that_keep_every_pixel():
     from skimage.measure import label
     mask = np.zeros((40, 60), bool)
     mask[draw.disk((20, 20), 10)] = True
@@ -115,9 +116,11 @@ def test_split_cuts_touching_cells_into_two_that_stay_apart():
             "x1": -4, "y1": -18, "x2": 4, "y2": 18, "width": 8, "height": 36, "strokeWidth": 2,
             "stroke": SPLIT}
     out = apply_edits(mask, objects_to_edits([line], w, mask.shape))
-    assert out.max() == 2
-    # the binary mask still has two 8-connected objects
-    assert label(out > 0, connectivity=2).max() == 2
+    assert np.unique(out).tolist() == [0, 1, 2]
+    # the line's pixels go back to the pieces: the two cells touch, as they did, in one piece each
+    assert ((out > 0) == mask).all()
+    assert [label(out == k, connectivity=2).max() for k in (1, 2)] == [1, 1]
+    assert out[20, 20] != out[20, 36]
 
 
 def test_split_line_that_does_not_cross_leaves_object_whole():
@@ -128,7 +131,7 @@ def test_split_line_that_does_not_cross_leaves_object_whole():
     assert out.max() == 1
 
 
-def test_add_keeps_a_gap_to_neighbours_and_erase_clears():
+def test_add_takes_the_background_it_covers_and_erase_clears():
     lab = np.zeros((30, 30), np.int32)
     lab[5:15, 5:15] = 1
     region = np.zeros_like(lab, bool)
@@ -137,8 +140,7 @@ def test_add_keeps_a_gap_to_neighbours_and_erase_clears():
     out = apply_edits(lab, [Edit("add", rr, cc)])
     assert out.max() == 2
     assert (out[5:15, 5:15] == 1).all()        # existing object untouched
-    assert (out[:, 15] == 0).all()              # one pixel gap
-    assert (out[5:15, 16:25] == 2).all()
+    assert (out[5:15, 15:25] == 2).all()       # a new label right beside it: no gap needed
     er, ec = np.nonzero(out == 2)
     assert apply_edits(out, [Edit("erase", er, ec)]).max() == 1
 

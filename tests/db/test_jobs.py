@@ -6,6 +6,7 @@ import sys
 import textwrap
 from pathlib import Path
 
+import pytest
 from sqlalchemy.orm import Session
 
 from db import jobs
@@ -108,3 +109,54 @@ def test_requeue_stale_requeues_then_gives_up(engine):
     with Session(engine) as s:
         row = s.get(Job, job)
         assert row.status == "failed" and row.attempts == 2 and row.finished_at is not None
+
+
+def test_a_worker_that_lost_its_claim_can_no_longer_write(engine):
+    t0 = utcnow()
+    with Session(engine) as s, s.begin():
+        job = jobs.queue_job(s, "train").id
+    assert jobs.claim_next_job(engine, host="a", pid=1, clock=lambda: t0) == job
+    with Session(engine) as s, s.begin():
+        assert not jobs.heartbeat(s, job, attempt=1, clock=lambda: t0)
+        jobs.report_progress(s, job, 0.4, "first attempt", attempt=1)
+        # Paused past the stale limit: requeued, and claimed by a second worker (attempt 2).
+        assert jobs.requeue_stale(s, older_than_s=60, max_attempts=3,
+                                  clock=lambda: t0 + dt.timedelta(seconds=90))["requeued"] == [job]
+    assert jobs.claim_next_job(engine, host="b", pid=2) == job
+    with Session(engine) as s, s.begin():
+        jobs.report_progress(s, job, 0.1, "second attempt", attempt=2)
+    stale_writes = [
+        lambda s: jobs.heartbeat(s, job, attempt=1),
+        lambda s: jobs.report_progress(s, job, 0.9, "first attempt again", attempt=1),
+        lambda s: jobs.finish_job(s, job, result={"run_dir": "runs/x-a1"}, attempt=1),
+        lambda s: jobs.fail_job(s, job, "late failure", attempt=1),
+    ]
+    for write in stale_writes:
+        with Session(engine) as s, s.begin():
+            with pytest.raises(jobs.ClaimLost, match="attempt 1 lost its claim"):
+                write(s)
+    with Session(engine) as s:
+        row = s.get(Job, job)
+        assert (row.status, row.attempts, row.progress, row.message, row.worker_host) == (
+            "running", 2, 0.1, "second attempt", "b")
+    with Session(engine) as s, s.begin():
+        jobs.finish_job(s, job, result={"run_dir": "runs/x-a2"}, attempt=2)
+    with Session(engine) as s, s.begin():  # ended: even its own attempt writes no more
+        with pytest.raises(jobs.ClaimLost, match="is done"):
+            jobs.report_progress(s, job, 0.5, "after the end", attempt=2)
+    with Session(engine) as s:
+        row = s.get(Job, job)
+        assert (row.status, row.progress, row.result) == ("done", 1.0, {"run_dir": "runs/x-a2"})
+
+
+def test_a_job_whose_worker_process_ended_is_requeued_at_once(engine):
+    with Session(engine) as s, s.begin():
+        gone, busy = jobs.queue_job(s, "train").id, jobs.queue_job(s, "count").id
+    jobs.claim_next_job(engine, host="h", pid=11)
+    jobs.claim_next_job(engine, host="h", pid=12)
+    with Session(engine) as s, s.begin():
+        out = jobs.requeue_stale(s, older_than_s=3600, max_attempts=3, dead=[gone])
+    assert out == {"requeued": [gone], "failed": []}
+    with Session(engine) as s:
+        assert s.get(Job, gone).status == "queued" and "process has ended" in s.get(Job, gone).error
+        assert s.get(Job, busy).status == "running"

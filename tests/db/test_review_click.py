@@ -97,3 +97,20 @@ def test_the_counter_sees_a_whole_project_read(engine):
     with Session(engine) as s, _counting(engine, s) as seen:
         review.image_counts(s, project_id)
     assert seen["rows"] > PAGE + 20
+
+
+def test_filter_choices_are_the_distinct_values_of_the_project(engine):
+    project_id, _, ids = _project(engine)
+    with Session(engine) as s, s.begin():
+        other = Project(name="other", stain="red")
+        s.add(other)
+        s.flush()
+        s.add(Image(project_id=other.id, sha256="f" * 64, path="x", original_name="o.png",
+                    width=8, height=8, split="train", animal="elsewhere", region="CA3"))
+        first, second = s.get(Image, ids[0]), s.get(Image, ids[1])
+        first.region, second.region, second.condition = "CA1", "", "saline"
+    with Session(engine) as s:
+        got = review.metadata_values(s, project_id)
+    # m0, m1, m2 from the fill; empty and NULL values and the other project's never listed.
+    assert got == [("animal", "m0"), ("animal", "m1"), ("animal", "m2"), ("region", "CA1"),
+                   ("condition", "saline")]

@@ -3,7 +3,7 @@ import dataclasses
 
 import numpy as np
 
-from training.data import CropBatches, prepare, split_samples
+from training.data import CropBatches, Sample, prepare, split_samples
 
 
 def test_split_is_per_source_image_and_seeded(samples):
@@ -49,3 +49,16 @@ def test_weight_maps_are_cached_on_disk(samples, tiny_config, tmp_path):
     assert len(list(tmp_path.glob("weights-*.npy"))) == 1
     second = prepare(samples[:1], tiny_config, cache_dir=tmp_path)
     assert np.array_equal(first[0].weights, second[0].weights)
+
+
+def test_touching_cells_are_parted_in_the_target_and_the_border_weighs_most(tiny_config):
+    """Two labels that touch: the target has a background line between them, and that line
+    carries both cells' weight (more than background beside one cell)."""
+    labels = np.zeros((40, 60), np.int32)
+    labels[10:30, 10:30] = 1
+    labels[10:30, 30:50] = 2  # touching along column 29/30
+    rgb = np.zeros((40, 60, 3), np.uint8)
+    (prepared,) = prepare([Sample("touch", rgb, labels)], tiny_config, oversample=False)
+    mask, weights = prepared.mask[:40, :60], prepared.weights[:40, :60]
+    assert not mask[10:30, 29].any() and mask[10:30, 30].all() and mask[10:30, 28].all()
+    assert weights[20, 29] > weights[20, 5] and weights[20, 29] > weights[5, 20]

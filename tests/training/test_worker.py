@@ -1,7 +1,12 @@
-"""Jobs through the worker: end to end, cancel, a killed worker's job resumed, two workers racing."""
+"""Jobs through the worker: end to end, cancel, a paused worker's job resumed elsewhere and ended
+once, a killed local worker replaced, two workers racing, a full disk named."""
+import contextlib
+import errno
 import json
 import os
 import signal
+import socket
+import sqlite3
 import subprocess
 import sys
 import threading
@@ -20,7 +25,8 @@ from db.models import Image, ImageResult, ModelRun, ObjectOutcome
 from db.projects import create_project, register_image
 from db.settings import Settings
 from db.storage import Storage
-from training.tasks import REPO_ROOT, ensure_worker, submit
+from training.tasks import REPO_ROOT, ensure_worker, revive_stale_jobs, submit, worker_pid
+import training.worker as worker_module
 from training.worker import WorkerOptions, run_worker
 
 from .conftest import SHAPE, draw_sample
@@ -119,29 +125,59 @@ def _wait_for_checkpoint(engine, storage, job_id, timeout=240):
     raise AssertionError("no checkpoint appeared")
 
 
-def test_killed_worker_is_requeued_and_resumes_from_its_checkpoint(project_db, tiny_config):
+def _pause_outside_a_transaction(proc, db_path):
+    """SIGSTOP the worker at a moment it holds no write lock (else nobody could write again)."""
+    for _ in range(100):
+        proc.send_signal(signal.SIGSTOP)
+        probe = sqlite3.connect(db_path, timeout=0.2)
+        try:
+            probe.execute("BEGIN IMMEDIATE")
+            probe.rollback()
+            return
+        except sqlite3.OperationalError:
+            proc.send_signal(signal.SIGCONT)
+            time.sleep(0.02)
+        finally:
+            probe.close()
+    raise AssertionError("the worker always held the write lock")
+
+
+def test_a_paused_worker_loses_its_job_which_resumes_elsewhere_and_ends_once(project_db,
+                                                                             tiny_config):
+    """SIGSTOP past --stale-after: a second worker requeues the job and trains it on from the
+    checkpoint in its own directory; the paused one wakes, finds its claim gone, and stops."""
     settings, engine = project_db
+    storage = Storage.from_settings(settings)
     job_id = submit(settings, "train", project="mice", config=_train_config(tiny_config, epochs=3),
                     start_worker=False, engine=engine)
     env = {**os.environ, **settings.as_env(), "PYTHONPATH": str(REPO_ROOT)}
-    proc = subprocess.Popen([sys.executable, "-m", "training", "worker", "--heartbeat", "0.3",
-                             "--stale-after", "1"], cwd=REPO_ROOT, env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    log_path = settings.data_dir / "paused-worker.log"
+    with open(log_path, "wb") as log_file:
+        paused = subprocess.Popen([sys.executable, "-m", "training", "worker", "--heartbeat",
+                                   "0.3", "--stale-after", str(FAST.stale_after)], cwd=REPO_ROOT,
+                                  env=env, stdout=log_file, stderr=log_file)
     try:
-        run_dir = _wait_for_checkpoint(engine, Storage.from_settings(settings), job_id)
+        first = _wait_for_checkpoint(engine, storage, job_id)
+        _pause_outside_a_transaction(paused, settings.db_url.removeprefix("sqlite:///"))
+        state = json.loads((first / "checkpoint" / "state.json").read_text())
+        assert 1 <= state["epoch"] < 3, "the worker should be paused mid-training"
+        time.sleep(FAST.stale_after + 0.5)
+        assert run_worker(settings, FAST, engine=engine) == 1
     finally:
-        proc.send_signal(signal.SIGKILL)
-        proc.wait()
-    state = json.loads((run_dir / "checkpoint" / "state.json").read_text())
-    assert 1 <= state["epoch"] < 3, "the worker should die mid-training"
-    assert _job(engine, job_id).status == "running"
-    time.sleep(FAST.stale_after + 0.5)
-    assert run_worker(settings, FAST, engine=engine) == 1
-    job = _job(engine, job_id)
-    assert job.status == "done", job.error
-    assert job.attempts == 2 and "stopped sending heartbeats" in job.log_tail
-    assert job.result["resumed_from"] == state["epoch"]
-    assert job.result["epochs_run"] == 3 and job.result["run_dir"] == f"runs/{run_dir.name}"
+        paused.send_signal(signal.SIGCONT)
+    done = _job(engine, job_id)
+    assert done.status == "done" and done.attempts == 2, done.error
+    assert "stopped sending heartbeats" in done.log_tail
+    assert done.result["resumed_from"] == state["epoch"] and done.result["epochs_run"] == 3
+    second = storage.resolve(done.result["run_dir"])
+    assert first.name.endswith("-a1") and second.name == first.name[:-3] + "-a2"
+    assert paused.wait(timeout=180) == 0
+    assert "attempt 1 lost its claim" in log_path.read_text()
+    after = _job(engine, job_id)
+    assert (after.status, after.attempts, after.progress, after.finished_at, after.result) == (
+        "done", 2, 1.0, done.finished_at, done.result)
+    with Session(engine) as s:
+        assert [r.run_dir for r in s.scalars(select(ModelRun))] == [done.result["run_dir"]]
 
 
 def test_two_workers_race_for_one_job(project_db, tmp_path):
@@ -175,6 +211,48 @@ def test_two_workers_race_for_one_job(project_db, tmp_path):
     job = _job(engine, job_id)
     assert job.status == "done" and job.attempts == 1
     assert [c["image_id"] for c in job.result["counts"]] == ids
+
+
+CLAIM_AND_HANG = """
+import os, sys, time
+from db.engine import make_engine
+from db.jobs import claim_next_job
+print(claim_next_job(make_engine(sys.argv[1]), host=sys.argv[2], pid=os.getpid()), flush=True)
+time.sleep(600)
+"""
+
+
+def test_a_job_whose_local_worker_was_killed_gets_a_new_worker(tmp_path):
+    """kill -9 in local mode: nothing else would ever run the job; reviving requeues it at once
+    (its process is gone) and starts a worker, which takes it as attempt 2."""
+    settings = Settings(data_dir=tmp_path / "data", db_url=f"sqlite:///{tmp_path / 'ct.db'}")
+    engine = make_engine(settings)
+    upgrade(engine)
+    with Session(engine) as s, s.begin():
+        create_project(s, "p", stain="red")
+    job_id = submit(settings, "evaluate", project="p", config={"run_dir": "runs/never-made"},
+                    start_worker=False, engine=engine)
+    holder = subprocess.Popen([sys.executable, "-c", CLAIM_AND_HANG, settings.db_url,
+                               socket.gethostname()], cwd=REPO_ROOT, stdout=subprocess.PIPE,
+                              text=True, env={**os.environ, "PYTHONPATH": str(REPO_ROOT)})
+    assert holder.stdout.readline().strip() == str(job_id)
+    holder.kill()
+    holder.wait()
+    assert _job(engine, job_id).status == "running"
+    assert revive_stale_jobs(settings, engine=engine) == {"requeued": [job_id], "failed": []}
+    new = worker_pid(settings)
+    try:
+        assert new is not None and new != holder.pid
+        deadline = time.monotonic() + 120
+        while _job(engine, job_id).status in ("queued", "running") and time.monotonic() < deadline:
+            time.sleep(0.2)
+        job = _job(engine, job_id)
+        # The new worker ran it (and it failed for its own reason: the run does not exist).
+        assert (job.attempts, job.worker_pid, job.status) == (2, new, "failed")
+        assert "process has ended" in job.log_tail and "never-made" in job.error
+    finally:
+        with contextlib.suppress(ProcessLookupError, TypeError):
+            os.kill(new, signal.SIGTERM)
 
 
 def test_no_second_local_worker_and_none_for_remote(tmp_path):
@@ -337,3 +415,24 @@ def test_an_evaluation_stops_within_one_image_of_a_cancel(project_db, tmp_path):
     assert reports == ["Scoring 1/2"]
     with Session(engine) as s:
         assert not s.scalars(select(ImageResult)).all()
+
+
+def test_a_job_that_fills_the_disk_fails_with_a_sentence_naming_the_file(tmp_path, monkeypatch):
+    settings = Settings(data_dir=tmp_path / "data", db_url=f"sqlite:///{tmp_path / 'ct.db'}")
+    engine = make_engine(settings)
+    upgrade(engine)
+    with Session(engine) as s, s.begin():
+        create_project(s, "p", stain="red")
+    job_id = submit(settings, "evaluate", project="p", config={"run_dir": "runs/x"},
+                    start_worker=False, engine=engine)
+    checkpoint = settings.data_dir / "runs" / "x-a1" / "checkpoint" / "last-2.keras"
+
+    def full_disk(ctx):
+        raise OSError(errno.ENOSPC, "No space left on device", str(checkpoint))
+
+    monkeypatch.setattr(worker_module, "run_job", full_disk)
+    assert run_worker(settings, FAST, engine=engine) == 1
+    job = _job(engine, job_id)
+    first = job.error.splitlines()[0]
+    assert job.status == "failed" and first.startswith(f"Could not write {checkpoint}: ")
+    assert "disk is full" in first and "python -m db gc" in job.message
