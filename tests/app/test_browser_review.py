@@ -56,9 +56,13 @@ SETTLED_JS = r"""
   const ct = window.__ct, now = performance.now();
   const states = ct.states.slice(ct.mark.s);
   const app = document.querySelector('[data-testid=stApp]');
-  if (!app || !states.some(s => s[1] === 'running')) return false;
+  // A run began after the click, or one was under way at the click (the click's rerun then
+  // joins it) and the server has answered since.
+  const began = states.some(s => s[1] === 'running')
+    || (ct.mark.state !== 'notRunning' && ct.recv.length > ct.mark.recv);
+  if (!app || !began) return false;
   if (app.getAttribute('data-test-script-state') !== 'notRunning') return false;
-  if (now - states[states.length - 1][0] < quiet) return false;
+  if (states.length && now - states[states.length - 1][0] < quiet) return false;
   for (const im of document.querySelectorAll('[data-testid=stMain] svg image')) {
     const href = im.getAttribute('href') || im.getAttribute('xlink:href') || '';
     if (href && !href.startsWith('data:')
@@ -74,7 +78,7 @@ END_JS = r"""
 () => {
   const ct = window.__ct;
   const states = ct.states.slice(ct.mark.s);
-  let end = states[states.length - 1][0];
+  let end = states.length ? states[states.length - 1][0] : performance.now();
   for (const im of document.querySelectorAll('[data-testid=stMain] svg image')) {
     const href = im.getAttribute('href') || im.getAttribute('xlink:href') || '';
     if (!href || href.startsWith('data:')) continue;
@@ -92,7 +96,9 @@ END_JS = r"""
 
 MARK_JS = r"""
 () => { const ct = window.__ct; const t = performance.now();
-        ct.mark = {s: ct.states.length, sent: ct.sent.length, recv: ct.recv.length, t};
+        const app = document.querySelector('[data-testid=stApp]');
+        ct.mark = {s: ct.states.length, sent: ct.sent.length, recv: ct.recv.length, t,
+                   state: app ? app.getAttribute('data-test-script-state') : null};
         return t; }
 """
 
@@ -163,12 +169,14 @@ class Wire:
 
 
 def settle(wire: Wire, *, quiet_ms: int = 300) -> None:
-    """Wait until no script runs and nothing changed for ``quiet_ms`` (after a page load)."""
+    """Wait until no script runs, nothing changed for ``quiet_ms`` and no element is left over
+    from an earlier run (Streamlit marks those ``data-stale``), e.g. after a page load."""
     wire.page.wait_for_function(
         "(q) => { const a = document.querySelector('[data-testid=stApp]');"
         " const s = window.__ct.states;"
         " return a && a.getAttribute('data-test-script-state') === 'notRunning'"
-        " && s.length && performance.now() - s[s.length - 1][0] > q; }",
+        " && s.length && performance.now() - s[s.length - 1][0] > q"
+        " && !document.querySelector('[data-stale=true]'); }",
         arg=quiet_ms, timeout=120_000, polling=50)
 
 
@@ -181,7 +189,10 @@ def sign_in(wire: Wire, base: str, name: str, password: str) -> None:
     page.get_by_role("heading", name="Review").wait_for(timeout=120_000)
     page.locator("[data-testid=stPlotlyChart], [data-testid=ctReviewViewer]").first.wait_for(
         timeout=120_000)
-    settle(wire)
+    # The sign-in writes its cookies through a hidden component (an iframe) drawn until the
+    # browser confirms them, rerunning the page; only once it is gone is the page quiet.
+    page.locator("iframe").first.wait_for(state="detached", timeout=120_000)
+    settle(wire, quiet_ms=1000)
 
 
 def click_object(page, index: int) -> None:
