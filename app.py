@@ -1,8 +1,11 @@
 """CellTally: the router. It registers the pages a signed-in user's role may open; nothing else.
 
 Each page checks the role again itself (``pages.ui.require``): the navigation only hides what a
-role cannot use. The database is migrated once per server process (``pages.ui.engine``), and in
-demo mode the demo project is built on the first start.
+role cannot use. The database is migrated once per server process (``pages.ui.engine``); in
+demo mode the demo project is built in the background on the first start, with a note on every
+page until it is ready. ``.streamlit/config.toml`` keeps Streamlit's own chrome out: no Deploy
+button, no list of the ``pages/`` folder (which holds helpers too) before ``st.navigation`` runs,
+and no file watcher over the data dir.
 """
 from pathlib import Path
 
@@ -30,7 +33,13 @@ PAGES = [
 
 st.set_page_config(page_title="CellTally", page_icon=":material/biotech:", layout="wide")
 ui.engine()
+if ui.settings().demo and (not ui.demo_build().finished or ui.demo_build().error):
+    ui.demo_progress()
 who = ui.current_user()
+# config.toml hides the sidebar navigation, so Streamlit's first run (which lists the whole pages/
+# folder, helpers included, before this script gets to st.navigation) shows nothing; this
+# script's own navigation is shown.
+st.set_option("client.showSidebarNavigation", True)
 
 if who is None:
     nav = st.navigation([st.Page("pages/signin.py", title="Sign in", icon=":material/login:")])

@@ -81,13 +81,13 @@ def bench_first_paint(repeat: int = 3) -> list[float] | str:
                 page.get_by_role("textbox", name="Password").fill("operator-demo")
                 page.get_by_role("button", name="Sign in").click()
                 page.get_by_role("heading", name="Review").wait_for(timeout=60_000)
-                page.locator("[data-testid=stPlotlyChart] image").first.wait_for(timeout=60_000)
+                page.locator("[data-testid=ctReviewViewer] image").first.wait_for(timeout=60_000)
                 # Now a fresh navigation: the Account page, then Review from the menu.
                 page.get_by_role("link", name="Account").click()
                 page.get_by_role("heading", name="Account").wait_for(timeout=60_000)
                 t0 = page.evaluate("performance.now()")
                 page.get_by_role("link", name="Review").click()
-                page.locator("[data-testid=stPlotlyChart] image").first.wait_for(
+                page.locator("[data-testid=ctReviewViewer] image").first.wait_for(
                     state="visible", timeout=60_000)
                 times.append((page.evaluate("performance.now()") - t0) / 1000)
                 page.close()

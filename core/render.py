@@ -8,7 +8,9 @@ boxes are ``(r0, c0, r1, c1)`` with the maximum exclusive (as ``ndi.find_objects
 - :func:`draw_boxes` and :func:`draw_outcome_boxes`: rectangles, and the paper's Fig. 7 boxes
   (TP green, FP red, FN blue) from a :class:`core.metrics.Match`;
 - :func:`heatmap_overlay`: a probability heatmap blended over the image through a colormap;
-- :func:`crop_around`: a magnified crop around an object, with its surroundings.
+- :func:`crop_around`: a magnified crop around an object, with its surroundings;
+- :func:`object_contours` and :func:`contrast_color`: vector outlines for an interactive figure
+  (drawn by the browser over an image sent once), in a colour that stands out on the stain.
 
 Speed: a 1600 x 1200 image with 300 objects must redraw within a Streamlit rerun, so no function
 loops over objects with a whole-frame operation; boxes work per bounding box, outlines with
@@ -30,7 +32,8 @@ from core.postprocess import quantise_heatmap
 
 __all__ = ["adjust_display", "draw_outlines", "draw_boxes", "draw_outcome_boxes",
            "outcome_boxes", "OutcomeBox", "outcome_overlay", "heatmap_overlay", "colormap_lut",
-           "crop_around", "OUTCOME_COLORS", "COLORBLIND_OUTCOME_COLORS", "COLORS", "COLORMAPS"]
+           "crop_around", "object_contours", "contrast_color", "OUTCOME_COLORS",
+           "COLORBLIND_OUTCOME_COLORS", "COLORS", "COLORMAPS", "STAIN_CONTRAST"]
 
 log = logging.getLogger(__name__)
 
@@ -48,7 +51,17 @@ COLORS = {
     "item": (255, 255, 0),           # the object an expert adjudicates
     "context": (0, 200, 255),        # the other cells around it
     "heatmap": (255, 0, 80),         # the model's probability, tinted over the image
+    # Review's vector outlines, drawn thick by the browser (see STAIN_CONTRAST):
+    "on_warm_stain": (0, 255, 255),  # cyan: opposite yellow, orange and red cells
+    "on_green_stain": (255, 0, 255),  # magenta: opposite green cells
+    "review_picked": (255, 255, 255),  # the picked object: white, apart from every verdict colour
+    "number": (255, 255, 255),       # object numbers on the image
 }
+
+#: Which :data:`COLORS` entry outlines cells of each stain: the hue opposite the stain's, so an
+#: outline never disappears into the cell it surrounds. Stains not listed are warm.
+STAIN_CONTRAST = {"green": "on_green_stain", "yellow": "on_warm_stain", "red": "on_warm_stain",
+                  "orange": "on_warm_stain"}
 
 #: Colormaps as RGB anchors evenly spaced from probability 0 to 1, interpolated linearly.
 #: A handful of anchors is enough for a display map and avoids a matplotlib dependency.
@@ -566,3 +579,95 @@ def crop_around(image, bbox, *, margin=40, scale=4):
     if scale == 1:
         return crop.copy()
     return np.repeat(np.repeat(crop, int(scale), axis=0), int(scale), axis=1)
+
+
+def contrast_color(stain: str | None) -> tuple[int, int, int]:
+    """The outline colour that stands out on cells of ``stain`` (:data:`STAIN_CONTRAST`).
+
+    >>> contrast_color("yellow"), contrast_color("Green"), contrast_color(None)
+    ((0, 255, 255), (255, 0, 255), (0, 255, 255))
+    """
+    key = STAIN_CONTRAST.get((stain or "").strip().lower(), "on_warm_stain")
+    return COLORS[key]
+
+
+def object_contours(labels, *, tolerance=0.4):
+    """The outline of every object as polygons, for a figure that draws them as vectors.
+
+    Each object's outline is the 0.5 iso-line of its pixels (``skimage.measure.find_contours``
+    on its bounding box with a one-pixel margin, so every line closes), thinned: twice, every
+    other vertex lying within ``tolerance`` px of the line through its two neighbours is
+    dropped, so no simplified line strays more than ``2 * tolerance`` px from the iso-line; then
+    vertices on a straight run go. A round cell keeps about a quarter of its vertices, which
+    keeps what the browser is sent small.
+    Coordinates are (row, col) in pixel-index units: pixel (r, c)'s centre is (r, c), so a
+    figure whose image spans [0, cols] x [0, rows] adds 0.5 to both.
+
+    Parameters
+    ----------
+    labels : ndarray of int or bool, shape (rows, cols)
+        0 is background; a bool mask's objects are its 8-connected components.
+    tolerance : float, optional
+        Distance in px below which a vertex is dropped (0 keeps all).
+
+    Returns
+    -------
+    dict of int to list of ndarray of float, shape (n, 2)
+        Closed polylines (first vertex repeated last) per label: one per piece of the
+        object, and one per hole.
+
+    Examples
+    --------
+    >>> lab = np.zeros((6, 6), np.int32); lab[1:5, 2:4] = 7
+    >>> (ring,) = object_contours(lab)[7]
+    >>> [float(f(ring[:, axis])) for axis in (0, 1) for f in (np.min, np.max)]
+    [0.5, 4.5, 1.5, 3.5]
+    >>> bool((ring[0] == ring[-1]).all())
+    True
+    """
+    from skimage.measure import find_contours
+
+    labels = np.asarray(labels)
+    if labels.ndim != 2:
+        raise ValueError(f"object_contours takes a (rows, cols) label image, got shape "
+                         f"{labels.shape}")
+    labels = _as_labels(labels, labels.shape, "object_contours")
+    if not tolerance >= 0:
+        raise ValueError(f"object_contours: tolerance is a distance >= 0 px, got {tolerance}")
+    out: dict[int, list[np.ndarray]] = {}
+    for i, box in enumerate(ndi.find_objects(labels)):
+        if box is None:
+            continue
+        # The zero margin closes every contour, even for an object touching the frame.
+        crop = np.pad(labels[box] == i + 1, 1).astype(np.float32)
+        offset = (box[0].start - 1, box[1].start - 1)
+        out[i + 1] = [_simplify(ring, tolerance) + offset for ring in find_contours(crop, 0.5)]
+    return out
+
+
+def _simplify(ring: np.ndarray, tolerance: float) -> np.ndarray:
+    """Two thinning passes within ``tolerance``, then exactly collinear vertices (no error)."""
+    ring = _thin(_thin(ring, tolerance), tolerance)
+    for _ in range(8):
+        shorter = _thin(ring, 1e-9)
+        if len(shorter) == len(ring):
+            break
+        ring = shorter
+    return ring
+
+
+def _thin(ring: np.ndarray, tolerance: float) -> np.ndarray:
+    """``ring`` without the odd-numbered vertices within ``tolerance`` of their neighbours' chord.
+
+    Only every other vertex is a candidate, so both neighbours of a dropped vertex stay and its
+    distance to the new line is exactly the one measured.
+    """
+    if tolerance <= 0 or len(ring) < 5:  # a closed ring of 4 is a triangle: keep it
+        return ring
+    a, p, b = ring[:-2:2], ring[1:-1:2], ring[2::2]
+    ab, ap = b - a, p - a
+    cross = np.abs(ab[:, 0] * ap[:, 1] - ab[:, 1] * ap[:, 0])
+    near = cross <= tolerance * np.maximum(np.hypot(ab[:, 0], ab[:, 1]), 1e-9)
+    keep = np.ones(len(ring), bool)
+    keep[1:-1:2] = ~near
+    return ring[keep]

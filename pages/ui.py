@@ -16,8 +16,10 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+import threading
+import time
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import streamlit as st
 
@@ -46,9 +48,12 @@ def settings() -> Settings:
 
 @st.cache_resource(show_spinner="Preparing the database...")
 def engine():
-    """The engine, after migrating the database (and, in demo mode, seeding the demo project).
+    """The engine, after migrating the database; in demo mode the demo project is then built
+    in the background (:func:`demo_build`, shown by :func:`demo_progress`).
 
-    Runs once per server process: ``db upgrade`` is safe on an up-to-date database.
+    Runs once per server process: ``db upgrade`` is safe on an up-to-date database. The first
+    demo start draws, saves and scores about a minute of synthetic images; the sign-in page
+    does not wait for them, only for the demo accounts, which are made first.
     """
     from db.engine import make_engine, upgrade
 
@@ -58,8 +63,71 @@ def engine():
     if s.demo:
         from training.demo_project import seed_demo
 
-        seed_demo(s, engine=eng)
+        build = demo_build()
+        threading.Thread(target=_build_demo, args=(seed_demo, s, eng, build),
+                         name="celltally-demo", daemon=True).start()
+        _wait_for_accounts(eng, build)
     return eng
+
+
+@dataclass
+class DemoBuild:
+    """How far the background build of the demo project has got (one per server process)."""
+
+    started: float = field(default_factory=time.monotonic)
+    done: int = 0
+    total: int = 0
+    finished: bool = False
+    error: str | None = None
+
+
+@st.cache_resource(show_spinner=False)
+def demo_build() -> DemoBuild:
+    return DemoBuild()
+
+
+def _build_demo(seed_demo, s: Settings, eng, build: DemoBuild) -> None:
+    def progress(done: int, total: int) -> None:
+        build.done, build.total = done, total
+
+    try:
+        seed_demo(s, engine=eng, progress=progress)
+    except Exception as err:  # noqa: BLE001 - a failed demo must not take the server down
+        log.exception("Building the demo project failed")
+        build.error = f"{type(err).__name__}: {err}"
+    finally:
+        build.finished = True
+
+
+def _wait_for_accounts(eng, build: DemoBuild) -> None:
+    """Until the demo accounts exist: the sign-in page must not offer to create the first admin."""
+    from db.engine import transaction
+    from db.users import list_users
+
+    while not build.finished:
+        with transaction(eng) as s:
+            if list_users(s):
+                return
+        time.sleep(0.1)
+
+
+@st.fragment(run_every=2)
+def demo_progress() -> None:
+    """A note on every page while the demo project is built; the page reruns once it is done."""
+    build = demo_build()
+    if build.error:
+        st.error(f"The demo project could not be built ({build.error}); the server log has "
+                 "the details. Delete data/demo/ and start again.")
+    elif build.finished:
+        st.rerun()  # the whole page, now with the demo project's images
+    else:
+        seconds = time.monotonic() - build.started
+        step = ("drawing the synthetic images" if not build.total else
+                f"saving image {build.done} of {build.total}" if build.done < build.total
+                else "scoring the demo model on the test images")
+        st.info(f"Building the demo project in the background: {step} ({seconds:.0f} s so far; "
+                "about a minute in all on a quiet machine). You can sign in meanwhile; the "
+                "images appear when it is done.", icon=":material/hourglass_top:")
 
 
 @st.cache_resource(show_spinner=False)

@@ -109,7 +109,7 @@ def test_draw_a_cell_with_the_mouse_and_save(server, browser, app_db):
     SHOTS.mkdir(parents=True, exist_ok=True)
     page = browser.new_page(viewport={"width": 1400, "height": 1000})
     sign_in(page, server, "operator", "operator-demo")
-    page.locator("[data-testid=stPlotlyChart]").first.wait_for(timeout=60_000)
+    page.locator("[data-testid=ctReviewViewer] image").first.wait_for(timeout=60_000)
     page.wait_for_timeout(1000)
     page.screenshot(path=str(SHOTS / "review.png"), full_page=True)
 
