@@ -408,16 +408,24 @@ def shapes_to_edits(shapes, image_shape) -> list[Edit]:
             if 0 <= r < shape[0] and 0 <= c < shape[1]:
                 edits.append(Edit("delete", np.array([r]), np.array([c])))
             continue
-        out = np.zeros(shape, bool)
+        # Rasterise in the stroke's own box (with room for the brush and the split's band), so
+        # a stroke costs its size, not the image's.
+        pad = (width if kind == "erase" else 1.0) / 2 + 3
+        r0, c0 = (max(math.floor(v - pad), 0) for v in rc.min(axis=0))
+        r1, c1 = (min(math.ceil(v + pad) + 1, n) for v, n in zip(rc.max(axis=0), shape))
+        if r0 >= r1 or c0 >= c1:
+            continue  # wholly outside the image
+        out = np.zeros((r1 - r0, c1 - c0), bool)
+        local = rc - (r0, c0)
         if kind == "add":
-            _fill(out, rc)
+            _fill(out, local)
         else:
-            _stroke(out, rc, width if kind == "erase" else 1.0)
+            _stroke(out, local, width if kind == "erase" else 1.0)
         if kind == "split":
             out = ndi.binary_dilation(out)  # a 4-connected band: no diagonal step joins the halves
         rows, cols = np.nonzero(out)
         if len(rows):
-            edits.append(Edit(kind, rows, cols))
+            edits.append(Edit(kind, rows + r0, cols + c0))
     return edits
 
 

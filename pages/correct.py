@@ -87,6 +87,12 @@ def version_outlines(path: str) -> np.ndarray:
     return edges
 
 
+@st.cache_resource(show_spinner=False, max_entries=64)
+def version_count(path: str) -> int:
+    """How many objects a stored version holds (files are named by content: never stale)."""
+    return count_objects(ui.read_labels(path))
+
+
 def png_url(edges: np.ndarray) -> str:
     """An outline mask as a one-bit PNG data URL: outline pixels in the outline colour, the rest
     transparent (a few kB for a whole frame)."""
@@ -287,7 +293,8 @@ def editor(item: Shown) -> None:
             else np.zeros((item.height, item.width), np.int32))
     edits, errors = edits_of(doc, items, (item.height, item.width))
     after = edited_labels(base, edits) if edits else base
-    n_before, n_after = count_objects(base), count_objects(after)
+    n_before = version_count(item.base_path) if item.base_path else 0
+    n_after = count_objects(after) if edits else n_before
 
     bar = st.container(horizontal=True, vertical_alignment="bottom")
     if bar.button("Save", type="primary", disabled=not items, key="cx_save", shortcut="Mod+S",

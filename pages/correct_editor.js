@@ -21,7 +21,7 @@
 
 const EDITORS = new WeakMap();
 const MAX_SCALE = 32; // screen px per image px at the closest zoom
-const CLOSE_PX = 10; // a click this close to a polygon's first corner closes it
+const CLOSE_PX = 6; // a click this close (screen px) to a polygon's first corner closes it
 const STEP_PX = 1.5; // freehand points closer than this on screen are skipped
 const TOOLS = [
   // [name, edit kind, title, key]
@@ -681,6 +681,7 @@ function createEditor(root) {
     if (data.image !== v.image || W !== v.W || H !== v.H) {
       v.image = data.image;
       box.dataset.imageId = data.image || "";
+      delete box.dataset.image; // set again once this image has loaded
       v.W = W;
       v.H = H;
       v.view = null;
