@@ -316,9 +316,11 @@ function createEditor(root) {
         ctx.fillStyle = rgba(colour, 0.25 * strength);
         ctx.fill();
       }
-      ctx.strokeStyle = rgba(colour, strength);
-      ctx.lineWidth = 1.5 / s;
-      ctx.stroke();
+      if (strength >= 1) { // once applied, the cell's own outline is the line to see
+        ctx.strokeStyle = rgba(colour, strength);
+        ctx.lineWidth = 1.5 / s;
+        ctx.stroke();
+      }
     } else if (kind === "erase") {
       ctx.strokeStyle = rgba(colour, 0.45 * strength);
       ctx.lineWidth = stroke.width;
@@ -651,7 +653,7 @@ function createEditor(root) {
   new ResizeObserver(onResize).observe(stage);
 
   // ---------------------------------------------------------------- data from the page
-  function loadEdges(url) {
+  function loadEdges(url, applied) {
     const img = new Image();
     img.onload = () => {
       if (v.edgeUrl !== url) return; // a newer one is on its way
@@ -665,6 +667,7 @@ function createEditor(root) {
       for (let i = 0; i < alpha.length; i++) alpha[i] = rgbaData[4 * i + 3] > 0 ? 1 : 0;
       v.edge = { image: img, alpha };
       v.pooled = new Map();
+      v.applied = applied; // the strokes these outlines show
       v.edgeLoads += 1;
       box.dataset.outlines = String(v.edgeLoads); // how many outline sets arrived (for tests)
       redraw();
@@ -695,7 +698,7 @@ function createEditor(root) {
       v.redo = [];
       v.draft = null;
     }
-    v.applied = new Set(data.applied || []);
+    const applied = new Set(data.applied || []);
     v.before = data.before ?? null;
     v.after = data.after ?? null;
     v.error = data.error || null;
@@ -711,7 +714,9 @@ function createEditor(root) {
     }
     if (data.outlines && data.outlines !== v.edgeUrl) {
       v.edgeUrl = data.outlines;
-      loadEdges(data.outlines);
+      loadEdges(data.outlines, applied); // its strokes turn faint once it is drawn
+    } else {
+      v.applied = applied;
     }
     layout();
     refreshBar();

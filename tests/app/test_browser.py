@@ -139,6 +139,9 @@ def test_draw_a_cell_with_the_mouse_and_save(server, browser, app_db):
     page.mouse.up()
     after = page.locator("[data-testid=stMetric]").filter(has_text="After your edits")
     after.filter(has_text=str(n_objects + 1)).wait_for(timeout=60_000)
+    page.wait_for_function("() => Number(document.querySelector("  # the outlines show it
+                           "'[data-testid=ctCorrectEditor]').dataset.outlines) >= 2",
+                           timeout=60_000)
     page.screenshot(path=str(SHOTS / "correct.png"), full_page=True)
 
     page.get_by_role("button", name="Save").click()
