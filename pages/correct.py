@@ -308,10 +308,15 @@ def editor(item: Shown) -> None:
                   help="Drops every unsaved stroke on this image."):
         drafts.pop(doc, None)
         st.session_state["cx_nonce"] = nonce + 1
-        st.rerun(scope="fragment")
+        st.rerun()
     if bar.button("Reload the current version", disabled=item.base_id == item.head_id,
-                  key="cx_reload", help="Starts again from the image's current version; "
-                                        "your unsaved strokes on this one are kept."):
+                  key="cx_reload", help="Starts from the image's current version; your unsaved "
+                                        "strokes go with you, applied to it."):
+        # Strokes are image coordinates: they apply to any version of the image.
+        moved = drafts.pop(doc, [])
+        current = f"{item.image_id}:{item.head_id}"
+        if moved:
+            drafts[current] = drafts.get(current, []) + moved
         st.session_state[f"cx_base_{item.image_id}"] = item.head_id
         st.rerun()
     bar.metric(f"Objects in version {item.base_id}", n_before)

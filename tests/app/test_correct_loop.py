@@ -182,6 +182,29 @@ def test_a_conflict_shows_both_versions_side_by_side(app_as, app_db):
     assert _metric(at, f"Objects in version {other}") == head.object_count + 1
 
 
+def test_reloading_the_current_version_carries_the_strokes_over(app_as, app_db):
+    from db import masks
+
+    image_id = _image(app_db, 5)
+    head = _head(app_db, image_id)
+    labels = app_db.storage.read_labels(head.path)
+    r, c = _empty_corner(labels)
+    at = _correct(app_as, image_id)
+    _draw(at, _square("x", r, c))
+    with app_db.session() as s:                          # someone else saves meanwhile
+        other = masks.save_mask_version(s, app_db.storage, image_id, labels,
+                                        based_on=head.id, source="manual", author_id=None).id
+    at.run()
+    assert any(f"the current version is now {other}" in i.value for i in at.info)
+    next(b for b in at.button if b.label == "Reload the current version").click().run()
+    assert not at.exception, at.exception
+    assert _metric(at, "Edits") == 1
+    assert _metric(at, f"Objects in version {other}") == head.object_count
+    assert _metric(at, "After your edits") == head.object_count + 1
+    next(b for b in at.button if b.label == "Discard edits").click().run()
+    assert _metric(at, "Edits") == 0 and not _editor(at)["strokes"]
+
+
 def test_the_keys_are_listed_and_save_has_its_shortcut(app_as, app_db):
     at = _correct(app_as, _image(app_db, 5))
     keys = next(c.value for c in at.caption if c.value.startswith("Keys:"))
@@ -190,3 +213,30 @@ def test_the_keys_are_listed_and_save_has_its_shortcut(app_as, app_db):
         assert key in keys
     save = next(b for b in at.button if b.label == "Save")
     assert save.proto.shortcut
+
+
+def test_strokes_cover_the_pixels_shapely_says_they_cover():
+    """``core.strokes.shapes_to_edits``, checked against shapely: an added outline covers the
+    pixels whose centres it encloses; an erase brush those within half its width of its line
+    (up to half a pixel either way, where the raster's round caps and edges fall)."""
+    from shapely.geometry import LineString, Point, Polygon
+
+    from core.strokes import shapes_to_edits
+
+    shape = (40, 50)
+    outline = [[3.3, 4.1], [30.7, 2.2], [44.6, 20.9], [20.2, 35.3], [6.1, 25.8]]
+    brush = {"tool": "erase", "points": [[2.2, 30.4], [25.3, 12.6], [47.9, 33.1]], "width": 6.0}
+    (add,), (erase,) = (shapes_to_edits([s], shape) for s in
+                        ({"tool": "add", "points": outline}, brush))
+    covered = {"add": set(zip(add.rows.tolist(), add.cols.tolist())),
+               "erase": set(zip(erase.rows.tolist(), erase.cols.tolist()))}
+    polygon, line = Polygon(outline), LineString(brush["points"])
+    for r in range(shape[0]):
+        for c in range(shape[1]):
+            centre = Point(c + 0.5, r + 0.5)
+            assert ((r, c) in covered["add"]) == polygon.contains(centre), (r, c)
+            d = line.distance(centre)
+            if d < 3.0 - 0.5:
+                assert (r, c) in covered["erase"], (r, c)
+            elif d > 3.0 + 0.5:
+                assert (r, c) not in covered["erase"], (r, c)
