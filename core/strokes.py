@@ -1,6 +1,8 @@
 """Canvas strokes to full-resolution mask edits.
 
-The Correct page draws on ``streamlit-drawable-canvas``, a fabric.js canvas. What comes back is
+The Correct page's editor sends its strokes in image coordinates already
+(:func:`shapes_to_edits`). The Count page's region tool draws on ``streamlit-drawable-canvas``,
+a fabric.js canvas (:func:`objects_to_edits`, :func:`region_from_objects`). What comes back is
 fabric's JSON: one dict per drawn object (``Path`` from the freehand brush, ``Polygon``, ``Line``,
 ``Circle`` from the point tool, ``Rect``), each with its own geometry plus ``left``/``top``,
 ``originX``/``originY``, ``scaleX``/``scaleY``, ``angle`` and ``flipX``/``flipY``. The canvas shows a
@@ -29,7 +31,7 @@ from skimage import draw, segmentation
 from core.objects import MIN_PIECE_AREA, as_labels, edited_labels
 
 __all__ = [
-    "TOOL_COLORS", "Window", "Edit", "window_at", "objects_to_edits", "apply_edits",
+    "TOOL_COLORS", "Window", "Edit", "window_at", "objects_to_edits", "shapes_to_edits", "apply_edits",
     "compare_masks", "remove_objects", "region_from_objects",
 ]
 
@@ -343,6 +345,87 @@ def objects_to_edits(objects, window: Window, image_shape, *, tools=None) -> lis
         rows, cols = np.nonzero(out)
         if len(rows):
             edits.append(Edit(kind, rows, cols))
+    return edits
+
+
+def shapes_to_edits(shapes, image_shape) -> list[Edit]:
+    """Turn the Correct editor's strokes into full-resolution edits, in drawing order.
+
+    The editor keeps its strokes in image coordinates, whatever the zoom: a point ``[x, y]``
+    is the continuous position ``(row, col) = (y, x)``, so pixel ``(i, j)`` covers
+    ``[j, j + 1) x [i, i + 1)`` and its centre is at ``[j + 0.5, i + 0.5]``.
+
+    Parameters
+    ----------
+    shapes : list of dict
+        ``{"tool": kind, "points": [[x, y], ...], "width": w}`` per stroke, where ``kind`` is
+        ``"add"`` (a closed outline: the pixels whose centres it encloses), ``"erase"`` (a
+        round brush ``width`` image pixels wide along the points), ``"delete"`` (the pixel under
+        the first point) or ``"split"`` (the line through the points, widened to a 4-connected
+        band so no diagonal step joins its two sides). Other keys (an ``id``) are ignored.
+    image_shape : tuple
+        (rows, cols) of the image; edits are clipped to it.
+
+    Returns
+    -------
+    list of Edit
+        One per stroke that covers a pixel of the image.
+
+    Raises
+    ------
+    ValueError
+        When a stroke names no known tool or its points are not numbers.
+
+    Examples
+    --------
+    >>> square = {"tool": "add", "points": [[2, 1], [6, 1], [6, 4], [2, 4]]}
+    >>> [e] = shapes_to_edits([square], (8, 8))
+    >>> e.kind, sorted(set(e.rows.tolist())), sorted(set(e.cols.tolist()))
+    ('add', [1, 2, 3], [2, 3, 4, 5])
+    >>> [d] = shapes_to_edits([{"tool": "delete", "points": [[3.7, 5.2]]}], (8, 8))
+    >>> int(d.rows[0]), int(d.cols[0])
+    (5, 3)
+    """
+    shape = (int(image_shape[0]), int(image_shape[1]))
+    window = Window(row=0, col=0, height=shape[0], width=shape[1], scale=1.0)
+    edits = []
+    for stroke in shapes or []:
+        kind = stroke.get("tool") if isinstance(stroke, dict) else None
+        if kind not in KINDS:
+            raise ValueError(f"The editor sent a stroke with tool {kind!r}; only "
+                             f"{', '.join(KINDS)} are known. Undo it and draw it again.")
+        try:
+            points = np.asarray(stroke.get("points") or [], dtype=float).reshape(-1, 2)
+            width = float(stroke.get("width") or 1.0)
+        except (TypeError, ValueError) as err:
+            raise ValueError(f"The editor sent a {kind} stroke whose points are not numbers "
+                             f"({err}). Undo it and draw it again.") from None
+        if len(points) == 0 or not np.isfinite(points).all() or not math.isfinite(width):
+            continue
+        rc = _to_pixels(points, window)
+        if kind == "delete":
+            r, c = (math.floor(v + 0.5) for v in rc[0])
+            if 0 <= r < shape[0] and 0 <= c < shape[1]:
+                edits.append(Edit("delete", np.array([r]), np.array([c])))
+            continue
+        # Rasterise in the stroke's own box (with room for the brush and the split's band), so
+        # a stroke costs its size, not the image's.
+        pad = (width if kind == "erase" else 1.0) / 2 + 3
+        r0, c0 = (max(math.floor(v - pad), 0) for v in rc.min(axis=0))
+        r1, c1 = (min(math.ceil(v + pad) + 1, n) for v, n in zip(rc.max(axis=0), shape))
+        if r0 >= r1 or c0 >= c1:
+            continue  # wholly outside the image
+        out = np.zeros((r1 - r0, c1 - c0), bool)
+        local = rc - (r0, c0)
+        if kind == "add":
+            _fill(out, local)
+        else:
+            _stroke(out, local, width if kind == "erase" else 1.0)
+        if kind == "split":
+            out = ndi.binary_dilation(out)  # a 4-connected band: no diagonal step joins the halves
+        rows, cols = np.nonzero(out)
+        if len(rows):
+            edits.append(Edit(kind, rows + r0, cols + c0))
     return edits
 
 

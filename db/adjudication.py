@@ -4,8 +4,10 @@ An operator keeps, drops or flags one object of a mask version (:func:`record_de
 objects of different versions that overlap with IoU >= 0.5 share a ``cell_key``: they are votes
 on the same cell. An ``unsure`` vote, or a keep and a drop by different users on one cell, puts
 the object in the experts' queue; so do a run's errors sent from the Predictions page and the
-promoted model's doubts. An expert's decision (:func:`decide_adjudication`) is a new mask
-version (source ``adjudicated``) and an audit record.
+promoted model's doubts: objects whose peak probability lies near the run's threshold, on
+either side (:data:`NEAR_THRESHOLD`), and objects of unusual size. An expert's decision
+(:func:`decide_adjudication`) is a new mask version (source ``adjudicated``) and an audit
+record.
 
 The queue has one order, :data:`QUEUE_ORDER`: the reason an item waits, most useful first; within
 a reason, higher ``priority`` (the model's doubt, for its doubts), then oldest.
@@ -21,7 +23,9 @@ import pandas as pd
 from sqlalchemy import case, func, select
 from sqlalchemy.orm import Session
 
-from core.objects import doubt, edited_labels, label_at, object_info, object_pixels
+from core.objects import (ObjectInfo, doubt, edited_labels, label_at, object_info,
+                          object_pixels)
+from core.render import adjust_display
 from core.render import COLORS, crop_around, draw_boxes, draw_outlines
 from core.strokes import Edit
 from db import audit
@@ -37,8 +41,8 @@ from db.users import require_role
 __all__ = ["record_decision", "decisions", "visible_decisions", "queue_mask_object",
            "queue_run_object", "adjudication_queue", "pending_adjudications",
            "model_doubt_candidates", "queue_model_doubts", "item_pixels", "item_probability",
-           "item_crop", "decide_adjudication", "QUEUE_ORDER", "QUEUE_GROUPS", "IOU_SAME_CELL",
-           "MIN_DOUBT"]
+           "item_crop", "decide_adjudication", "near_band", "QUEUE_ORDER", "QUEUE_GROUPS",
+           "IOU_SAME_CELL", "MIN_DOUBT", "NEAR_THRESHOLD"]
 
 log = logging.getLogger(__name__)
 
@@ -48,9 +52,16 @@ QUEUE_ORDER = ("unsure", "disagreement", "prediction_fp", "prediction_fn", "unce
 #: How the Adjudicate page names each reason's group.
 QUEUE_GROUPS = {"unsure": "flagged unsure", "disagreement": "operators disagree",
                 "prediction_fp": "sent from Predictions", "prediction_fn": "sent from Predictions",
-                "uncertain": "the model is unsure", "size": "the model is unsure"}
-#: The model's doubt over this counts as "least sure" (core.objects.doubt is in [0, 1]).
+                "uncertain": "near the threshold", "size": "unusual size"}
+#: An object's size doubt over this (core.objects.doubt, in [0, 1]) queues it: with the
+#: default size factor 4, an area at least twice or at most half the run's median.
 MIN_DOUBT = 0.5
+#: How far an object's peak probability may lie from the run's threshold t, on either side, to
+#: count as near it: 0.1 (about 26 of the 255 levels a heatmap is stored in), but never more
+#: than half the way from t to 0 or to 1 (:func:`near_band`), so that at a high threshold a
+#: saturated cell (peak 1.0) is never "near". Below t this finds the near-misses: objects the
+#: run's scoring rule makes at t - delta that it does not count at t.
+NEAR_THRESHOLD = 0.1
 # Votes and items on objects whose centres lie this close (px) are about the same cell.
 _SAME_PLACE = 10.0
 
@@ -257,7 +268,7 @@ def _votes(session: Session, items) -> dict[int, list[dict]]:
 
 QUEUE_COLUMNS = ["item_id", "image_id", "name", "kind", "reason", "group", "priority",
                  "probability", "label", "version_id", "run_id", "centroid_row", "centroid_col",
-                 "bbox", "note", "created_at", "votes"]
+                 "bbox", "note", "created_at", "votes", "geometry"]
 
 
 def adjudication_queue(session: Session, project_id: int, *, limit: int | None = None,
@@ -268,7 +279,9 @@ def adjudication_queue(session: Session, project_id: int, *, limit: int | None =
     -------
     DataFrame
         Columns :data:`QUEUE_COLUMNS`; ``group`` names the reason for people
-        (:data:`QUEUE_GROUPS`), ``votes`` is a list of ``{"user", "verdict", "reason", "at"}``.
+        (:data:`QUEUE_GROUPS`), ``votes`` is a list of ``{"user", "verdict", "reason", "at"}``,
+        ``geometry`` what the item keeps of its object (an object near the threshold: its
+        ``peak`` probability, the run's ``threshold``, whether it was ``counted``).
     """
     q = (select(AdjudicationItem, Image.original_name)
          .join(Image, Image.id == AdjudicationItem.image_id)
@@ -287,6 +300,7 @@ def adjudication_queue(session: Session, project_id: int, *, limit: int | None =
         "version_id": i.version_id, "run_id": i.run_id, "centroid_row": i.centroid_row,
         "centroid_col": i.centroid_col, "bbox": list(i.bbox or []), "note": i.note or "",
         "created_at": i.created_at, "votes": votes.get(i.id, []),
+        "geometry": dict(i.geometry or {}),
     } for i, name in got]
     return pd.DataFrame(rows, columns=QUEUE_COLUMNS)
 
@@ -303,48 +317,122 @@ def pending_adjudications(session: Session, project_id: int, *, image_id: int | 
 # --- the model's doubts ------------------------------------------------------------------------
 
 DOUBT_COLUMNS = ["run_id", "image_id", "name", "outcome_id", "outcome", "probability", "area",
-                 "doubt", "why", "centroid_row", "centroid_col", "bbox", "version_id"]
+                 "doubt", "why", "centroid_row", "centroid_col", "bbox", "version_id",
+                 "threshold", "counted", "drawn_at"]
+
+
+def near_band(threshold: float, delta: float = NEAR_THRESHOLD) -> float:
+    """How far from ``threshold`` a peak probability counts as near it: ``delta``, at most half
+    the way from the threshold to 0 or to 1.
+
+    >>> near_band(0.5), near_band(0.95), near_band(0.1)
+    (0.1, 0.025, 0.05)
+    """
+    t = float(threshold)
+    return round(min(float(delta), t / 2, (1.0 - t) / 2), 6)
+
+
+def _near_threshold(session: Session, storage: Storage, run):
+    """Objects whose peak probability lies within :func:`near_band` of the run's threshold t, on
+    the test images it kept heatmaps of: counted ones (the scoring rule's objects at t) and
+    near-misses (its objects at t - delta that overlap nothing counted at t).
+
+    Yields ``(result, image name, peak, ObjectInfo, counted, drawn at, doubt)``.
+    """
+    q = (select(ImageResult, Image.original_name).join(Image, Image.id == ImageResult.image_id)
+         .where(ImageResult.run_id == run.id, ImageResult.heatmap_path.is_not(None))
+         .order_by(ImageResult.image_id))
+    kept = session.execute(q).all()
+    if not kept:
+        return
+    rule = run_scoring(run, storage)
+    t = rule.threshold
+    delta = near_band(t)
+    if delta <= 0:
+        return
+    for result, name in kept:
+        try:
+            heat = storage.read_heatmap(result.heatmap_path)
+        except (OSError, ValueError) as exc:
+            log.warning("run %s: the heatmap of image %s cannot be read: %s", run.id,
+                        result.image_id, exc)
+            continue
+        counted = rule.labels(heat)
+        lower = rule.labels(heat, threshold=t - delta)
+        for labels, drawn_at, is_counted in ((counted, t, True), (lower, t - delta, False)):
+            for info in object_info(labels):
+                r0, c0, r1, c1 = info.bbox
+                pixels = labels[r0:r1, c0:c1] == info.label
+                if not is_counted and counted[r0:r1, c0:c1][pixels].any():
+                    continue  # a counted object's wider footprint, not a near-miss
+                peak = float(heat[r0:r1, c0:c1][pixels].max())
+                if abs(peak - t) <= delta:
+                    yield (result, name, peak, info, is_counted, drawn_at,
+                           1.0 - abs(peak - t) / delta)
 
 
 def model_doubt_candidates(session: Session, storage: Storage, project_id: int, *,
                            limit: int = 20, min_doubt: float = MIN_DOUBT) -> pd.DataFrame:
     """Objects the promoted model is least sure of, on the test images it was scored on.
 
-    Predicted objects (TP and FP outcomes) whose mean probability is near the run's threshold or
-    whose area is far from the run's median object area (:func:`core.objects.doubt`), least
-    sure first. Objects already queued (same image, centre within 10 px) are left out.
+    - Near the threshold (``why`` = ``uncertain``): objects whose *peak* probability lies
+      within :func:`near_band` of the run's threshold t, found on the stored heatmaps through
+      the run's scoring rule (:func:`db.runs.run_scoring`): counted objects just above t, and
+      near-misses, which the rule makes at t - delta but not at t. ``probability`` is the peak,
+      ``counted`` says on which side, ``doubt`` is ``1 - |p - t| / delta``. A result without a
+      stored heatmap falls back on its predicted objects' stored mean probability.
+    - Unusual size (``why`` = ``size``): predicted objects (TP and FP outcomes) whose area is
+      far from the run's median (:func:`core.objects.doubt` at least ``min_doubt``).
+
+    Least sure first; objects already queued (same image, centre within 10 px) are left out.
 
     Returns
     -------
     DataFrame
-        Columns :data:`DOUBT_COLUMNS`; ``why`` is ``uncertain`` (probability near the
-        threshold) or ``size``. Empty without a promoted run.
+        Columns :data:`DOUBT_COLUMNS`; ``threshold`` is the run's, ``drawn_at`` the threshold
+        the object's pixels are drawn at (t, or t - delta for a near-miss). Empty without a
+        promoted run.
     """
     run = promoted_run(session, project_id)
     if run is None:
         return pd.DataFrame(columns=DOUBT_COLUMNS)
-    q = (select(ObjectOutcome, ImageResult.image_id, ImageResult.version_id, Image.original_name)
+    threshold = run_threshold(run, storage)
+    delta = near_band(threshold)
+
+    def row(result, name, outcome_id, outcome, p, info, t, counted, drawn_at, score, why):
+        return {"run_id": run.id, "image_id": result.image_id,
+                "name": name or f"image {result.image_id}", "outcome_id": outcome_id,
+                "outcome": outcome, "probability": p, "area": float(info.area),
+                "doubt": float(score), "why": why, "centroid_row": float(info.centroid[0]),
+                "centroid_col": float(info.centroid[1]), "bbox": [int(v) for v in info.bbox],
+                "version_id": result.version_id, "threshold": t, "counted": counted,
+                "drawn_at": drawn_at}
+
+    found = [row(result, name, None, None, peak, info, threshold, counted, drawn_at, score,
+                 "uncertain")
+             for result, name, peak, info, counted, drawn_at, score
+             in _near_threshold(session, storage, run)]
+    q = (select(ObjectOutcome, ImageResult, Image.original_name)
          .join(ImageResult, ImageResult.id == ObjectOutcome.result_id)
          .join(Image, Image.id == ImageResult.image_id)
          .where(ImageResult.run_id == run.id, ObjectOutcome.outcome.in_(("TP", "FP"))))
-    got = session.execute(q).all()
-    if not got:
-        return pd.DataFrame(columns=DOUBT_COLUMNS)
-    t = pd.DataFrame([{
-        "run_id": run.id, "image_id": image_id, "name": name or f"image {image_id}",
-        "outcome_id": o.id, "outcome": o.outcome, "probability": o.probability,
-        "version_id": version_id, "area": float(o.area) if o.area else np.nan,
-        "centroid_row": o.centroid_row, "centroid_col": o.centroid_col, "bbox": list(o.bbox or []),
-    } for o, image_id, version_id, name in got])
-    typical = max(float(np.nanmedian(t["area"])) if t["area"].notna().any() else 1.0, 1.0)
-    threshold = run_threshold(run, storage)
-    probs = t["probability"].astype(float).to_numpy()
-    kw = dict(threshold=threshold, typical_area=typical)
-    by_prob = doubt(probs, np.full(len(t), typical), **kw)
-    by_size = doubt(np.full(len(t), np.nan), t["area"].fillna(typical).to_numpy(), **kw)
-    t["doubt"] = np.maximum(by_prob, by_size)
-    t["why"] = np.where(by_prob >= by_size, "uncertain", "size")
-    t = t[t["doubt"] >= min_doubt]
+    predicted = session.execute(q).all()
+    areas = [float(o.area) for o, _, _ in predicted if o.area]
+    typical = max(float(np.median(areas)) if areas else 1.0, 1.0)
+    for o, result, name in predicted:
+        info = ObjectInfo(0, (o.centroid_row, o.centroid_col), tuple(o.bbox or (0, 0, 0, 0)),
+                          int(o.area or 0))
+        p = float("nan") if o.probability is None else float(o.probability)
+        if not result.heatmap_path and abs(p - threshold) <= delta:  # no heatmap: mean p
+            found.append(row(result, name, o.id, o.outcome, p, info, threshold, True, threshold,
+                             1.0 - abs(p - threshold) / delta, "uncertain"))
+            continue
+        # No probability is given, so the threshold plays no part: only the size is judged.
+        odd = float(doubt(np.nan, info.area or typical, threshold=0.5, typical_area=typical)[0])
+        if odd >= min_doubt:
+            found.append(row(result, name, o.id, o.outcome, p, info, threshold, True, threshold,
+                             odd, "size"))
+    t = pd.DataFrame(found, columns=DOUBT_COLUMNS)
     queued = session.execute(select(AdjudicationItem.image_id, AdjudicationItem.centroid_row,
                                     AdjudicationItem.centroid_col)
                              .where(AdjudicationItem.project_id == project_id)).all()
@@ -354,7 +442,9 @@ def model_doubt_candidates(session: Session, storage: Storage, project_id: int, 
                                                         c - row.centroid_col) <= _SAME_PLACE
                        for i, r, c in queued)
         t = t[[not already(row) for row in t.itertuples()]]
+    # One object found twice (near the threshold and of odd size) is queued once.
     t = t.sort_values(["doubt", "image_id"], ascending=[False, True], kind="stable")
+    t = t[~t.duplicated(subset=["image_id", "centroid_row", "centroid_col"])]
     return t[DOUBT_COLUMNS].head(limit).reset_index(drop=True)
 
 
@@ -362,14 +452,27 @@ def queue_model_doubts(session: Session, storage: Storage, project_id: int, *,
                        user_id: int | None, limit: int = 20, min_doubt: float = MIN_DOUBT) -> int:
     """Put the promoted model's least sure objects in the experts' queue; returns how many.
 
-    A doubtful prediction that matched a true cell (TP) is queued as that object of the ground
-    truth it was scored against (reason ``uncertain``, or ``size`` when its size is what is
-    odd); a doubtful FP goes in as the run's FP. The doubt is the item's priority.
+    An object near the threshold found on a heatmap is queued as the run's object (kind
+    ``run_near``: its pixels are the scoring rule's object at ``drawn_at``), with its peak
+    probability and the run's threshold, reason ``uncertain``. One of unusual size that matched
+    a true cell (TP) is queued as that object of the ground truth it was scored against (reason
+    ``size``); an FP goes in as the run's FP. The doubt is the item's priority.
     """
     cands = model_doubt_candidates(session, storage, project_id, limit=limit, min_doubt=min_doubt)
     n = 0
     for c in cands.itertuples():
-        note = f"model doubt {c.doubt:.2f}"
+        note = (f"peak p {c.probability:.2f}, t {c.threshold:.2f}" if c.why == "uncertain"
+                else f"area {c.area:.0f} px")
+        if c.why == "uncertain" and c.outcome_id is None:
+            image = get_image(session, int(c.image_id))
+            _queue(session, image, kind="run_near", reason="uncertain", version_id=c.version_id,
+                   run_id=int(c.run_id), centroid_row=c.centroid_row, centroid_col=c.centroid_col,
+                   bbox=list(c.bbox), probability=c.probability, priority=c.doubt,
+                   geometry={"area": c.area, "threshold": c.threshold, "counted": bool(c.counted),
+                             "drawn_at": c.drawn_at, "peak": c.probability},
+                   created_by=user_id, note=note)
+            n += 1
+            continue
         if c.outcome == "FP":
             queue_run_object(session, int(c.outcome_id), user_id=user_id, priority=c.doubt,
                              note=note)
@@ -414,7 +517,10 @@ def item_pixels(session: Session, storage: Storage, item: AdjudicationItem,
         object (``run_fp``), the run's counted object (its scoring rule on the stored heatmap,
         at the threshold the run was scored with) that fills most of the item's box. Otherwise
         (a missed cell, ``run_fn``), the object of the item's version (the ground truth it was
-        scored against) filling most of the box. Empty when the item names no version or box.
+        scored against) filling most of the box. For an object near the threshold
+        (``run_near``), the scoring rule's object at the threshold it was found at
+        (``geometry["drawn_at"]``) filling most of the box. Empty when the item names no version
+        or box.
 
     Raises
     ------
@@ -424,7 +530,7 @@ def item_pixels(session: Session, storage: Storage, item: AdjudicationItem,
     if item.kind == "mask_object":
         version = get_version(session, item.version_id, item.image_id)
         return _pixels(storage, {}, version, item.label)
-    if item.kind == "run_fp":
+    if item.kind in ("run_fp", "run_near"):
         run = get_run(session, item.run_id)
         result = result_for(session, item.run_id, item.image_id)
         if result is None or not result.heatmap_path or item.bbox is None:
@@ -432,6 +538,8 @@ def item_pixels(session: Session, storage: Storage, item: AdjudicationItem,
                              f"the predicted object cannot be drawn.")
         rule = run_scoring(run, storage)
         scored_at = (run.metrics or {}).get("threshold")
+        if item.kind == "run_near":
+            scored_at = (item.geometry or {}).get("drawn_at")
         if isinstance(scored_at, (int, float)) and 0.0 < scored_at < 1.0:
             rule = rule.with_threshold(scored_at)  # the object as it was counted and stored
         return _label_in_box(rule.labels(storage.read_heatmap(result.heatmap_path)), item.bbox)
@@ -481,7 +589,7 @@ def item_probability(session: Session, storage: Storage, item_id: int,
 
 
 def item_crop(session: Session, storage: Storage, item_id: int, *, margin: int = 40,
-              zoom: int = 4) -> np.ndarray:
+              zoom: int = 4, display: dict | None = None) -> np.ndarray:
     """A magnified crop around an adjudication item: its object outlined in
     ``COLORS["item"]``, the other cells of the current mask in ``COLORS["context"]``.
 
@@ -491,6 +599,9 @@ def item_crop(session: Session, storage: Storage, item_id: int, *, margin: int =
         Pixels of context around the object's box.
     zoom : int
         Nearest-neighbour magnification (pixels stay square and sharp).
+    display : dict, optional
+        ``brightness``, ``contrast``, ``gamma`` for :func:`core.render.adjust_display`, applied
+        to the image before the outlines are drawn (the stored image is not changed).
 
     Returns
     -------
@@ -525,6 +636,8 @@ def item_crop(session: Session, storage: Storage, item_id: int, *, margin: int =
     labels = np.where(obj, 2, np.where(context, 1, 0)).astype(np.uint8)
     bbox = (r0, c0, r1, c1)
     crop = crop_around(rgb, bbox, margin=margin, scale=zoom)
+    if display:
+        crop = adjust_display(crop, **display)
     crop = draw_outlines(crop, crop_around(labels, bbox, margin=margin, scale=zoom),
                          color=COLORS["context"], colors={2: COLORS["item"]})
     if not obj.any():  # nothing to outline (e.g. an FN already erased): mark the box instead

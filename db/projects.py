@@ -28,7 +28,7 @@ from db.storage import Storage
 from db.users import require_role
 
 __all__ = ["get_image", "find_image", "read_image_pixels", "ImageFilter", "create_project",
-           "get_project", "list_projects", "read_options", "describe_read_options",
+           "set_pixel_size", "get_project", "list_projects", "read_options", "describe_read_options",
            "parse_fnc_name", "Registered", "StoredImage", "store_image", "add_image",
            "register_image", "create_batch", "finish_batch", "touch_batch", "interrupt_batch",
            "unfinished_batch", "batch_state", "archive_batch", "restore_batch", "list_batches",
@@ -84,6 +84,38 @@ def create_project(session: Session, name: str, *, stain: str, pixel_size_um: fl
     audit.record(session, user_id=actor_id, action="project.create", entity="projects",
                  entity_id=project.id, detail={"name": name, "stain": stain,
                                                "read": describe_read_options(project)})
+    return project
+
+
+def set_pixel_size(session: Session, project_id: int, pixel_size_um: float | None, *,
+                   actor: User) -> Project:
+    """Set (or, with None, clear) a project's pixel size, in micrometres per pixel (admins only).
+
+    It is the size of the images whose files record none: densities (cells per mm²) use it
+    from then on. Images whose files record their own size keep it. The change is audited.
+
+    Raises
+    ------
+    PermissionError
+        When ``actor`` is not an admin.
+    ValueError
+        When the size is not a positive number, or there is no such project.
+    """
+    require_role(actor, "admin")
+    if pixel_size_um is not None:
+        try:
+            pixel_size_um = float(pixel_size_um)
+        except (TypeError, ValueError):
+            pixel_size_um = math.nan
+        if not (pixel_size_um > 0 and math.isfinite(pixel_size_um)):
+            raise ValueError(f"The pixel size must be a positive number of µm per pixel (e.g. "
+                             f"0.65); got {pixel_size_um}. Leave it empty if it is unknown.")
+    project = get_project(session, int(project_id))
+    before = project.pixel_size_um
+    project.pixel_size_um = pixel_size_um
+    session.flush()
+    audit.record(session, user_id=actor.id, action="project.pixel_size", entity="projects",
+                 entity_id=project.id, detail={"from": before, "to": pixel_size_um})
     return project
 
 

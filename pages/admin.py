@@ -1,5 +1,5 @@
 """Users and projects: create users, reset passwords, disable and enable accounts, clear sign-in
-limits (admins only)."""
+limits; create projects and set their pixel size (admins only)."""
 import streamlit as st
 
 from db import projects, sessions, users
@@ -30,9 +30,9 @@ st.subheader("Users")
 st.dataframe(table, hide_index=True, width="stretch")
 names = [row["name"] for row in table]
 
-create, reset, able, limits, project = st.tabs(["Create a user", "Reset a password",
-                                               "Disable or enable", "Sign-in limits",
-                                               "Create a project"])
+create, reset, able, limits, project, sizes = st.tabs(["Create a user", "Reset a password",
+                                                      "Disable or enable", "Sign-in limits",
+                                                      "Create a project", "Pixel size"])
 with create:
     with st.form("create_user", clear_on_submit=True):
         name = st.text_input("Name")
@@ -99,3 +99,27 @@ with project:
                 done(f"Created project {pname.strip()} ({stain}); it is now selected.")
             except ValueError as err:
                 st.error(str(err))
+with sizes:
+    st.caption("The size of a pixel, for the images whose files do not record one: densities "
+               "(cells per mm²) need it. Images whose files record their own keep theirs.")
+    with ui.session() as s:
+        known = {p.id: (p.name, p.pixel_size_um) for p in projects.list_projects(s)}
+    if not known:
+        st.info("There is no project yet.")
+    else:
+        chosen = st.selectbox("Project", list(known), key="size_project",
+                              format_func=lambda i: known[i][0],
+                              index=list(known).index(ui.project_id())
+                              if ui.project_id() in known else 0)
+        name, size = known[chosen]
+        st.markdown(f"Now: **{f'{size:g} µm per pixel' if size else 'unknown'}**.")
+        with st.form("pixel_size", clear_on_submit=True):
+            new = st.number_input("Pixel size (µm per pixel)", min_value=0.0, value=size or 0.0,
+                                  format="%.4f", help="0 clears it (unknown).")
+            if st.form_submit_button("Set pixel size"):
+                try:
+                    with ui.session() as s:
+                        projects.set_pixel_size(s, chosen, new or None, actor=ui.db_user(s, who))
+                    done(f"{name}: {f'{new:g} µm per pixel' if new else 'pixel size cleared'}.")
+                except ValueError as err:
+                    st.error(str(err))

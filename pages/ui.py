@@ -398,9 +398,12 @@ def sidebar(who: Who) -> None:
         ids = [p for p, _ in options]
         names = dict(options)
         current = project_id()
-        pid = st.selectbox("Project", ids, index=ids.index(current) if current in ids else 0,
-                           format_func=names.get, key="ui_project")
-        st.session_state["project_id"] = pid
+        # ``project_id`` is the one choice: the box shows it (a project just created, say),
+        # and picking another in the box changes it.
+        st.session_state["project_id"] = st.session_state["ui_project"] = (
+            current if current in ids else ids[0])
+        pid = st.selectbox("Project", ids, format_func=names.get, key="ui_project",
+                           on_change=_pick_project)
         from db.review import project_state
 
         with session() as s:
@@ -414,6 +417,10 @@ def sidebar(who: Who) -> None:
         else:
             st.caption(f"Model **{state['model_name']}**: F1 {_fmt(state['f1'])}, "
                        f"MAE {_fmt(state['mae'])}")
+
+
+def _pick_project() -> None:
+    st.session_state["project_id"] = st.session_state["ui_project"]
 
 
 def _fmt(value) -> str:

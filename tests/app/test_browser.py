@@ -1,4 +1,4 @@
-"""Two real-browser paths: sign in, draw a filled cell on the Correct canvas with the mouse, save;
+"""Two real-browser paths: sign in, draw a filled cell in the Correct editor with the mouse, save;
 and queue a tiny training job from the Train page and watch its progress until it is done.
 
 Starts ``streamlit run app.py`` on 127.0.0.1 (a free port) against the shared test database and
@@ -114,31 +114,23 @@ def test_draw_a_cell_with_the_mouse_and_save(server, browser, app_db):
     page.screenshot(path=str(SHOTS / "review.png"), full_page=True)
 
     page.get_by_role("link", name="Correct").click()
-    canvas = page.locator("canvas.upper-canvas").first
-    canvas.wait_for(timeout=60_000)
-    page.get_by_text("Add cell (freehand)").click()
-    # Draw only once the rerun has switched the canvas to freehand (the caption names the tool).
-    page.get_by_text("Add cell (freehand). Showing").wait_for(timeout=60_000)
-    page.wait_for_timeout(1000)
-    canvas = page.locator("canvas.upper-canvas").first
-    canvas.wait_for(timeout=60_000)
+    editor = page.locator("[data-testid=ctCorrectEditor][data-image=loaded][data-outlines]")
+    editor.wait_for(timeout=60_000)
+    canvas = page.locator("[data-testid=ctCorrectCanvas]")
+    page.keyboard.press("f")                                  # the freehand tool
 
-    # The image Correct opened on (named in its picker), and an empty place on it
-    picker = page.locator("[data-testid=stMain] [data-testid=stSelectbox]").first
-    shown = picker.text_content() + " " + " ".join(picker.locator("input").evaluate_all("els => els.map(e => e.value + ' ' + (e.getAttribute('aria-label') || ''))"))
+    # The image Correct opened on (the editor names it), and an empty place on it
+    image_id = int(editor.get_attribute("data-image-id"))
     with app_db.session() as s:
-        from db import review
-
-        table = review.image_counts(s, app_db.project_id)
-        image_id = int(next((i for i, n in zip(table["image_id"], table["name"]) if n in shown), -1))
-        assert image_id > 0, (shown, list(table["name"]))
         head = masks.head_version(s, image_id)
         n_versions, n_objects = len(masks.versions(s, image_id)), head.object_count
     labels = app_db.storage.read_labels(head.path)
     row, col = empty_spot(labels)
+    # The editor's view: screen px per image px and where the image's origin is on the canvas.
+    scale, tx, ty = map(float, editor.get_attribute("data-view").split(","))
     box = canvas.bounding_box()
-    scale = box["width"] / labels.shape[1]  # zoom 1: the whole image across the canvas
-    cx, cy, radius = box["x"] + col * scale, box["y"] + row * scale, 20 * scale
+    cx, cy = box["x"] + tx + col * scale, box["y"] + ty + row * scale
+    radius = 20 * scale
     page.mouse.move(cx + radius, cy)
     page.mouse.down()
     for k in range(1, 41):
@@ -147,10 +139,12 @@ def test_draw_a_cell_with_the_mouse_and_save(server, browser, app_db):
     page.mouse.up()
     after = page.locator("[data-testid=stMetric]").filter(has_text="After your edits")
     after.filter(has_text=str(n_objects + 1)).wait_for(timeout=60_000)
+    page.wait_for_function("() => Number(document.querySelector("  # the outlines show it
+                           "'[data-testid=ctCorrectEditor]').dataset.outlines) >= 2",
+                           timeout=60_000)
     page.screenshot(path=str(SHOTS / "correct.png"), full_page=True)
 
-    page.wait_for_timeout(1500)  # let the canvas's last message and its rerun settle
-    page.get_by_role("button", name="Save", exact=True).click()
+    page.get_by_role("button", name="Save").click()
     try:
         page.get_by_text("Saved version").wait_for(timeout=60_000)
     except Exception:

@@ -8,8 +8,6 @@ import zipfile
 import numpy as np
 import tifffile
 
-from core.strokes import TOOL_COLORS
-
 BLOCK = 50
 
 
@@ -44,12 +42,11 @@ def test_erasing_a_neck_counts_two_cells_before_and_after_saving(app_as, app_db)
     at.session_state[f"cx_base_{image_id}"] = mine.id        # as "Reload the current version"
     at.run()
     assert _metric(at, f"Objects in version {mine.id}") == n
-    # the erase brush across the neck, on the unzoomed canvas (one canvas px per image px)
-    stroke = {"type": "Line", "left": c + 24.5, "top": r + 11.0, "originX": "center",
-              "originY": "center", "x1": 0, "y1": -7, "x2": 0, "y2": 7, "width": 0,
-              "height": 14, "strokeWidth": 4, "stroke": TOOL_COLORS["erase"]}
-    at.session_state[at.session_state["cx_canvas_key"]] = {
-        "drawing": {"raw": {"objects": [stroke]}, "data": None}}
+    # the erase brush, 4 px wide, across the neck (image coordinates: x = column, y = row)
+    stroke = {"id": "e1", "tool": "erase", "points": [[c + 24.5, r + 4.0], [c + 24.5, r + 18.0]],
+              "width": 4}
+    at.session_state[at.session_state["cx_editor_key"]] = {
+        "strokes": {"doc": at.session_state["cx_editor_doc"], "items": [stroke]}}
     at.run()
     assert not at.exception, at.exception
     shown = _metric(at, "After your edits")

@@ -316,7 +316,6 @@ def test_review_threshold_slider_starts_at_the_method_and_previews_changes(app_a
 
 
 def test_correct_injected_drawing_is_saved_as_new_version(app_as, app_db):
-    from core.strokes import TOOL_COLORS
     from db import masks
 
     at = app_as("operator", "pages/correct.py")
@@ -329,12 +328,11 @@ def test_correct_injected_drawing_is_saved_as_new_version(app_as, app_db):
     free = np.argwhere(np.add.reduceat(np.add.reduceat(labels == 0, np.arange(0, 600, 50), 0),
                                        np.arange(0, 800, 50), 1) == 2500)
     r, c = (free[0] * 50 + 10).tolist()
-    scale = 800 / 800  # the whole 800-wide image on an 800-wide canvas
-    rect = {"type": "Rect", "left": c * scale, "top": r * scale, "width": 30, "height": 30,
-            "strokeWidth": 2, "stroke": TOOL_COLORS["add"], "fill": "rgba(0,224,64,0.3)",
-            "originX": "left", "originY": "top", "scaleX": 1, "scaleY": 1, "angle": 0}
-    key = at.session_state["cx_canvas_key"]
-    at.session_state[key] = {"drawing": {"raw": {"objects": [rect]}, "data": None}}
+    # a 30 x 30 square, in image coordinates (x = column, y = row), as the editor sends it
+    square = {"id": "sq", "tool": "add",
+              "points": [[c, r], [c + 30, r], [c + 30, r + 30], [c, r + 30]]}
+    at.session_state[at.session_state["cx_editor_key"]] = {
+        "strokes": {"doc": at.session_state["cx_editor_doc"], "items": [square]}}
     at.run()
     after = next(m for m in at.metric if m.label == "After your edits")
     assert int(after.value) == n_objects + 1

@@ -75,7 +75,7 @@ def test_queue_model_doubts_puts_them_in_the_experts_queue(world):
     # The borderline TP lies on the ground truth (image 2 has cells at (10, 10+8k)); the FP is
     # queued as the run's FP.
     assert n == 2 and list(q["reason"]) == ["prediction_fp", "uncertain"]   # QUEUE_ORDER
-    assert list(q["group"]) == ["sent from Predictions", "the model is unsure"]
+    assert list(q["group"]) == ["sent from Predictions", "near the threshold"]
 
 
 def test_item_crop_outlines_the_object_magnified(world):
