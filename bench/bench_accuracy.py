@@ -11,7 +11,7 @@ A lab's way, command by command, in a fresh data dir:
    (``python -m training evaluate --run RUN --project HELDOUT``) and counts them
    (``python -m core count``);
 3. the figures are printed with bootstrap 95% intervals over images, beside the paper's and a
-   threshold-only baseline's (``core.cli.auto_counter``: the automatic mask and the same
+   threshold-only baseline's (``core.counting.build_counter`` without a run: the automatic mask and the same
    watershed split, no network).
 
 The same run is also scored with the threshold chosen the old way, on train and validation
@@ -199,13 +199,13 @@ def count_figures(counts: dict, truth: dict, resamples: int) -> dict:
 
 def baseline_figures(heldout, diameter: float, resamples: int) -> dict:
     """The threshold-only baseline's F1 and counts: objects matched as a run matches them."""
-    from core.cli import auto_counter
+    from core.counting import CountSpec, build_counter
     from core.metrics import bootstrap_intervals, score
     from core.postprocess import PostprocessParams, mask_to_labels
     from core.prelabel import PrelabelParams, auto_mask
     from core.run import Scoring
 
-    counter = auto_counter("li", cell_diameter=diameter)
+    counter = build_counter(CountSpec(method="li", cell_diameter=float(diameter)))
     params = PostprocessParams.paper(cell_diameter=diameter)
     rule = Scoring(params, params.threshold)
     matches = []

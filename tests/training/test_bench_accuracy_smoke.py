@@ -34,7 +34,7 @@ def test_the_smoke_benchmark_runs_the_products_path(tmp_path):
     assert "DIFFERS" not in out
     table = [line for line in out.splitlines() if line.startswith("| ")]
     assert table[0].startswith("| figure | model |") and "baseline (threshold only)" in table[0]
-    rows = {line.split("|")[1].strip(): line for line in table[2:]}
+    rows = {line.split("|")[1].strip(): line for line in table[1:]}
     assert set(rows) == {"f1", "precision", "recall", "mae", "medae", "bias"}
     # Every figure of the model's evaluation carries its interval: value [low, high].
     value = re.compile(r"(-?\d+\.\d{3}) \[(-?\d+\.\d{3}), (-?\d+\.\d{3})\]")
