@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 
 import streamlit as st
 
+from core.plaintext import escape_markdown as md
 from db.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -116,8 +117,8 @@ def demo_progress() -> None:
     """A note on every page while the demo project is built; the page reruns once it is done."""
     build = demo_build()
     if build.error:
-        st.error(f"The demo project could not be built ({build.error}); the server log has "
-                 "the details. Delete data/demo/ and start again.")
+        st.error(f"The demo project could not be built ({md(str(build.error))}); the server "
+                 "log has the details. Delete data/demo/ and start again.")
     elif build.finished:
         st.rerun()  # the whole page, now with the demo project's images
     else:
@@ -279,7 +280,7 @@ def require(*roles: str) -> Who:
         st.stop()
     allowed = roles or ROLES
     if who.role not in allowed:
-        st.error(f"{who.name} is signed in as {who.role}; this page needs the "
+        st.error(f"{md(who.name)} is signed in as {who.role}; this page needs the "
                  f"{' or '.join(allowed)} role. Ask an admin if you need access.")
         st.stop()
     sidebar(who)
@@ -386,7 +387,7 @@ def sidebar(who: Who) -> None:
     with st.sidebar:
         if settings().demo:
             st.caption("Demo mode: a separate demo database under data/demo/.")
-        st.markdown(f"**{who.name}** · {who.role}")
+        st.markdown(f"**{md(who.name)}** · {who.role}")
         if st.button("Sign out", key="ui_sign_out"):
             sign_out()
             st.rerun()
@@ -415,7 +416,7 @@ def sidebar(who: Who) -> None:
         if state["model_run_id"] is None:
             st.caption("No promoted model yet.")
         else:
-            st.caption(f"Model **{state['model_name']}**: F1 {_fmt(state['f1'])}, "
+            st.caption(f"Model **{md(state['model_name'])}**: F1 {_fmt(state['f1'])}, "
                        f"MAE {_fmt(state['mae'])}")
 
 
