@@ -47,7 +47,7 @@ def make_crop(seed: int = 0) -> np.ndarray:
 def authors_weight_map(labels, ids, sigma=25.0, ring=50, cell_weight=1.5, background_weight=1.0):
     """The original approach: full-crop EDT per object, then a per-pixel Python double loop.
 
-    Same definition as ``weight_map`` (METHOD.md section 3): every object's term is summed, and
+    Same definition as ``weight_map`` (docs/METHOD.md section 3): every object's term is summed, and
     only background within ``ring`` of some cell keeps the sum.
     """
     total = np.zeros(labels.shape)

@@ -1,4 +1,4 @@
-"""Object matching and counting scores (METHOD.md section 7, paper section 5.1).
+"""Object matching and counting scores (docs/METHOD.md section 7, paper section 5.1).
 
 An object is a label id; its position is its centre of mass. :func:`match_objects` pairs true and
 predicted objects of one image, :func:`score` pools many images, :func:`bootstrap_intervals` says
@@ -19,8 +19,8 @@ Matching methods:
     One-to-one by overlap, IoU > 0.5 (as FNC v2 reports). No pair can share an object, since each
     object overlaps at most one other by more than half of their union.
 
-Distances ``<= max_distance`` count (METHOD.md; the preprint says "less than", which differs only on
-exact ties). Bool masks are accepted and split into 8-connected objects, as in
+Distances ``<= max_distance`` count (docs/METHOD.md; the preprint says "less than", which differs
+only on exact ties). Bool masks are accepted and split into 8-connected objects, as in
 :mod:`core.postprocess`; pass an integer label image to keep touching cells apart.
 """
 from __future__ import annotations
@@ -58,7 +58,7 @@ INTERVAL_KEYS = ("f1", "precision", "recall", "mae", "medae", "bias")
 
 
 def _ratio(num: int, den: int) -> float:
-    # 0/0 is no error: nothing to find, or nothing claimed (METHOD.md section 7).
+    # 0/0 is no error: nothing to find, or nothing claimed (docs/METHOD.md section 7).
     return 1.0 if den == 0 else num / den
 
 
@@ -364,7 +364,7 @@ def _build_match(found, true_ids, pred_ids, true_xy, pred_xy, iou, method) -> Ma
 
 
 def score(matches: Iterable[Match]) -> Scores:
-    """Pool per-image matches into one set of scores (METHOD.md section 7).
+    """Pool per-image matches into one set of scores (docs/METHOD.md section 7).
 
     Parameters
     ----------

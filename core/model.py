@@ -1,4 +1,4 @@
-"""The c-ResUnet model (METHOD.md section 4) and its weighted binary cross-entropy loss.
+"""The c-ResUnet model (docs/METHOD.md section 4) and its weighted binary cross-entropy loss.
 
 Written against Keras 3 only (``keras.layers`` and ``keras.ops``), so it runs under the TensorFlow,
 JAX and PyTorch backends. ``keras`` is imported inside the functions: importing ``core`` must stay
@@ -20,7 +20,7 @@ from __future__ import annotations
 
 __all__ = ["build_cresunet", "weighted_bce", "PARAMS_AT_16"]
 
-#: Trainable parameters of ``build_cresunet(16)`` (METHOD.md section 4); the paper's model.
+#: Trainable parameters of ``build_cresunet(16)`` (docs/METHOD.md section 4); the paper's model.
 PARAMS_AT_16 = 1_707_287
 
 
@@ -61,7 +61,7 @@ def _decoder_block(x, skip, filters: int, name: str):
 
 
 def build_cresunet(base_filters: int = 16):
-    """Build an untrained c-ResUnet (METHOD.md section 4).
+    """Build an untrained c-ResUnet (docs/METHOD.md section 4).
 
     Parameters
     ----------
@@ -113,7 +113,7 @@ def weighted_bce(y_true, y_pred):
     """Binary cross-entropy per pixel times the weight map, averaged over all pixels.
 
     The class weights already live in the weight map (``core.weights.weight_map``), so the loss
-    multiplies by the map and by nothing else (METHOD.md section 3).
+    multiplies by the map and by nothing else (docs/METHOD.md section 3).
 
     Parameters
     ----------

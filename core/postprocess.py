@@ -1,4 +1,4 @@
-"""From a probability heatmap to labelled cells (METHOD.md section 6).
+"""From a probability heatmap to labelled cells (docs/METHOD.md section 6).
 
 The model gives a heatmap; counting needs one label per cell. The chain is: threshold
 (``p > threshold``), fill small enclosed holes, drop small objects, split touching cells with a

@@ -1,6 +1,6 @@
 """Automatic threshold masks: the loose first draft operators then correct.
 
-This is the paper's pre-labelling (Morelli et al. 2021, section 4.1; METHOD.md section
+This is the paper's pre-labelling (Morelli et al. 2021, section 4.1; docs/METHOD.md section
 2): denoise, optionally subtract the background, apply a histogram-shape threshold,
 fill holes, drop objects smaller than a cell could be. The authors never published their
 thresholding code, so every choice is a visible parameter of :class:`PrelabelParams`.

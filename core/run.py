@@ -1,4 +1,4 @@
-"""A run directory: one trained model with everything needed to count with it (DESIGN.md).
+"""A run directory: a trained model and everything needed to count with it (docs/ARCHITECTURE.md).
 
 ::
 
@@ -46,7 +46,7 @@ JSON_FILES = ("config.json", "thresholds.json", "metrics.json", "manifest.json")
 THRESHOLD_KEYS = ("best", "knee", "chosen")
 #: The images a threshold may have been chosen on (``thresholds.json["chosen_on"]``).
 CHOSEN_ON = ("validation", "train+validation")
-#: How a run's objects are matched to the truth unless its config says otherwise (METHOD.md 7).
+#: How a run's objects are matched to the truth unless its config says otherwise (docs/METHOD.md 7).
 MATCH_METHOD = "hungarian"
 
 

@@ -1,10 +1,10 @@
-"""Weighted maps for the training loss (METHOD.md section 3, paper section 4.2).
+"""Weighted maps for the training loss (docs/METHOD.md section 3, paper section 4.2).
 
 Every object i spreads a weight ``w_i(x) = exp(-d_i(x)**2 / (2 sigma**2))`` around itself, where
 ``d_i(x)`` is the Euclidean distance from pixel x to the nearest pixel of object i. The weights of
 all objects add up, so the gaps between crowded cells weigh more than open background.
 
-How the pieces combine (our reading of METHOD.md, which follows the authors' code):
+How the pieces combine (our reading of docs/METHOD.md, which follows the authors' code):
 
 - cell pixels weigh ``cell_weight`` (1.5), whatever their neighbours;
 - a background pixel within ``ring`` of some cell weighs ``background_weight * max(1, S(x))``
@@ -57,7 +57,7 @@ def _proximity_sum(labels: np.ndarray, sigma: float, ring: float) -> np.ndarray:
         d2 *= d2
         total[window] += np.exp(d2 * scale)
         near[window] |= d2 <= ring2
-    # Only background within `ring` of some cell takes the sum (METHOD.md section 3); the window
+    # Only background within `ring` of some cell takes the sum (docs/METHOD.md 3); the window
     # margin is at least `ring`, so `near` is complete.
     total[~near] = 0.0
     return total

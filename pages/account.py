@@ -1,12 +1,13 @@
 """Change your own password."""
 import streamlit as st
 
+from core.plaintext import escape_markdown as md
 from db import users
 from pages import ui
 
 who = ui.require()
 st.title("Account")
-st.write(f"Signed in as **{who.name}** ({who.role}).")
+st.write(f"Signed in as **{md(who.name)}** ({who.role}).")
 if "account_flash" in st.session_state:
     st.success(st.session_state.pop("account_flash"))
 

@@ -1,4 +1,4 @@
-"""The layering rules of DESIGN.md, checked by reading the imports (no module is executed)."""
+"""The layering rules of docs/ARCHITECTURE.md, checked by reading the imports (nothing is run)."""
 import ast
 from pathlib import Path
 

@@ -1,4 +1,4 @@
-"""Random augmentation of one training crop: NumPy, SciPy and scikit-image only (METHOD.md section 5).
+"""Random augmentation of one training crop: NumPy, SciPy and scikit-image only (docs/METHOD.md 5).
 
 Geometric transforms (multiples of 90 degrees, flips, a small arbitrary rotation, an elastic
 deformation after Simard et al. 2003) move the image, the mask and the weight map together: the

@@ -1,6 +1,6 @@
 """Training settings: one frozen :class:`TrainConfig`, saved with every run as ``config.json``.
 
-Defaults follow METHOD.md section 5 (crops of 512, batch 4, at most 100 epochs, Adam, learning rate
+Defaults follow docs/METHOD.md 5 (crops of 512, batch 4, at most 100 epochs, Adam, learning rate
 cut by 30% after 4 flat epochs, early stopping after 20) and section 3 (weighted maps with sigma 25,
 a 50 px ring, class weights cell 1.5 / background 1).
 

@@ -1,4 +1,4 @@
-"""Where the overlapping training crops of an image start (METHOD.md section 5).
+"""Where the overlapping training crops of an image start (docs/METHOD.md section 5).
 
 The paper cuts a 1600x1200 image into 12 crops of 512x512: columns start at 0, 288, 688 and 1088,
 rows at 0, 288 and 688. Those numbers follow one rule, used here for every size: step back from the

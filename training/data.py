@@ -1,4 +1,4 @@
-"""Training data: source images split per image, cut into crops, augmented, batched (METHOD.md 5).
+"""Training data: images split per image, cut into crops, augmented, batched (docs/METHOD.md 5).
 
 The chain is::
 

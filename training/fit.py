@@ -1,4 +1,6 @@
-"""Train c-ResUnet with Keras ``fit``, resumably, then tune the threshold and score (METHOD.md 5-7).
+"""Train c-ResUnet with Keras ``fit``, resumably, then tune the threshold and score.
+
+See docs/METHOD.md sections 5-7.
 
 Only ``keras`` is imported, always inside functions, never TensorFlow: the same code trains under
 ``KERAS_BACKEND=jax`` or ``torch``. When Keras sees a GPU the global policy becomes
@@ -413,8 +415,8 @@ def train_run(train, validation, test, config: TrainConfig, run_dir, *, manifest
         Whole source images; the caller made the per-image split.
     config : TrainConfig
     run_dir : path
-        The run directory (DESIGN.md), written through ``core.run.save_run``; the checkpoint goes
-        in ``run_dir/checkpoint``, and an existing one is resumed.
+        The run directory (docs/ARCHITECTURE.md), written by ``core.run.save_run``; the
+        checkpoint goes in ``run_dir/checkpoint``, and an existing one is resumed.
     manifest : dict
         Which (image, mask version) pairs were used; stored as ``manifest.json``.
     progress, should_cancel : callables, optional

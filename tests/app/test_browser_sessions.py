@@ -102,6 +102,12 @@ def signed_out(page, timeout=60_000):
 def on_account(page):
     """Wait for the Account page; True when it says who is signed in."""
     page.get_by_role("heading", name="Account").wait_for(timeout=60_000)
+    from playwright.sync_api import TimeoutError as PlaywrightTimeout
+
+    try:  # the heading and the line below it arrive in separate deltas
+        page.get_by_text("Signed in as").wait_for(timeout=15_000)
+    except PlaywrightTimeout:
+        return False
     return page.get_by_text("Signed in as").count() == 1
 
 

@@ -1,4 +1,4 @@
-"""core.weights.weight_map against the formula of METHOD.md section 3, computed independently."""
+"""core.weights.weight_map against the formula of docs/METHOD.md 3, computed independently."""
 import math
 
 import numpy as np
@@ -120,7 +120,7 @@ def test_bad_parameters():
 
 
 def test_a_far_object_still_adds_to_a_pixel_inside_the_ring():
-    """METHOD.md: the ring picks the pixels that take the sum, not the objects in it.
+    """docs/METHOD.md: the ring picks the pixels that take the sum, not the objects in it.
 
     Two 1-px cells on one row: the pixel 5 px right of the first is 55 px left of the second, so
     S = exp(-25/1250) + exp(-3025/1250), computed by hand: 0.98020 + 0.08892 = 1.06912.
