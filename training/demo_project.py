@@ -8,7 +8,7 @@ What it builds:
 
 - the accounts of :data:`DEMO_USERS` (listed on the sign-in page in demo mode only);
 - project :data:`DEMO_PROJECT` with ``n_images`` synthetic fluorescence images
-  (``core.synthetic.TRAIN``: cells of three stains among artefacts), each with its automatic
+  (``core.synthetic.TRAIN`` with the yellow stain only: cells among artefacts), each with its automatic
   threshold mask (source ``auto``);
 - a seeded random split (a quarter test), and the generator's true cells as an approved
   version (source ``manual``) for every test image and every other train image. Touching
@@ -19,6 +19,7 @@ What it builds:
 """
 from __future__ import annotations
 
+import dataclasses
 import logging
 from pathlib import Path
 
@@ -35,6 +36,9 @@ log = logging.getLogger(__name__)
 DEMO_USERS = (("admin", "admin-demo", "admin"), ("expert", "expert-demo", "expert"),
               ("operator", "operator-demo", "operator"), ("viewer", "viewer-demo", "viewer"))
 DEMO_PROJECT = "Demo (yellow)"
+#: TRAIN's cells and artefacts, in the project's one stain: its automatic masks read the
+#: yellow signal, which a red or green image does not have.
+DEMO_IMAGES_CONFIG = dataclasses.replace(TRAIN, stains=(("yellow", 1.0),))
 DEMO_MODEL_DIR = Path(__file__).resolve().parents[1] / "models" / "demo"
 
 
@@ -68,7 +72,7 @@ def seed_demo(settings, *, engine=None, n_images: int = 24, shape=(600, 800), se
         expert = users.get_user(s, "expert")
         has_images = bool(projects.list_batches(s, pid))
     if not has_images:
-        data = make_dataset(n_images, seed, shape=shape, config=TRAIN)
+        data = make_dataset(n_images, seed, shape=shape, config=DEMO_IMAGES_CONFIG)
         with transaction(engine) as s:
             batch = projects.create_batch(s, pid, user_id=admin.id, source="core.synthetic demo")
             imported, truth = [], {}
