@@ -68,7 +68,14 @@ def test_dashboard_opens_on_the_demo_run_with_its_curve(app_as, demo_run):
     assert at.selectbox(key="dash_run").value == demo_run
     titles = " | ".join(str(json.loads(c.proto.spec).get("layout", {}).get("title", {})
                             .get("text", "")) for c in at.get("plotly_chart"))
-    # thresholds.json's tuning curve is drawn at once; no "Draw the curve" button is needed
-    assert "Scores against threshold (training images)" in titles
+    # thresholds.json's tuning curve is drawn at once, titled with the images the threshold
+    # was chosen on (an older run's one curve pooled train and validation images); no "Draw
+    # the curve" button is needed
+    from training.demo_project import DEMO_MODEL_DIR
+    from training.scoring import CURVE_LABELS
+
+    kept = json.loads((DEMO_MODEL_DIR / "thresholds.json").read_text())
+    chosen_on = CURVE_LABELS[kept.get("chosen_on", "train+validation")]
+    assert f"Scores against threshold (chosen on {chosen_on})" in titles
     assert "Absolute count error" in titles and "Predicted against true" in titles
     assert not [b for b in at.button if b.key == "dash_curve"]

@@ -7,6 +7,8 @@ import subprocess
 
 from sqlalchemy import select
 
+from tests.app.helpers import image_with_cells
+
 NOTE = "**urgent** [see here](http://evil.example/login) :red[now] $x$"
 
 
@@ -21,11 +23,8 @@ def test_an_operators_note_reaches_the_expert_as_text(app_as, app_db):
     from db.models import AdjudicationItem, Image
 
     with app_db.session() as s:
-        img = s.scalars(select(Image).where(Image.project_id == app_db.project_id,
-                                            Image.head_version_id.is_not(None))
-                        .order_by(Image.id)).first()
-        head = masks.head_version(s, img.id)
-        item = adjudication.queue_mask_object(s, app_db.storage, img.id, head.id, 1,
+        img, head, label = image_with_cells(s, app_db)
+        item = adjudication.queue_mask_object(s, app_db.storage, img.id, head.id, label,
                                               reason="unsure", note=NOTE)
         item.priority = 1e9
         item_id = item.id

@@ -16,6 +16,7 @@ from skimage.draw import disk
 
 from core.objects import count_objects, object_info
 from db import adjudication
+from tests.app.helpers import image_with_cells
 
 # A heatmap of 0.7 as stored and read back: uint8 levels, round(0.7 x 255) / 255.
 STORED_07 = float(np.rint(0.7 * 255) / 255)
@@ -166,12 +167,7 @@ def test_expert_adjudicates_an_item_and_a_new_version_appears(app_as, app_db):
     from db.models import AdjudicationDecision, Image, MaskVersion
 
     with app_db.session() as s:
-        img = next(i for i in s.scalars(
-            select(Image).where(Image.project_id == app_db.project_id,
-                                Image.head_version_id.is_not(None)).order_by(Image.id))
-            if masks.head_version(s, i.id).object_count)  # an image with a cell to talk about
-        head = masks.head_version(s, img.id)
-        label = int(np.unique(app_db.storage.read_labels(head.path))[1])
+        img, head, label = image_with_cells(s, app_db)
         item = adjudication.queue_mask_object(s, app_db.storage, img.id, head.id, label,
                                               reason="unsure", note="part2 test item")
         item.priority = 1e6  # first in the queue whatever other tests left there

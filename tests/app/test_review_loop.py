@@ -17,11 +17,13 @@ from PIL import Image as PILImage
 ALL = ["to_review", "in_progress", "approved"]
 
 
-def _image(app_db, index: int) -> int:
+def _image(app_db, index: int, *, min_cells: int = 0) -> int:
+    """The ``index``-th image of those holding at least ``min_cells`` cells."""
     from db import review
 
     with app_db.session() as s:
-        return int(review.image_counts(s, app_db.project_id)["image_id"].iloc[index])
+        counts = review.image_counts(s, app_db.project_id)
+        return int(counts[counts["count"] >= min_cells]["image_id"].iloc[index])
 
 
 def _review(app_as, image_id: int, role: str = "operator"):
@@ -61,7 +63,7 @@ def _head(app_db, image_id):
 def test_a_verdict_empties_the_reason_so_the_next_drop_carries_none(app_as, app_db):
     from db import adjudication
 
-    image_id = _image(app_db, 2)
+    image_id = _image(app_db, 0, min_cells=3)
     at = _review(app_as, image_id)
     first, second = _open_objects(at)[:2]
     _picker(at).set_value(first).run()

@@ -2,6 +2,7 @@
 reset, disable), session state cannot stand in for an ended session, an old ``?session=`` link
 signs nobody in, and the Admin page clears sign-in limits. (AppTest has no cookies: the cookie
 half is in test_browser_sessions.py.)"""
+import re
 from pathlib import Path
 
 import pytest
@@ -19,7 +20,8 @@ def _fields(at, label):
 def _signed_in_as(at):
     """The name the sidebar shows, or None (the sign-in page, or a page saying "Sign in first")."""
     names = [m.value.split("**")[1] for m in at.sidebar.markdown if m.value.startswith("**")]
-    return names[0] if names else None
+    # The name is escaped Markdown (a user's text): drop the escapes to get it as shown.
+    return re.sub(r"\\(.)", r"\1", names[0]) if names else None
 
 
 def _tab(app_db, name, query=None):
