@@ -61,7 +61,8 @@ if st.button("Count", key="count_go", type="primary"):
             job_id = tasks.submit_count(ui.settings(), project=pid, created_by=who.id,
                                         run_dir=model["run_dir"], images=images,
                                         engine=ui.engine())
-            st.session_state["count_job"] = job_id
+            # The new batch is the one shown, also when the picker below already holds another.
+            st.session_state["count_job"] = st.session_state["count_job_pick"] = job_id
             st.success(f"Counting {len(images)} images (batch {job_id}; any worker can take "
                        "a chunk of it).")
         st.session_state["count_problems"] = pd.DataFrame(problems, columns=["file", "problem"])

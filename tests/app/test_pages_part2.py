@@ -410,6 +410,54 @@ def test_counting_leaves_the_project_as_it_was(app_as, app_db, promoted, monkeyp
     assert _project_as_seen(app_db) == before
 
 
+def test_add_to_project_imports_the_counted_images_as_a_batch(app_as, app_db, promoted,
+                                                              monkeypatch):
+    from core.io import encode_png
+    from core.synthetic import make_image
+    from db import jobs as db_jobs
+    from db import projects
+    from db.models import Image, Job
+    from training import tasks
+
+    monkeypatch.setattr(tasks, "ensure_worker", lambda settings: None)
+    folder = app_db.settings.data_dir / "incoming" / "count-add"
+    folder.mkdir(parents=True, exist_ok=True)
+    rgb, _ = make_image(np.random.default_rng(13), shape=(96, 128))
+    (folder / "keep-me.png").write_bytes(encode_png(rgb))
+    before = _project_as_seen(app_db)
+    at = app_as("operator", "pages/count.py")
+    at.radio(key="count_source").set_value("Folder on the server").run()
+    at.text_input(key="count_folder").input(str(folder)).run()
+    at.button(key="count_go").click().run()
+    job_id = at.session_state["count_job"]
+    with app_db.session() as s:
+        job = s.get(Job, job_id)
+        entry = job.config["images"][0]
+        db_jobs.finish_job(s, job_id, result={
+            "run_dir": job.config["run_dir"], "model": "part2-run", "threshold": 0.5,
+            "counts": [{**entry, "count": 2, "heatmap_path": app_db.storage.key(
+                app_db.storage.put_heatmap(_two_cell_heatmap((96, 128))).path)}]})
+    at.run()
+    assert at.selectbox(key="count_job_pick").value == job_id   # the new count, not an older one
+    assert _project_as_seen(app_db) == before
+    at.button(key="count_add").click().run()
+    assert not at.exception and not _errors(at), (at.exception, _errors(at))
+    assert any("Imported 1 image" in m.value for m in at.success)
+    with app_db.session() as s:
+        added = s.query(Image).filter(Image.project_id == app_db.project_id,
+                                      Image.original_name == "keep-me.png").one()
+        image_id, batch_id, status, path = added.id, added.batch_id, added.review_status, added.path
+    try:
+        assert status == "to_review"
+        assert np.array_equal(app_db.storage.read_image(path), rgb)
+        state, queue, export = _project_as_seen(app_db)
+        assert state["n_images"] == before[0]["n_images"] + 1
+        assert image_id in queue[2] and "keep-me.png" in export
+    finally:
+        with app_db.session() as s:  # the shared project as it was, for the tests after this
+            projects.archive_batch(s, batch_id)
+
+
 # ---------------------------------------------------------------- adjudicate: model probability
 
 def _unsure_item_on(app_db, image_id, version_id, label, user, times=2):
