@@ -58,8 +58,8 @@ from db.storage import Storage, pixel_hash
 
 __all__ = ["ImportRefused", "ImportItem", "ImportOptions", "FileOutcome", "ImportReport",
            "Collected", "collect_folder", "collect_uploads", "collect_fnc", "collect_annotations",
-           "import_items", "import_path", "import_uploads", "run_import_cli", "store_for_count", "import_counted",
-           "check_import_root", "IMAGE_SUFFIXES", "MIN_SIDE"]
+           "import_items", "import_path", "import_uploads", "run_import_cli", "store_for_count",
+           "import_counted", "check_import_root", "IMAGE_SUFFIXES", "MIN_SIDE"]
 
 log = logging.getLogger(__name__)
 
@@ -1429,15 +1429,12 @@ def store_for_count(session: Session, settings: Settings, project: str | int, *,
                  max_pixels=collected.max_pixels)
     storage = Storage.from_settings(settings)
     images, problems = [], [{"file": o.name, "problem": o.message} for o in collected.skipped]
-    notes = list(collected.notes)
     for item in collected.items:
         try:
-            entry = _counted_entry(storage, plan, item)
+            images.append(_counted_entry(storage, plan, item))
         except _Skipped as skipped:
             problems.append({"file": skipped.outcome.name, "problem": skipped.outcome.message})
-            continue
-        images.append(entry)
-    problems += [{"file": "", "problem": _clean(note)} for note in notes]
+    problems += [{"file": "", "problem": _clean(note)} for note in collected.notes]
     return images, problems
 
 
