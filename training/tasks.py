@@ -117,9 +117,9 @@ def submit_count(settings: Settings, *, project: str | int, run_dir: str, images
 
     ``images`` are the stored images to count (``db.importing.store_for_count``); they stay
     the count's, not the project's. Each chunk of ``chunk_size`` images is its own ``count``
-    job (``db.jobs.queue_count_chunks``),
-    so five GPU hosts running ``python -m training worker`` share one 100k-image count; the
-    local worker started here (unless ``settings.workers == "remote"``) takes them otherwise.
+    job (``db.jobs.queue_count_chunks``), so five GPU hosts running ``python -m training
+    worker`` share one 100k-image count; the local worker started here (unless
+    ``settings.workers == "remote"``) takes them otherwise.
     """
     engine = engine or make_engine(settings)
     with Session(engine) as session, session.begin():
