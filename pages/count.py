@@ -116,6 +116,9 @@ with ui.session() as s:
                        for chunk in row["job_ids"]], ignore_index=True)
 names = dict(zip(table["item"], table["file"]))
 item = st.selectbox("Image", list(names), format_func=names.get, key="count_image")
+if item is None:
+    st.info("This count holds no counted image.")
+    st.stop()
 shown = None
 try:
     with ui.session() as s:
