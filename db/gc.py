@@ -2,7 +2,7 @@
 
 :func:`file_references` is the one answer to "which files belong to this installation": the
 paths in image, mask-version, result and run rows, and any store path a JSON column names (a
-job's config and result, a count chunk's heatmaps). Backups copy exactly these
+job's config and result, a count chunk's images and heatmaps). Backups copy exactly these
 (``db.backup``); :func:`find_orphans` lists what else lies in the store's folders (a killed
 import's images, a lost attempt's run directory, a temporary file), and :func:`delete_orphans`
 removes those older than a day, so nothing that a running import or job is about to record is

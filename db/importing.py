@@ -58,8 +58,8 @@ from db.storage import Storage, pixel_hash
 
 __all__ = ["ImportRefused", "ImportItem", "ImportOptions", "FileOutcome", "ImportReport",
            "Collected", "collect_folder", "collect_uploads", "collect_fnc", "collect_annotations",
-           "import_items", "import_path", "import_uploads", "run_import_cli", "import_for_count",
-           "check_import_root", "IMAGE_SUFFIXES", "MIN_SIDE"]
+           "import_items", "import_path", "import_uploads", "run_import_cli", "store_for_count",
+           "import_counted", "check_import_root", "IMAGE_SUFFIXES", "MIN_SIDE"]
 
 log = logging.getLogger(__name__)
 
@@ -105,6 +105,9 @@ class ImportItem:
         Image metadata (stain, animal, region, condition, unlabelled...).
     note : str
         A sentence the report adds to this file's outcome (an FNC image without its mask).
+    pixel_size_um : float or None
+        The pixel size, when the file itself does not state it (a counted image kept as the
+        store's PNG remembers the size its original file stated).
     """
 
     name: str
@@ -116,6 +119,7 @@ class ImportItem:
     split: str | None = None
     metadata: dict[str, Any] = field(default_factory=dict)
     note: str = ""
+    pixel_size_um: float | None = None
 
 
 @dataclass(frozen=True)
@@ -319,6 +323,10 @@ class Collected:
     resumable : bool
         Whether running the same import again completes an interrupted batch of the same
         source (a path names the same files again; uploads do not).
+    as_stored : bool
+        The files are the store's own RGB PNGs (counted images added to their project): they
+        are read as they are, since the project's reading settings were applied when they
+        were first read.
     """
 
     items: list[ImportItem]
@@ -327,6 +335,7 @@ class Collected:
     kind: str = "folder"
     max_pixels: int | None = None
     resumable: bool = True
+    as_stored: bool = False
 
 
 # ---------------------------------------------------------------------------------------------
@@ -862,7 +871,7 @@ def _open_batch(session: Session, project: Project | str | int, collected: Colle
                 options: ImportOptions, source: str) -> _Plan:
     """Resolve the project and its reading settings; open (or reopen) the batch."""
     project = get_project(session, project.id if isinstance(project, Project) else project)
-    read = read_options(project, z=options.z)
+    read = core_io.ReadOptions() if collected.as_stored else read_options(project, z=options.z)
     approved = (options.approved if options.approved is not None
                 else collected.kind.startswith("fnc"))
     # A batch another process is still filling is left to it; one that stopped is completed.
@@ -905,7 +914,8 @@ def _import_one(write: _Writer, storage: Storage, plan: _Plan, item: ImportItem,
     if known is not None:
         return _known_image(write, storage, plan, item, read, known, seen)
     stored = store_image(storage, read.rgb, encoded=read.data, info=read.info)
-    stored = replace(stored, read_info=_clean_json(stored.read_info))
+    stored = replace(stored, read_info=_clean_json(stored.read_info),
+                     pixel_size_um=stored.pixel_size_um or item.pixel_size_um)
     mask, kind = read.labels, "import" if read.labels is not None else None
     if mask is None and plan.options.prelabel:
         from core.prelabel import PrelabelParams, auto_mask
@@ -1355,41 +1365,104 @@ def _log_progress(done: int, total: int, name: str) -> None:
         log.info("Imported %d of %d (%s).", done, total, name)
 
 
-def import_for_count(session: Engine | Session, settings: Settings, project_id: int, *,
-                     uploads=None, folder=None,
-                     user_id: int | None = None) -> tuple[list[tuple[str, int]], list[dict]]:
-    """Register the images to count (uploaded ``(name, bytes)`` pairs, or a folder below an
-    import root) as one import batch, without automatic masks.
+def _collect_for_count(settings: Settings, uploads, folder) -> Collected:
+    """The images of a count: a folder below an import root, or uploads; masks are ignored."""
+    if folder:
+        root = _readable(check_import_root(folder, settings), "count")
+        collected = _within_roots(_collect_path(root, "folder", None, ""), _roots(settings))
+    else:
+        uploads = list(uploads or [])
+        if not uploads:
+            raise ValueError("Choose at least one image to count.")
+        collected = collect_uploads(uploads, limit_mb=settings.upload_limit_mb,
+                                    max_pixels=settings.max_upload_pixels)
+    # A count reads only the images; a mask that came with one plays no part in it.
+    items = [replace(i, mask=None, mask_name=None, mask_kind=None, annotation=None, note="")
+             for i in collected.items]
+    return replace(collected, items=items)
 
-    Images already in the project are counted as they are. Given a session, writes rows and
-    the caller commits; given an engine, commits image by image.
+
+def _counted_entry(storage: Storage, plan: _Plan, item: ImportItem) -> dict[str, Any]:
+    """Read one image to count and put its pixels in the store; :class:`_Skipped` if refused."""
+    try:
+        read = _read_item(item, plan)
+    except _Skipped:
+        raise
+    except Exception as exc:  # one file must never stop the count; the log keeps the details
+        log.exception("Reading %s to count failed", item.name)
+        raise _Skipped(_skip(item.name, "corrupt", f"{item.name} could not be read: reading it "
+                             f"failed unexpectedly ({type(exc).__name__}). The server log has "
+                             f"the details; export the file again.")) from None
+    stored = store_image(storage, read.rgb, encoded=read.data, info=read.info)
+    return {"name": item.name, "path": stored.path, "sha256": stored.sha256,
+            "height": stored.rows, "width": stored.cols, "pixel_size_um": stored.pixel_size_um}
+
+
+def store_for_count(session: Session, settings: Settings, project: str | int, *, uploads=None,
+                    folder=None) -> tuple[list[dict[str, Any]], list[dict[str, str]]]:
+    """Read the images to count (uploaded ``(name, bytes)`` pairs, or a folder below an
+    import root) with the project's reading settings, and keep their pixels in the file store.
+
+    The images do not become project images: the count job names them (its config's
+    ``images``), which keeps their files through ``python -m db gc`` while the job exists, and
+    :func:`import_counted` adds them to the project when someone asks. Only reads the
+    project's row; nothing is written to the database.
 
     Returns
     -------
-    images : list of (name, image id)
+    images : list of dict
+        ``name, path, sha256, height, width, pixel_size_um`` per readable image (``path``:
+        the store key).
     problems : list of dict
         ``file, problem``: every file that cannot be counted, with the sentence saying why.
 
     Raises
     ------
     ValueError
-        The folder lies outside the import roots or does not exist (``ImportRefused``).
+        No uploads, or the folder lies outside the import roots or does not exist
+        (``ImportRefused``).
     """
-    options = ImportOptions(prelabel=False, approved=False, user_id=user_id)
-    if folder:
-        report = import_path(session, settings, folder, project=project_id, fmt="folder",
-                             options=options)
-    else:
-        uploads = list(uploads or [])
-        if not uploads:
-            raise ValueError("Choose at least one image to count.")
-        report = import_uploads(session, settings, project_id, uploads, options=options)
-    images, problems = [], []
-    for o in report.outcomes:
-        # A duplicate names the image already holding its pixels: that one is counted.
-        if o.image_id is not None and (o.status != "skipped" or o.reason == "duplicate"):
-            images.append((o.name, int(o.image_id)))
-        else:
-            problems.append({"file": o.name, "problem": o.message})
-    problems += [{"file": "", "problem": note} for note in report.notes]
+    collected = _collect_for_count(settings, uploads, folder)
+    project = get_project(session, project)
+    plan = _Plan(project.id, read_options(project), project.pixel_size_um, batch_id=0,
+                 resumed=False, options=ImportOptions(prelabel=False),
+                 max_pixels=collected.max_pixels)
+    storage = Storage.from_settings(settings)
+    images, problems = [], [{"file": o.name, "problem": o.message} for o in collected.skipped]
+    for item in collected.items:
+        try:
+            images.append(_counted_entry(storage, plan, item))
+        except _Skipped as skipped:
+            problems.append({"file": skipped.outcome.name, "problem": skipped.outcome.message})
+    problems += [{"file": "", "problem": _clean(note)} for note in collected.notes]
     return images, problems
+
+
+def import_counted(bind: Engine | Session, settings: Settings, batch_id: int, *,
+                   user_id: int | None = None, progress: Progress | None = None) -> ImportReport:
+    """Add the images of count batch ``batch_id`` to its project, as one ordinary import.
+
+    They go through :func:`import_items` like any other import (automatic masks to review,
+    duplicates of project images reported as such), read from the store as they were kept
+    for the count, with the pixel size their original files stated. Running it again after
+    an interruption completes the same batch.
+
+    Raises
+    ------
+    ValueError
+        There is no such count batch, or it names no stored images (an older count of
+        project images).
+    """
+    from db.jobs import counted_images
+
+    storage = Storage.from_settings(settings)
+    project_id, images = _Writer(bind)(lambda s: counted_images(s, batch_id))
+    if not images:
+        raise ValueError(f"Count batch {batch_id} holds no images to add: it counted images "
+                         f"that are already the project's.")
+    items = [ImportItem(name=e["name"], image=storage.resolve(e["path"]),
+                        pixel_size_um=e.get("pixel_size_um")) for e in images]
+    collected = Collected(items, kind="count", as_stored=True)
+    return import_items(bind, storage, project_id, collected,
+                        options=ImportOptions(user_id=user_id),
+                        source=f"count batch {batch_id}", progress=progress)

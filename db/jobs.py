@@ -32,8 +32,8 @@ from db.models import JOB_KINDS, Job, User, utcnow
 __all__ = ["queue_job", "claim_next_job", "heartbeat", "report_progress", "is_cancel_requested",
            "request_cancel", "finish_job", "fail_job", "requeue_stale", "get_job", "list_jobs",
            "LOG_TAIL_CHARS", "jobs_table", "JOB_COLUMNS", "ClaimLost", "STALE_AFTER_S",
-           "MAX_ATTEMPTS", "queue_count_chunks", "batch_jobs", "count_batches", "COUNT_CHUNK",
-           "BATCH_COLUMNS"]
+           "MAX_ATTEMPTS", "queue_count_chunks", "batch_jobs", "counted_images", "count_batches",
+           "COUNT_CHUNK", "BATCH_COLUMNS"]
 
 log = logging.getLogger(__name__)
 
@@ -348,32 +348,59 @@ BATCH_COLUMNS = ["batch_id", "job_ids", "status", "progress", "message", "error"
 
 
 def queue_count_chunks(session: Session, *, project_id: int | None, config: dict[str, Any],
-                       image_ids, chunk_size: int = COUNT_CHUNK,
+                       images, chunk_size: int = COUNT_CHUNK,
                        created_by: int | None = None) -> list[Job]:
-    """Queue a count over ``image_ids`` as jobs of ``chunk_size`` images each.
+    """Queue a count over ``images`` as jobs of ``chunk_size`` images each.
 
     Every chunk is an ordinary ``count`` job, so any number of workers claim them (atomically,
     as any job). They share ``config["batch"]``: the id of the first chunk, which also names the
     batch in :func:`count_batches`. ``config["chunk"]`` is each chunk's place in the batch.
+
+    Parameters
+    ----------
+    images : sequence of dict
+        The images to count, kept in the file store and never project images
+        (``db.importing.store_for_count``: ``name, path, ...``). Each chunk's
+        ``config["images"]`` holds its share, each with ``item``, its place in the batch; the
+        store paths there keep the files through ``python -m db gc`` while the job exists.
 
     Returns
     -------
     list of Job
         The chunks in order.
     """
-    ids = [int(i) for i in image_ids]
-    if not ids:
+    entries = [{**dict(e), "item": n} for n, e in enumerate(images)]
+    if not entries:
         raise ValueError("There are no images to count.")
+    if any(not e.get("path") for e in entries):
+        raise ValueError("Every image to count needs its store path ('path'); read them with "
+                         "db.importing.store_for_count.")
     if chunk_size < 1:
         raise ValueError(f"A count chunk holds at least one image, got {chunk_size}.")
-    parts = [ids[i:i + chunk_size] for i in range(0, len(ids), chunk_size)]
+    parts = [entries[i:i + chunk_size] for i in range(0, len(entries), chunk_size)]
     jobs = [queue_job(session, "count", project_id=project_id, created_by=created_by,
-                      config={**config, "image_ids": part, "chunk": n, "chunks": len(parts)})
+                      config={**config, "images": part, "chunk": n, "chunks": len(parts)})
             for n, part in enumerate(parts)]
     for job in jobs:
         job.config = {**job.config, "batch": jobs[0].id}
     session.flush()
     return jobs
+
+
+def _chunk_images(job: Job) -> list:
+    """The images a count chunk names: stored entries, or an older count's project image ids."""
+    config = job.config or {}
+    return list(config.get("images") or config.get("image_ids") or [])
+
+
+def counted_images(session: Session, batch_id: int) -> tuple[int | None, list[dict[str, Any]]]:
+    """The project of count batch ``batch_id`` and the stored images it counted, in order.
+
+    An older count, of images already in the project, names none.
+    """
+    chunks = batch_jobs(session, batch_id)
+    return chunks[0].project_id, [dict(e) for j in chunks for e in _chunk_images(j)
+                                  if isinstance(e, dict)]
 
 
 def batch_jobs(session: Session, batch_id: int) -> list[Job]:
@@ -423,6 +450,6 @@ def count_batches(session: Session, project_id: int, *, limit: int = 50) -> pd.D
             "message": f"{done} of {len(jobs)} chunks done" + (f"; {running[0]}" if running
                                                                else ""),
             "error": next((j.error for j in jobs if j.status == "failed" and j.error), ""),
-            "n_images": sum(len((j.config or {}).get("image_ids", [])) for j in jobs),
+            "n_images": sum(len(_chunk_images(j)) for j in jobs),
             "n_chunks": len(jobs), "created_at": jobs[0].created_at})
     return pd.DataFrame(rows, columns=BATCH_COLUMNS)

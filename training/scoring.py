@@ -11,7 +11,8 @@ Two halves:
   :func:`score_samples` (:class:`ImageScore` per image);
 - from the database and the stored heatmaps, for the pages: :func:`image_outcome`,
   :func:`recount`, :func:`recount_scores`, :func:`threshold_curve_for_run`,
-  :func:`run_reliability` (intervals and the bias warning), :func:`count_results`.
+  :func:`run_reliability` (intervals and the bias warning), :func:`count_results`,
+  :func:`counted_image`.
 """
 from __future__ import annotations
 
@@ -37,7 +38,8 @@ __all__ = ["Cancelled", "ImageScore", "scoring_for", "predict_samples", "tune_th
            "MIN_VALIDATION_CELLS", "score_samples", "ImageOutcome", "image_outcome", "recount",
            "recount_scores",
            "threshold_curve_for_run", "CURVE_LABELS", "Reliability", "bias_limit",
-           "run_reliability", "runs_table", "count_results", "CURVE_FILE"]
+           "run_reliability", "runs_table", "count_results", "CountedImage", "counted_image",
+           "CURVE_FILE"]
 
 log = logging.getLogger(__name__)
 
@@ -549,21 +551,38 @@ def runs_table(session, storage, project_id: int) -> pd.DataFrame:
 
 # --- Counts of a count job ---------------------------------------------------------------------
 
+def _entry_geometry(session, entry: dict) -> tuple[float, float | None]:
+    """Area in pixels and the pixel size a count entry records (an older entry: its image's)."""
+    if entry.get("width") and entry.get("height"):
+        return float(entry["width"]) * float(entry["height"]), entry.get("pixel_size_um")
+    image = (projects.find_image(session, int(entry["image_id"]))
+             if entry.get("image_id") is not None else None)
+    if image is None:
+        return np.nan, None
+    return float(image.width * image.height), image.pixel_size_um
+
+
+def _entry_item(entry: dict) -> int:
+    """An entry's place in its batch; an older entry of a project image: the image id."""
+    return int(entry["item"] if entry.get("item") is not None else entry["image_id"])
+
+
 def count_results(session, storage, job_id: int, *, rois: dict | None = None) -> pd.DataFrame:
     """The counts a finished count job produced, with density per mm² and optional regions.
 
     Parameters
     ----------
-    rois : dict of image id -> bool mask, optional
-        A region of interest per image: only cells whose centre lies inside count, and the
-        density is over the region's area. The cells are the job's run's objects of its stored
-        heatmap, at the threshold the job counted with.
+    rois : dict of item -> bool mask, optional
+        A region of interest per counted image (keyed by ``item``): only cells whose centre
+        lies inside count, and the density is over the region's area. The cells are the job's
+        run's objects of its stored heatmap, at the threshold the job counted with.
 
     Returns
     -------
     DataFrame
-        Columns ``file, image_id, count, region, area_mm2, density_per_mm2, model, threshold,
-        problem`` (``problem`` says why an image has no count).
+        Columns ``file, item, count, region, area_mm2, density_per_mm2, model, threshold,
+        problem``: ``item`` is the image's place in its batch (an older count of project
+        images: the image id); ``problem`` says why an image has no count.
     """
     job = job_rows.get_job(session, job_id)
     result = job.result or {}
@@ -572,13 +591,12 @@ def count_results(session, storage, job_id: int, *, rois: dict | None = None) ->
     rule = _job_scoring(session, storage, result) if rois else None
     rows = []
     for entry in result.get("counts", []):
-        image = projects.find_image(session, int(entry["image_id"]))
-        area = image.width * image.height if image is not None else np.nan
+        item = _entry_item(entry)
+        area, own_pixel = _entry_geometry(session, entry)
         # The pixel size the image's file records wins over the project's.
-        pixel = (image.pixel_size_um if image is not None and image.pixel_size_um
-                 else project_pixel)
+        pixel = own_pixel or project_pixel
         count, region, problem = entry.get("count"), "whole image", ""
-        roi = (rois or {}).get(int(entry["image_id"]))
+        roi = (rois or {}).get(item)
         if roi is not None:
             try:
                 if isinstance(rule, str):
@@ -587,16 +605,67 @@ def count_results(session, storage, job_id: int, *, rois: dict | None = None) ->
                 count, area, region = count_in_region(labels, roi), int(roi.sum()), "region"
             except (OSError, ValueError, KeyError) as exc:
                 problem = f"The region could not be applied: {exc}"
-        rows.append({"file": entry.get("name") or f"image {entry['image_id']}",
-                     "image_id": int(entry["image_id"]), "count": count, "region": region,
+        rows.append({"file": entry.get("name") or f"image {item}", "item": item,
+                     "count": count, "region": region,
                      "area_mm2": area * (pixel / 1000.0) ** 2 if pixel else np.nan,
                      "density_per_mm2": count_density(count, area, pixel) if count is not None
                      else np.nan,
                      "model": result.get("model", ""), "threshold": result.get("threshold"),
                      "problem": problem})
-    cols = ["file", "image_id", "count", "region", "area_mm2", "density_per_mm2", "model",
+    cols = ["file", "item", "count", "region", "area_mm2", "density_per_mm2", "model",
             "threshold", "problem"]
     return pd.DataFrame(rows, columns=cols)
+
+
+@dataclass(frozen=True)
+class CountedImage:
+    """A counted image and the cells its count found.
+
+    Attributes
+    ----------
+    rgb : ndarray of uint8, shape (rows, cols, 3)
+    labels : ndarray of int, shape (rows, cols)
+        The cells, as the count job's run finds them in the stored heatmap at the job's
+        threshold (one value per cell).
+    name : str
+    stain : str or None
+        The project's stain, for an outline colour that stands out on it.
+    """
+
+    rgb: np.ndarray
+    labels: np.ndarray
+    name: str
+    stain: str | None = None
+
+
+def counted_image(session, storage, batch_id: int, item: int) -> CountedImage:
+    """Image ``item`` of count batch ``batch_id`` with the cells the count found on it.
+
+    Raises
+    ------
+    ValueError
+        The batch has not counted that image, or its image, heatmap or run cannot be read;
+        the sentence says which.
+    """
+    chunks = job_rows.batch_jobs(session, batch_id)
+    found = next(((j, e) for j in chunks for e in (j.result or {}).get("counts", [])
+                  if _entry_item(e) == int(item)), None)
+    if found is None:
+        raise ValueError(f"Count batch {batch_id} has no counted image {item} (yet).")
+    job, entry = found
+    name = entry.get("name") or f"image {item}"
+    rule = _job_scoring(session, storage, job.result or {})
+    if isinstance(rule, str):
+        raise ValueError(f"The cells of {name} cannot be shown: {rule}.")
+    path = entry.get("path") or projects.get_image(session, int(entry["image_id"])).path
+    try:
+        rgb = storage.read_image(path)
+        labels = rule.labels(storage.read_heatmap(entry["heatmap_path"]))
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise ValueError(f"{name} or its count's heatmap cannot be read ({exc}); count it "
+                         f"again.") from exc
+    project = projects.get_project(session, job.project_id) if job.project_id else None
+    return CountedImage(rgb, labels, name, project.stain if project is not None else None)
 
 
 def _job_scoring(session, storage, result: dict) -> Scoring | str:

@@ -10,8 +10,10 @@ Job configs (JSON on the row)::
 
     train     {"train": {TrainConfig fields to override}, "name": "optional run name"}
     evaluate  {"run_dir": "runs/x", "run_id": 7}   (run_id optional; project: the job's)
-    count     {"run_dir": "runs/x", "image_ids": [1, 2, ...], "batch": 12, "chunk": 0,
-               "chunks": 4}   (a chunk of a batch: ``submit_count``, ``db.jobs``)
+    count     {"run_dir": "runs/x", "images": [{"item": 0, "name": "a.tif",
+               "path": "images/ab/<hash>.png", ...}, ...], "batch": 12, "chunk": 0,
+               "chunks": 4}   (a chunk of a batch: ``submit_count``, ``db.jobs``; the images
+               are the store's, never project images; an older job names "image_ids")
 
 A run directory below the data dir is named by its key (``runs/<name>``, ``Storage.key``) in
 configs, results and rows, and resolved through ``Storage`` where it is read, so a worker that
@@ -108,20 +110,22 @@ def submit(settings: Settings, kind: str, *, project: str | int | None = None,
     return job_id
 
 
-def submit_count(settings: Settings, *, project: str | int, run_dir: str, image_ids,
+def submit_count(settings: Settings, *, project: str | int, run_dir: str, images,
                  created_by: int | None = None, chunk_size: int = job_rows.COUNT_CHUNK,
                  start_worker: bool = True, engine=None) -> int:
     """Queue a count as chunks any number of workers claim; returns the batch id.
 
-    Each chunk of ``chunk_size`` images is its own ``count`` job (``db.jobs.queue_count_chunks``),
-    so five GPU hosts running ``python -m training worker`` share one 100k-image count; the
-    local worker started here (unless ``settings.workers == "remote"``) takes them otherwise.
+    ``images`` are the stored images to count (``db.importing.store_for_count``); they stay
+    the count's, not the project's. Each chunk of ``chunk_size`` images is its own ``count``
+    job (``db.jobs.queue_count_chunks``), so five GPU hosts running ``python -m training
+    worker`` share one 100k-image count; the local worker started here (unless
+    ``settings.workers == "remote"``) takes them otherwise.
     """
     engine = engine or make_engine(settings)
     with Session(engine) as session, session.begin():
         project_id = projects.get_project(session, project).id
         jobs = job_rows.queue_count_chunks(session, project_id=project_id,
-                                           config={"run_dir": run_dir}, image_ids=image_ids,
+                                           config={"run_dir": run_dir}, images=images,
                                            chunk_size=chunk_size, created_by=created_by)
         batch_id = jobs[0].id
     log.info("queued count batch %d in %d chunks", batch_id, len(jobs))
@@ -471,25 +475,43 @@ def run_evaluate(ctx: JobContext, project_id: int | None, config: dict, previous
     return {"run_dir": ctx.storage.key(run.path), "run_id": run_id, "metrics": metrics}
 
 
+def _count_targets(ctx: JobContext, config: dict) -> list[dict]:
+    """The images a count chunk names, each with its store ``path``.
+
+    An older chunk names project images by id (``image_ids``); those are looked up.
+    """
+    if config.get("images"):
+        return [dict(e) for e in config["images"]]
+    targets = []
+    with Session(ctx.engine) as session:
+        for image_id in config.get("image_ids", []):
+            image = projects.get_image(session, int(image_id))
+            targets.append({"item": int(image_id), "image_id": int(image_id),
+                            "name": image.original_name, "path": image.path,
+                            "height": image.height, "width": image.width,
+                            "pixel_size_um": image.pixel_size_um})
+    return targets
+
+
 def run_count(ctx: JobContext, project_id: int | None, config: dict, previous: dict) -> dict:
-    """Count cells on the given images with a run; heatmaps go to storage, counts to the result."""
+    """Count cells on the given images with a run; heatmaps go to storage, counts to the result.
+
+    Each count in the result is the image's config entry with ``count`` and ``heatmap_path``
+    added, so the Count page reads the image, its size and its cells from the job alone.
+    """
     from core.predict import predict_heatmap
 
     run, _row = _job_run(ctx, config)
-    ids = [int(i) for i in config.get("image_ids", [])]
+    targets = _count_targets(ctx, config)
     part = (f" (chunk {config['chunk'] + 1} of {config['chunks']})"
             if config.get("chunks", 1) > 1 else "")
     counts = []
-    for n, image_id in enumerate(ids):
-        check_cancel(ctx.should_cancel, f"after {n} of {len(ids)} images")
-        with Session(ctx.engine) as session:
-            image = projects.get_image(session, image_id)
-            path, name = image.path, image.original_name
-        heat = predict_heatmap(run.model, ctx.storage.read_image(path))
-        counts.append({"image_id": image_id, "name": name,
-                       "count": count_objects(run.labels(heat)),
+    for n, entry in enumerate(targets):
+        check_cancel(ctx.should_cancel, f"after {n} of {len(targets)} images")
+        heat = predict_heatmap(run.model, ctx.storage.read_image(entry["path"]))
+        counts.append({**entry, "count": count_objects(run.labels(heat)),
                        "heatmap_path": ctx.storage.key(ctx.storage.put_heatmap(heat).path)})
-        ctx.progress((n + 1) / len(ids), f"Counted {n + 1}/{len(ids)} images{part}")
+        ctx.progress((n + 1) / len(targets), f"Counted {n + 1}/{len(targets)} images{part}")
     return {"run_dir": ctx.storage.key(run.path), "model": run.name, "threshold": run.threshold,
             "counts": counts}
 

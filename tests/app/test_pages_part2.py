@@ -333,6 +333,15 @@ def promoted(app_db, part2_run):
             s.get(ModelRun, run_id).promoted = flag
 
 
+def _two_cell_heatmap(shape):
+    """A heatmap with two cells of p = 0.9 (and nothing else above 0.05)."""
+    heat = np.full(shape, 0.02, np.float32)
+    for centre in ((30, 30), (60, 90)):
+        rr, cc = disk(centre, 10, shape=shape)
+        heat[rr, cc] = 0.9
+    return heat
+
+
 def test_count_two_images_one_corrupt(app_as, app_db, promoted, monkeypatch):
     from core.io import encode_png
     from core.synthetic import make_image
@@ -356,21 +365,111 @@ def test_count_two_images_one_corrupt(app_as, app_db, promoted, monkeypatch):
     problems = at.session_state["count_problems"]
     assert list(problems["file"]) == ["broken.png"] and "broken.png" in problems["problem"][0]
     job_id = at.session_state["count_job"]
+    heat = _two_cell_heatmap((96, 128))
     with app_db.session() as s:
         job = s.get(Job, job_id)
-        assert job.kind == "count" and len(job.config["image_ids"]) == 1
-        image_id = job.config["image_ids"][0]
+        assert job.kind == "count" and [e["name"] for e in job.config["images"]] == ["good.png"]
+        entry = job.config["images"][0]
+        # The store holds the counted pixels, as read.
+        assert np.array_equal(app_db.storage.read_image(entry["path"]), rgb)
         # What a worker would write when it is done (the worker itself is tested elsewhere).
         db_jobs.finish_job(s, job_id, result={
             "run_dir": job.config["run_dir"], "model": "part2-run", "threshold": 0.5,
-            "counts": [{"image_id": image_id, "name": "good.png", "count": 7,
-                        "heatmap_path": None}]})
+            "counts": [{**entry, "count": 2, "heatmap_path": app_db.storage.key(
+                app_db.storage.put_heatmap(heat).path)}]})
     at.run()
     assert not at.exception, at.exception
     counts = at.dataframe[-1].value
-    assert counts["file"].tolist() == ["good.png"] and counts["count"].tolist() == [7]
+    assert counts["file"].tolist() == ["good.png"] and counts["count"].tolist() == [2]
     csv = at.get("download_button")
     assert csv, "a CSV download is offered"
+    # The counted image is shown with the cells found on it.
+    captions = [c for i in at.get("image") for c in i.captions]
+    assert any("good.png" in c and "outlined" in c for c in captions), captions
+    # The region tool's words say what the polygon tool does (it ignores right clicks).
+    said = " ".join(c.value for c in at.caption)
+    assert "click the first corner again to close" in said and "right-click" not in said
+
+
+def _project_as_seen(app_db):
+    """What a count must leave alone: the sidebar's state, the review queue and the export."""
+    from db import exporting, review
+
+    with app_db.session() as s:
+        state = review.project_state(s, app_db.project_id)
+        queue = review.review_queue(s, app_db.project_id, page_size=1000)
+        return ({k: state[k] for k in ("n_images", "n_approved", "share_reviewed")},
+                (queue.total, queue.counts, [r.image_id for r in queue.rows]),
+                exporting.export_counts(s, app_db.project_id))
+
+
+def test_counting_leaves_the_project_as_it_was(app_as, app_db, promoted, monkeypatch):
+    """Counted images belong to the count: no new project image, queue entry or export line."""
+    from core.io import encode_png
+    from core.synthetic import make_image
+    from training import tasks
+
+    monkeypatch.setattr(tasks, "ensure_worker", lambda settings: None)
+    before = _project_as_seen(app_db)
+    rgb, _ = make_image(np.random.default_rng(11), shape=(96, 128))
+    folder = app_db.settings.data_dir / "incoming" / "count-fresh"
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "fresh.png").write_bytes(encode_png(rgb))
+    at = app_as("operator", "pages/count.py")
+    at.radio(key="count_source").set_value("Folder on the server").run()
+    at.text_input(key="count_folder").input(str(folder)).run()
+    at.button(key="count_go").click().run()
+    assert not at.exception, at.exception
+    assert at.session_state["count_job"]
+    assert _project_as_seen(app_db) == before
+
+
+def test_add_to_project_imports_the_counted_images_as_a_batch(app_as, app_db, promoted,
+                                                              monkeypatch):
+    from core.io import encode_png
+    from core.synthetic import make_image
+    from db import jobs as db_jobs
+    from db import projects
+    from db.models import Image, Job
+    from training import tasks
+
+    monkeypatch.setattr(tasks, "ensure_worker", lambda settings: None)
+    folder = app_db.settings.data_dir / "incoming" / "count-add"
+    folder.mkdir(parents=True, exist_ok=True)
+    rgb, _ = make_image(np.random.default_rng(13), shape=(96, 128))
+    (folder / "keep-me.png").write_bytes(encode_png(rgb))
+    before = _project_as_seen(app_db)
+    at = app_as("operator", "pages/count.py")
+    at.radio(key="count_source").set_value("Folder on the server").run()
+    at.text_input(key="count_folder").input(str(folder)).run()
+    at.button(key="count_go").click().run()
+    job_id = at.session_state["count_job"]
+    with app_db.session() as s:
+        job = s.get(Job, job_id)
+        entry = job.config["images"][0]
+        db_jobs.finish_job(s, job_id, result={
+            "run_dir": job.config["run_dir"], "model": "part2-run", "threshold": 0.5,
+            "counts": [{**entry, "count": 2, "heatmap_path": app_db.storage.key(
+                app_db.storage.put_heatmap(_two_cell_heatmap((96, 128))).path)}]})
+    at.run()
+    assert at.selectbox(key="count_job_pick").value == job_id   # the new count, not an older one
+    assert _project_as_seen(app_db) == before
+    at.button(key="count_add").click().run()
+    assert not at.exception and not _errors(at), (at.exception, _errors(at))
+    assert any("Imported 1 image" in m.value for m in at.success)
+    with app_db.session() as s:
+        added = s.query(Image).filter(Image.project_id == app_db.project_id,
+                                      Image.original_name == "keep-me.png").one()
+        image_id, batch_id, status, path = added.id, added.batch_id, added.review_status, added.path
+    try:
+        assert status == "to_review"
+        assert np.array_equal(app_db.storage.read_image(path), rgb)
+        state, queue, export = _project_as_seen(app_db)
+        assert state["n_images"] == before[0]["n_images"] + 1
+        assert image_id in queue[2] and "keep-me.png" in export
+    finally:
+        with app_db.session() as s:  # the shared project as it was, for the tests after this
+            projects.archive_batch(s, batch_id)
 
 
 # ---------------------------------------------------------------- adjudicate: model probability

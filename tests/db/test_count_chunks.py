@@ -18,12 +18,16 @@ from tests.db.helpers import picture, project_with_images, user
 
 def test_a_count_is_split_into_chunks_that_workers_claim_once_each(engine):
     with Session(engine) as s, s.begin():
-        chunks = jobs.queue_count_chunks(s, project_id=None, config={"run_dir": "runs/r"},
-                                         image_ids=range(10, 17), chunk_size=3)
+        chunks = jobs.queue_count_chunks(
+            s, project_id=None, config={"run_dir": "runs/r"}, chunk_size=3,
+            images=[{"name": f"{k}.png", "path": f"images/0{k}/x.png"} for k in range(7)])
         ids = [j.id for j in chunks]
     with Session(engine) as s:
         rows = [s.get(Job, i) for i in ids]
-        assert [r.config["image_ids"] for r in rows] == [[10, 11, 12], [13, 14, 15], [16]]
+        assert [[e["item"] for e in r.config["images"]] for r in rows] == [[0, 1, 2], [3, 4, 5],
+                                                                           [6]]
+        assert [e["name"] for r in rows for e in r.config["images"]] == [f"{k}.png"
+                                                                         for k in range(7)]
         assert {r.config["batch"] for r in rows} == {ids[0]}
         assert [(r.config["chunk"], r.config["chunks"]) for r in rows] == [(0, 3), (1, 3), (2, 3)]
         assert all(r.config["run_dir"] == "runs/r" and r.kind == "count" for r in rows)
@@ -36,8 +40,9 @@ def test_a_count_is_split_into_chunks_that_workers_claim_once_each(engine):
 def test_count_batches_sum_their_chunks(engine):
     with Session(engine) as s, s.begin():
         pid = create_project(s, "counting", stain="red").id
-        first = [j.id for j in jobs.queue_count_chunks(s, project_id=pid, config={},
-                                                       image_ids=[1, 2, 3, 4], chunk_size=2)]
+        first = [j.id for j in jobs.queue_count_chunks(
+            s, project_id=pid, config={}, chunk_size=2,
+            images=[{"name": f"{k}.png", "path": f"images/0{k}/x.png"} for k in range(4)])]
         single = jobs.queue_job(s, "count", project_id=pid, config={"image_ids": [9]}).id
 
     def batches():

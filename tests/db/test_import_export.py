@@ -315,14 +315,20 @@ def test_reimport_is_a_no_op_that_says_so(engine, settings, storage, project):
     assert {o.name: o.image_id for o in report.skipped} == by_name
 
 
-def test_count_registration_counts_duplicates_as_the_image_they_repeat(engine, settings, project):
+def test_count_reading_keeps_project_duplicates_out_of_the_project(engine, settings, storage,
+                                                                    project):
     _import_folder_with_masks(engine, settings, n=2)
     uploads = [(p.name, p.read_bytes()) for p in sorted((settings.data_dir / "in" / "images").iterdir())]
     uploads.append(("junk.png", b"not an image"))
     with Session(engine) as s, s.begin():
-        images, problems = I.import_for_count(s, settings, "P", uploads=uploads)
-        ids = {im.original_name: im.id for im in s.scalars(select(Image))}
-    assert images == [(name, ids[name]) for name in ("img0.png", "img1.png")]
+        images, problems = I.store_for_count(s, settings, "P", uploads=uploads)
+        held = {im.original_name: im.path for im in s.scalars(select(Image))}
+        n_images = s.scalar(select(func.count(Image.id)))
+    # Pixels the project already holds are counted as files of the count, from the same
+    # stored file (one file per content); no image row is added or named.
+    assert [(e["name"], e["path"]) for e in images] == [(n, held[n]) for n in ("img0.png",
+                                                                               "img1.png")]
+    assert n_images == 2 and all("image_id" not in e for e in images)
     assert [p["file"] for p in problems] == ["junk.png"]
 
 

@@ -141,13 +141,20 @@ def test_every_surface_agrees_image_by_image(world, tmp_path):
 
     ctx = JobContext(settings, engine, job_id=None, progress=lambda f, m: None,
                      should_cancel=lambda: False)
-    result = run_count(ctx, project_id, {"run_dir": str(run_dir), "image_ids": list(names)}, {})
+    # The Count page's job counts the same files kept in the store (not as project images).
+    with Session(engine) as s:
+        counted = [{"item": n, "name": names[i], "path": projects.get_image(s, i).path}
+                   for n, i in enumerate(names)]
+    result = run_count(ctx, project_id, {"run_dir": str(run_dir), "images": counted}, {})
     with Session(engine) as s, s.begin():
         job_id = jobs.queue_job(s, "count", project_id=project_id, config={}).id
         jobs.finish_job(s, job_id, result=result)
     with Session(engine) as s:
         table = scoring.count_results(s, storage, job_id)
-    assert {names[int(r.image_id)]: int(r.count) for r in table.itertuples()} == n_pred
+    assert {r.file: int(r.count) for r in table.itertuples()} == n_pred
+    # An older job, of project images named by id, still counts them.
+    legacy = run_count(ctx, project_id, {"run_dir": str(run_dir), "image_ids": list(names)}, {})
+    assert {names[e["image_id"]]: e["count"] for e in legacy["counts"]} == n_pred
 
 
 def test_adjudication_crops_show_the_counted_object(world):

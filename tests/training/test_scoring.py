@@ -80,6 +80,46 @@ def test_count_results_with_a_region_and_density(scored):
     assert part.iloc[0]["area_mm2"] == pytest.approx(0.0032)
 
 
+def test_a_counted_image_shows_the_cells_its_count_found(scored):
+    """A count of a stored file (no project image): its pixels and the cells of its heatmap at
+    the job's threshold, where the three p = 0.8 disks are and the p = 0.4 blob is not."""
+    from core.objects import count_objects
+    from core.render import draw_outlines
+    from db.models import Job
+
+    engine, storage, ids = scored
+    rgb = np.random.default_rng(5).integers(0, 255, (80, 80, 3), dtype=np.uint8)
+    cells = [(15, 15), (15, 60), (60, 15)]
+    with Session(engine) as s, s.begin():
+        run = s.get(ModelRun, ids["scored_run"])
+        heat_path = s.scalars(select(ImageResult.heatmap_path)
+                              .where(ImageResult.run_id == run.id)).one()
+        entry = {"item": 0, "name": "new.png", "path": storage.key(storage.put_image(rgb).path),
+                 "height": 80, "width": 80, "pixel_size_um": 2.0}
+        job = Job(project_id=ids["project"], kind="count", status="done",
+                  config={"images": [entry], "batch": None},
+                  result={"run_dir": run.run_dir, "model": "scored", "threshold": 0.5,
+                          "counts": [{**entry, "count": 3, "heatmap_path": heat_path}]})
+        s.add(job)
+        s.flush()
+        job.config = {**job.config, "batch": job.id}
+        job_id = job.id
+    with Session(engine) as s:
+        table = scoring.count_results(s, storage, job_id)
+        shown = scoring.counted_image(s, storage, job_id, 0)
+        with pytest.raises(ValueError, match="no counted image 7"):
+            scoring.counted_image(s, storage, job_id, 7)
+    # 80 x 80 px of 2 um: 0.0256 mm² from the entry itself, not from any project image.
+    assert table.iloc[0][["file", "item", "count"]].tolist() == ["new.png", 0, 3]
+    assert table.iloc[0]["area_mm2"] == pytest.approx(0.0256)
+    assert np.array_equal(shown.rgb, rgb) and shown.name == "new.png"
+    assert count_objects(shown.labels) == 3
+    assert all(shown.labels[c] > 0 for c in cells) and shown.labels[60, 60] == 0
+    outlined = draw_outlines(shown.rgb, shown.labels, color=(0, 255, 255))
+    changed = np.any(outlined != rgb, axis=-1)
+    assert changed.any() and not changed[shown.labels == 0].any()
+
+
 # ---- intervals and the bias warning ------------------------------------------------------------
 
 def _counted_run(engine, project_id, counts, tmp_path, *, thresholds=None, metrics=None):
