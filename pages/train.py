@@ -175,6 +175,46 @@ else:
     st.code(row["log_tail"][-4000:] or "(no log kept)", language=None)
 
 # ---------------------------------------------------------------- runs and promotion
+def promote_block(overview: pd.DataFrame) -> None:
+    """Pick a run, see it beside the promoted one on the held-out test images, then confirm:
+    one click must never swap the project's model without a word."""
+    names = dict(zip(overview["run_id"], overview["name"]))
+    done = st.session_state.pop("train_promoted_note", None)
+    if done:
+        st.success(done)
+    choice = st.selectbox("Run to promote", list(names), format_func=names.get,
+                          key="train_promote_pick")
+    if st.button("Promote to the project's model", key="train_promote"):
+        st.session_state["train_promote_pending"] = int(choice)
+    pending = st.session_state.get("train_promote_pending")
+    if pending is None:
+        return
+    if pending != int(choice):  # the pick changed since: ask again for the new one
+        del st.session_state["train_promote_pending"]
+        return
+    check = scoring.compare_for_promotion(overview, pending)
+    st.markdown(f"**Promote {names[pending]}?** Held-out test scores of both runs:")
+    st.dataframe(check.table, hide_index=True, width="stretch", key="train_promote_compare")
+    if check.warning:
+        st.warning(check.warning)
+    yes, no = st.columns(2)
+    if yes.button(f"Yes, promote {names[pending]}", key="train_promote_confirm", type="primary"):
+        try:
+            with ui.session() as s:
+                runs.promote_run(s, pending, actor=users.get_user(s, who.name))
+            was = check.table[check.table["role"] == "promoted now"]["run"]
+            replaced = f", in place of {was.iloc[0]}" if len(was) else ""
+            st.session_state["train_promoted_note"] = (
+                f"{names[pending]} is now the project's model{replaced}.")
+            del st.session_state["train_promote_pending"]
+            st.rerun()
+        except ValueError as exc:
+            st.error(str(exc))
+    if no.button("No, keep the current model", key="train_promote_keep"):
+        del st.session_state["train_promote_pending"]
+        st.rerun()
+
+
 st.subheader("Runs")
 with ui.session() as s:
     overview = scoring.runs_table(s, ui.storage(), pid)
@@ -200,17 +240,7 @@ else:
                    "images the model was fitted on tends to over-count new images; approve "
                    "more masks of train images so the validation share holds enough cells.")
     if who.role == "admin":
-        names = dict(zip(overview["run_id"], overview["name"]))
-        choice = st.selectbox("Run to promote", list(names), format_func=names.get,
-                              key="train_promote_pick")
-        if st.button("Promote to the project's model", key="train_promote"):
-            try:
-                with ui.session() as s:
-                    runs.promote_run(s, int(choice), actor=users.get_user(s, who.name))
-                st.success(f"{names[choice]} is now the project's model.")
-                st.rerun()
-            except ValueError as exc:
-                st.error(str(exc))
+        promote_block(overview)
     else:
         st.caption("Only an admin promotes a run to be the project's model.")
     # Any finished run, for deepImageJ, QuPath, ilastik or bioimageio.core (ONNX weights).
