@@ -580,7 +580,8 @@ def _worse(candidate, current) -> str | None:
     if pd.notna(current["f1"]) and candidate["f1"] < current["f1"]:
         return (f"{candidate['name']} has a lower held-out F1 ({candidate['f1']:.2f}) than "
                 f"{current['name']}, the model now ({current['f1']:.2f}).")
-    if pd.notna(current["mae"]) and pd.notna(candidate["mae"]) and candidate["mae"] > current["mae"]:
+    if (pd.notna(current["mae"]) and pd.notna(candidate["mae"])
+            and candidate["mae"] > current["mae"]):
         return (f"{candidate['name']} miscounts more on the held-out test images (MAE "
                 f"{candidate['mae']:.2f}) than {current['name']}, the model now "
                 f"({current['mae']:.2f}).")

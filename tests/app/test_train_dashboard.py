@@ -96,3 +96,77 @@ def test_promotion_can_be_called_off(app_as, app_db, strong_and_weak):
     promoted = _runs_promoted(app_db)
     assert promoted[strong] and not promoted[weak]
     assert not [b for b in at.button if b.key == "train_promote_confirm"]
+
+
+# ---------------------------------------------------------------- train page
+
+def _page_order(at) -> list[str]:
+    """The keys and kinds of the page's main elements, top to bottom."""
+    return [getattr(e, "key", None) or type(e).__name__ for e in at.main]
+
+
+def test_long_settings_warn_of_hours_and_the_quick_preset_fills_the_form(app_as, app_db):
+    from dataclasses import replace
+
+    from db.runs import training_shapes
+    from training.config import TrainConfig
+    from training.estimate import estimate_training
+
+    with app_db.session() as s:
+        shapes = training_shapes(s, app_db.project_id)
+    assert shapes, "the shared database has no approved train images"
+    at = app_as("operator", "pages/train.py")
+    assert not at.exception, at.exception
+    at.number_input(key="train_epochs").set_value(1000)
+    at.button(key="train_estimate").click().run()
+    assert not at.exception, at.exception
+    # 1000 epochs at the paper's 2.54 s a step, over this project's train crops.
+    expected = estimate_training(replace(TrainConfig(), epochs=1000), shapes)
+    assert expected.seconds > 3600
+    hours = [w.value for w in at.warning if "of training on a CPU" in w.value]
+    assert len(hours) == 1 and "an estimate" in hours[0] and "quick preset" in hours[0]
+    assert f"about {int(expected.seconds) // 3600}h" in hours[0]
+    assert f"1000 epochs x {expected.steps_per_epoch} steps x 2.54 s" in hours[0]
+    at.button(key="train_quick").click().run()
+    assert not at.exception, at.exception
+    assert at.number_input(key="train_base_filters").value == 8
+    assert at.number_input(key="train_crop_size").value == 256
+    assert at.number_input(key="train_epochs").value == 20
+    assert at.number_input(key="train_steps").value == 40
+    assert not [w for w in at.warning if "of training on a CPU" in w.value]
+    quick = estimate_training(replace(TrainConfig(), base_filters=8, crop_size=256, epochs=20,
+                                      steps_per_epoch=40), shapes)
+    assert any(f"20 epochs x {quick.steps_per_epoch} steps x 0.16 s" in c.value
+               for c in at.caption), [c.value for c in at.caption]
+
+
+def test_progress_and_cancel_sit_above_the_form_and_the_log_shows_the_newest_job(
+        app_as, app_db, monkeypatch):
+    from db import jobs as db_jobs
+    from training import tasks
+
+    monkeypatch.setattr(tasks, "ensure_worker", lambda settings: None)
+    with app_db.session() as s:
+        older = db_jobs.queue_job(s, "train", project_id=app_db.project_id).id
+        newer = db_jobs.queue_job(s, "train", project_id=app_db.project_id).id
+        active = db_jobs.queue_job(s, "train", project_id=app_db.project_id).id
+        for job_id in (older, newer):
+            db_jobs.request_cancel(s, job_id)
+    try:
+        at = app_as("operator", "pages/train.py")
+        assert not at.exception, at.exception
+        keys = [b.key for b in at.button]
+        assert keys.index(f"train_cancel_{active}") < keys.index("train_retrain")
+        headers = [h.value for h in at.subheader]
+        assert headers.index("Running and queued") < headers.index("Past jobs")
+        assert at.selectbox(key="train_log_pick").value == newer
+        # A job that ends while the page is open becomes the one shown.
+        at.selectbox(key="train_log_pick").set_value(older).run()
+        with app_db.session() as s:
+            db_jobs.request_cancel(s, active)
+        at.run()
+        assert at.selectbox(key="train_log_pick").value == active
+    finally:
+        with app_db.session() as s:
+            for job_id in (older, newer, active):
+                db_jobs.request_cancel(s, job_id)
