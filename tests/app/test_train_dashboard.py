@@ -170,3 +170,176 @@ def test_progress_and_cancel_sit_above_the_form_and_the_log_shows_the_newest_job
         with app_db.session() as s:
             for job_id in (older, newer, active):
                 db_jobs.request_cancel(s, job_id)
+
+
+# ---------------------------------------------------------------- dashboard
+
+def _figure(at, title_part: str) -> dict:
+    import json
+
+    specs = [json.loads(c.proto.spec) for c in at.get("plotly_chart")]
+    found = [sp for sp in specs if title_part in str(sp["layout"].get("title", {}).get("text"))]
+    assert found, [sp["layout"].get("title") for sp in specs]
+    return found[0]
+
+
+@pytest.fixture
+def scored_run(app_db, tmp_path):
+    """A run scored on the demo test images (too few to trust: the shared project has fewer
+    than 10), with validation and train tuning curves holding F1, precision and recall; its
+    heatmaps are the ground truth at p = 0.9. (run id, test images, true cells)."""
+    import json
+
+    import numpy as np
+    from sqlalchemy import select
+
+    from core.objects import count_objects
+    from core.postprocess import PostprocessParams
+    from db import masks
+    from db.models import Image, ImageResult, ModelRun
+
+    grid = [0.3, 0.5, 0.7]
+    curves = {"validation": {"thresholds": grid, "f1": [0.7, 0.8, 0.75], "precision":
+                             [0.6, 0.8, 0.9], "recall": [0.9, 0.8, 0.6], "cells": 130}}
+    (tmp_path / "thresholds.json").write_text(json.dumps(
+        {"best": 0.5, "knee": 0.7, "chosen": 0.5, "chosen_on": "validation", "curves": curves}))
+    with app_db.session() as s:
+        run = ModelRun(project_id=app_db.project_id, name="scored-run", run_dir=str(tmp_path),
+                       threshold=0.5, promoted=False,
+                       config={"postprocess": PostprocessParams.paper(cell_diameter=20).to_dict()},
+                       metrics={"f1": 0.8, "mae": 1.0, "bias": 0.0})
+        s.add(run)
+        s.flush()
+        tests = s.scalars(select(Image).where(Image.project_id == app_db.project_id,
+                                              Image.split == "test").order_by(Image.id)).all()
+        n_cells = 0
+        for k, img in enumerate(tests):
+            truth_version = masks.ground_truth(s, img.id)
+            truth = app_db.storage.read_mask(truth_version.path)
+            n = count_objects(truth)
+            n_cells += n
+            heat = np.where(truth, 0.9, 0.02).astype(np.float32)
+            s.add(ImageResult(run_id=run.id, image_id=img.id, version_id=truth_version.id,
+                              tp=n - k, fp=k, fn=k, n_true=n, n_pred=n, iou=0.8,
+                              heatmap_path=str(app_db.storage.put_heatmap(heat).path)))
+        run_id, n_images = run.id, len(tests)
+    return run_id, n_images, n_cells
+
+
+def test_dashboard_curves_axes_and_the_few_images_caution(app_as, scored_run):
+    run_id, n_images, n_cells = scored_run
+    assert n_images < 10, "the shared project was meant to have fewer than 10 test images"
+    at = app_as("viewer", "pages/dashboard.py")
+    at.selectbox(key="dash_run").set_value(run_id).run()
+    assert not at.exception, at.exception
+    curve = _figure(at, "against threshold")
+    names = [t["name"] for t in curve["data"]]
+    assert {"f1, validation images (held out)", "precision, validation images (held out)",
+            "recall, validation images (held out)"} <= set(names)
+    assert curve["layout"]["showlegend"] is True
+    assert curve["layout"]["yaxis"]["range"][0] == 0 and curve["layout"]["yaxis"]["range"][1] >= 1
+    errors = _figure(at, "Absolute count error")
+    assert errors["layout"]["xaxis"]["range"][0] == 0
+    assert all(t["xbins"]["start"] == 0 for t in errors["data"] if t["type"] == "histogram")
+    counts = _figure(at, "Predicted against true")
+    assert counts["layout"]["xaxis"]["range"][0] == 0 == counts["layout"]["yaxis"]["range"][0]
+    caution = [w.value for w in at.warning if "Few test data" in w.value]
+    assert len(caution) == 1 and f"{n_images} test images (fewer than 10)" in caution[0]
+    assert ("true cells" in caution[0]) == (n_cells < 100)
+
+
+def test_no_caution_for_a_run_scored_on_enough_images(app_as, strong_and_weak):
+    strong, _ = strong_and_weak  # 12 test images in its metrics
+    at = app_as("viewer", "pages/dashboard.py")
+    at.selectbox(key="dash_run").set_value(strong).run()
+    assert not at.exception, at.exception
+    assert not [w for w in at.warning if "Few test data" in w.value]
+
+
+def test_colour_blind_palette_comes_from_the_one_table_and_follows_to_predictions(
+        app_as, scored_run):
+    from core.render import COLORBLIND_OUTCOME_COLORS, OUTCOME_COLORS
+
+    def hexes(table):
+        return ["#{:02x}{:02x}{:02x}".format(*table[k]) for k in ("TP", "FP", "FN")]
+
+    run_id, _, _ = scored_run
+    at = app_as("viewer", "pages/dashboard.py")
+    at.selectbox(key="dash_run").set_value(run_id).run()
+    bars = _figure(at, "Objects per test image")
+    assert [t["name"] for t in bars["data"]] == ["TP", "FP", "FN"]
+    assert [t["marker"]["color"] for t in bars["data"]] == hexes(OUTCOME_COLORS)
+    at.toggle(key="dash_colorblind").set_value(True).run()
+    assert not at.exception, at.exception
+    bars = _figure(at, "Objects per test image")
+    assert [t["marker"]["color"] for t in bars["data"]] == hexes(COLORBLIND_OUTCOME_COLORS)
+    assert "FP vermillion" in bars["layout"]["title"]["text"]
+    at.switch_page("pages/predictions.py")
+    at.run()
+    at.selectbox(key="pred_run").set_value(run_id).run()
+    assert not at.exception, at.exception
+    assert at.toggle(key="pred_colorblind").value is True
+    assert "TP bluish green, FP vermillion, FN sky blue" in at.checkbox(key="pred_boxes").label
+
+
+@pytest.fixture
+def double_reviews(app_db):
+    """Three images reviewed blind by two operators (A counts 5, 7, 9; B 4, 7, 11), as new
+    mask versions; removed after."""
+    from sqlalchemy import select
+
+    from db import masks
+    from db.models import Image, MaskVersion, ReviewAssignment, User
+
+    made = []
+    with app_db.session() as s:
+        users = [s.scalar(select(User.id).where(User.name == n)) for n in ("operator", "expert")]
+        taken = set(s.scalars(select(ReviewAssignment.image_id).where(
+            ReviewAssignment.user_id.in_(users))))
+        images = [i for i in s.scalars(select(Image.id).where(
+            Image.project_id == app_db.project_id).order_by(Image.id)) if i not in taken][:3]
+        assert len(images) == 3
+        for image_id, counts in zip(images, ((5, 4), (7, 7), (9, 11))):
+            path = masks.ground_truth(s, image_id) or s.scalars(select(MaskVersion).where(
+                MaskVersion.image_id == image_id)).first()
+            for user_id, count in zip(users, counts):
+                v = MaskVersion(image_id=image_id, source="manual", path=path.path,
+                                sha256=path.sha256, object_count=count, author_id=user_id)
+                s.add(v)
+                s.flush()
+                a = ReviewAssignment(image_id=image_id, user_id=user_id, blind=True, done=True,
+                                     version_id=v.id)
+                s.add(a)
+                s.flush()
+                made.append((a.id, v.id))
+    yield
+    with app_db.session() as s:
+        for a, v in made:
+            s.delete(s.get(ReviewAssignment, a))
+            s.flush()
+            s.delete(s.get(MaskVersion, v))
+
+
+def _luminance(hex_colour: str) -> float:
+    """WCAG relative luminance of ``#rrggbb``."""
+    channels = [int(hex_colour[i:i + 2], 16) / 255 for i in (1, 3, 5)]
+    lin = [c / 12.92 if c <= 0.03928 else ((c + 0.055) / 1.055) ** 2.4 for c in channels]
+    return 0.2126 * lin[0] + 0.7152 * lin[1] + 0.0722 * lin[2]
+
+
+def test_bland_altman_sets_have_distinct_colours_and_visible_limits(app_as, double_reviews):
+    at = app_as("viewer", "pages/dashboard.py")
+    assert not at.exception, at.exception
+    ba = _figure(at, "Bland-Altman")
+    points = {t["name"]: t for t in ba["data"]}
+    before, after = (points[f"{k} adjudication"]["marker"]["color"] for k in ("before", "after"))
+    rgb = [[int(c[i:i + 2], 16) for i in (1, 3, 5)] for c in (before, after)]
+    assert sum((x - y) ** 2 for x, y in zip(*rgb)) ** 0.5 > 150  # far apart, not two blues
+    assert sorted(points["before adjudication"]["y"]) == [-2, 0, 1]
+    # Streamlit's dark background is #0e1117 (luminance ~0.006): 3:1 contrast needs > 0.03.
+    lines = [sh for sh in ba["layout"]["shapes"] if sh["type"] == "line"]
+    assert len(lines) == 6 and {sh["line"]["color"] for sh in lines} == {before, after}
+    assert all((_luminance(sh["line"]["color"]) + 0.05) / (0.006 + 0.05) > 3 for sh in lines)
+    assert ba["layout"]["showlegend"] is True
+    assert any("Few images" in w.value and "3 double-reviewed images" in w.value
+               for w in at.warning)
