@@ -64,7 +64,7 @@ else:
                    "intervals: a score is only as sure as its interval is narrow.")
     if sure.warning:
         st.warning(sure.warning)
-    few = scoring.few_data_caution(sure.n_images, sure.n_cells)
+    few = scoring.few_data_caution(sure.n_images, sure.n_cells) if pd.notna(row["f1"]) else None
     if few:
         st.warning(few)
     st.caption("Paper (preprint): F1 0.87, MAE 0.85, MedAE 1, mean IoU 0.74 on 60 test images. "

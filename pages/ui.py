@@ -437,7 +437,7 @@ COLORBLIND_KEY = "outcome_colorblind"
 def outcome_palette(where, key: str) -> tuple[dict, str]:
     """A "colour-blind-safe TP/FP/FN" toggle in ``where`` (a column or ``st``), remembered
     across pages; returns ``core.render``'s colours for the choice and the palette in words."""
-    from core import render
+    from core import render  # scipy and numpy: only the pages that draw outcomes pay for them
 
     on = where.toggle("Colour-blind-safe TP/FP/FN colours",
                       value=bool(st.session_state.get(COLORBLIND_KEY, False)), key=key,
