@@ -33,7 +33,8 @@ from core.postprocess import quantise_heatmap
 __all__ = ["adjust_display", "draw_outlines", "draw_boxes", "draw_outcome_boxes",
            "outcome_boxes", "OutcomeBox", "outcome_overlay", "heatmap_overlay", "colormap_lut",
            "crop_around", "object_contours", "contrast_color", "OUTCOME_COLORS",
-           "COLORBLIND_OUTCOME_COLORS", "COLORS", "COLORMAPS", "STAIN_CONTRAST"]
+           "COLORBLIND_OUTCOME_COLORS", "COLORS", "COLORMAPS", "STAIN_CONTRAST",
+           "outcome_colors", "describe_outcome_colors", "hex_color"]
 
 log = logging.getLogger(__name__)
 
@@ -56,7 +57,15 @@ COLORS = {
     "on_green_stain": (255, 0, 255),  # magenta: opposite green cells
     "review_picked": (255, 255, 255),  # the picked object: white, apart from every verdict colour
     "number": (255, 255, 255),       # object numbers on the image
+    # Bland-Altman's two sets (Okabe & Ito orange and sky blue): apart in hue and in lightness
+    # for colour-blind eyes, and light enough for their limit lines to show on a dark theme.
+    "agreement_before": (230, 159, 0),
+    "agreement_after": (86, 180, 233),
 }
+
+#: How each outcome palette's colours are named to a reader (the Predictions checkbox, legends).
+OUTCOME_COLOR_WORDS = {False: {"TP": "green", "FP": "red", "FN": "blue"},
+                       True: {"TP": "bluish green", "FP": "vermillion", "FN": "sky blue"}}
 
 #: Which :data:`COLORS` entry outlines cells of each stain: the hue opposite the stain's, so an
 #: outline never disappears into the cell it surrounds. Stains not listed are warm.
@@ -76,6 +85,36 @@ COLORMAPS = {
     "cyan": ((0, 30, 40), (0, 255, 255)),
     "gray": ((0, 0, 0), (255, 255, 255)),
 }
+
+
+def outcome_colors(*, colorblind: bool = False) -> dict[str, tuple[int, int, int]]:
+    """The TP/FP/FN colours: the paper's (:data:`OUTCOME_COLORS`) or Okabe & Ito's colour-blind
+    safe ones (:data:`COLORBLIND_OUTCOME_COLORS`), as a new dict.
+
+    >>> outcome_colors()["FP"], outcome_colors(colorblind=True)["FP"]
+    ((255, 40, 40), (213, 94, 0))
+    """
+    return dict(COLORBLIND_OUTCOME_COLORS if colorblind else OUTCOME_COLORS)
+
+
+def describe_outcome_colors(*, colorblind: bool = False) -> str:
+    """The palette in words, for a label beside an overlay.
+
+    >>> describe_outcome_colors(colorblind=True)
+    'TP bluish green, FP vermillion, FN sky blue'
+    """
+    words = OUTCOME_COLOR_WORDS[bool(colorblind)]
+    return ", ".join(f"{k} {words[k]}" for k in ("TP", "FP", "FN"))
+
+
+def hex_color(color) -> str:
+    """An RGB triple as ``#rrggbb`` (for plotly and the browser).
+
+    >>> hex_color((0, 158, 115))
+    '#009e73'
+    """
+    r, g, b = (int(v) for v in _as_color(color, "hex_color"))
+    return f"#{r:02x}{g:02x}{b:02x}"
 
 
 def _as_rgb(rgb, who: str) -> np.ndarray:

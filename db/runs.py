@@ -31,7 +31,7 @@ __all__ = ["TrainingItem", "training_items", "training_data", "register_run", "r
            "get_run", "find_run", "list_runs", "runs_overview", "promote_run", "promoted_run",
            "set_threshold", "run_threshold", "run_scoring", "save_image_result", "ScoredImage",
            "replace_image_results", "run_results", "result_for", "scored_image_ids",
-           "stored_heatmap_results", "result_objects", "SCORE_KEYS", "RUN_FILES"]
+           "stored_heatmap_results", "result_objects", "SCORE_KEYS", "RUN_FILES", "training_shapes"]
 
 log = logging.getLogger(__name__)
 
@@ -89,6 +89,17 @@ def training_data(session: Session, project_id: int) -> dict[str, int]:
         if split in ("train", "test"):
             out[f"{split}_approved"] = int(approved)
     return out
+
+
+def training_shapes(session: Session, project_id: int) -> list[tuple[int, int, bool, bool]]:
+    """``(rows, cols, hard, hand_segmented)`` of the train images a run queued now would learn
+    from (those with an approved mask, archived images left out), for estimating its length."""
+    gt = latest_approvals()
+    q = (select(Image.height, Image.width, Image.hard, Image.hand_segmented)
+         .join(gt, gt.c.image_id == Image.id)
+         .where(Image.project_id == project_id, Image.archived.is_(False),
+                Image.split == "train").order_by(Image.id))
+    return [(int(h), int(w), bool(hard), bool(hand)) for h, w, hard, hand in session.execute(q)]
 
 
 def _read_json(path: Path) -> dict[str, Any]:

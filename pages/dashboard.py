@@ -10,6 +10,7 @@ import plotly.express as px
 import plotly.graph_objects as go
 import streamlit as st
 
+from core import render
 from core.metrics import PAPER_SCORES
 from db import review
 from db import runs as run_rows
@@ -63,6 +64,9 @@ else:
                    "intervals: a score is only as sure as its interval is narrow.")
     if sure.warning:
         st.warning(sure.warning)
+    few = scoring.few_data_caution(sure.n_images, sure.n_cells) if pd.notna(row["f1"]) else None
+    if few:
+        st.warning(few)
     st.caption("Paper (preprint): F1 0.87, MAE 0.85, MedAE 1, mean IoU 0.74 on 60 test images. "
                f"This run: {fmt(row['n_images'], 0)} test images, chosen threshold "
                f"{fmt(row['threshold'], 3)}.")
@@ -76,7 +80,7 @@ else:
         curve = scoring.threshold_curve_for_run(s, ui.storage(), run_id)
 
     # ------------------------------------------------------------ F1 against threshold
-    st.subheader("F1 against threshold")
+    st.subheader("F1, precision and recall against threshold")
     if curve is None:
         st.caption("This run stored no threshold curve. Drawing it from its test heatmaps takes "
                    "a few seconds per image, once.")
@@ -107,10 +111,17 @@ else:
         for x, marks in at.items():
             fig.add_vline(x=x, line_color=colour[marks[0]], line_dash="dash",
                           annotation_text=f"{' = '.join(marks)} {x:.3f}")
+        # Scores live in [0, 1]: an axis cut above 0 makes small differences look large.
         fig.update_layout(xaxis_title="threshold", yaxis_title="score", height=400,
                           showlegend=True, legend_title_text="score, images",
+                          yaxis_range=[0, 1.02], xaxis_range=[0, 1],
                           title=f"Scores against threshold (chosen on {curve['source']})")
         st.plotly_chart(fig, key="dash_fig_curve")
+        partial = [images for images, c in curve["curves"].items()
+                   if not {"precision", "recall"} <= set(c)]
+        if partial:
+            st.caption(f"This run kept only F1 for the {', '.join(partial)}; precision and "
+                       "recall appear for runs trained since they were stored.")
         if curve.get("chosen_on") == "train+validation":
             st.caption("The threshold was chosen on train and validation images together: the "
                        f"validation images held fewer than {scoring.MIN_VALIDATION_CELLS} cells. "
@@ -125,9 +136,14 @@ else:
         st.info("This run has no per-image results; evaluate it to see its errors.")
     else:
         left, right = st.columns(2)
-        hist = px.histogram(results, x="abs_error", marginal="box", nbins=20,
+        worst = float(max(results["abs_error"].max(), 1))
+        hist = px.histogram(results, x="abs_error", marginal="box",
                             title="Absolute count error per image",
                             labels={"abs_error": "|predicted - true|"})
+        # An absolute error is never below 0: one bin per whole cell from 0, axis from 0.
+        hist.update_traces(xbins={"start": 0, "size": max(1, math.ceil(worst / 20))},
+                           selector={"type": "histogram"})
+        hist.update_xaxes(range=[0, worst * 1.05 + 1])
         hist.update_layout(height=380)
         left.plotly_chart(hist, key="dash_fig_errors")
         top = float(max(results["n_true"].max(), results["n_pred"].max(), 1))
@@ -136,8 +152,16 @@ else:
                              labels={"n_true": "true count", "n_pred": "predicted count"})
         scatter.add_trace(go.Scatter(x=[0, top], y=[0, top], mode="lines", name="y = x",
                                      line={"dash": "dash", "color": "grey"}))
-        scatter.update_layout(height=380)
+        scatter.update_layout(height=380, xaxis_range=[0, top * 1.05],
+                              yaxis_range=[0, top * 1.05])
         right.plotly_chart(scatter, key="dash_fig_counts")
+        colors, words = ui.outcome_palette(st, "dash_colorblind")
+        outcomes = go.Figure([go.Bar(x=results["name"], y=results[k.lower()], name=k,
+                                     marker_color=render.hex_color(colors[k]))
+                              for k in ("TP", "FP", "FN")])
+        outcomes.update_layout(barmode="stack", height=340, yaxis_title="objects",
+                               title=f"Objects per test image ({words})", showlegend=True)
+        st.plotly_chart(outcomes, key="dash_fig_outcomes")
 
     # ------------------------------------------------------------ across runs
     if len(runs) > 1:
@@ -145,7 +169,8 @@ else:
                          var_name="score", value_name="value").dropna(subset=["value"])
         trend = px.line(over, x="created_at", y="value", color="score", markers=True,
                         hover_name="name", title="Scores across runs")
-        trend.update_layout(height=340, xaxis_title="trained", yaxis_title="")
+        trend.update_layout(height=340, xaxis_title="trained", yaxis_title="",
+                            yaxis_rangemode="tozero")
         st.plotly_chart(trend, key="dash_fig_runs")
 
 # ---------------------------------------------------------------- group summaries
@@ -183,15 +208,24 @@ else:
         col.markdown(f"**{title}** ({ag.n} images)")
         col.metric("Mean difference (A - B)", fmt(ag.bias))
         col.caption(f"Limits of agreement: {fmt(ag.lower)} to {fmt(ag.upper)} cells")
+    few = min(agreement.before.n, agreement.after.n)
+    if few < scoring.MIN_TEST_IMAGES:
+        st.warning(f"Few images: these limits rest on {few} double-reviewed images (fewer than "
+                   f"{scoring.MIN_TEST_IMAGES}); they will move as more are reviewed twice.")
     ba = go.Figure()
-    for name, ag in (("before", agreement.before), ("after", agreement.after)):
+    # Each set with its own limits, in its own colour from the one table; the colours stay
+    # apart for colour-blind eyes and light enough for a dark theme.
+    for name, ag, dash in (("before", agreement.before, "dot"),
+                           ("after", agreement.after, "dash")):
+        colour = render.hex_color(render.COLORS[f"agreement_{name}"])
         ba.add_trace(go.Scatter(x=list(ag.means), y=list(ag.differences), mode="markers",
-                                name=name))
-    ag = agreement.before
-    for y, text in ((ag.bias, "mean"), (ag.lower, "-1.96 sd"), (ag.upper, "+1.96 sd")):
-        if not math.isnan(y):
-            ba.add_hline(y=y, line_dash="dot", annotation_text=text)
+                                name=f"{name} adjudication", marker={"color": colour, "size": 9}))
+        for y, text in ((ag.bias, "mean"), (ag.lower, "-1.96 sd"), (ag.upper, "+1.96 sd")):
+            if not math.isnan(y):
+                ba.add_hline(y=y, line_dash=dash, line_color=colour, line_width=2, opacity=0.9,
+                             annotation_text=f"{name}: {text}",
+                             annotation_font_color=colour)
     ba.update_layout(title="Bland-Altman", xaxis_title="mean count of A and B",
-                     yaxis_title="A - B", height=360)
+                     yaxis_title="A - B", height=360, showlegend=True)
     st.plotly_chart(ba, key="dash_fig_agreement")
     st.dataframe(agreement.table, hide_index=True, width="stretch")

@@ -5,7 +5,7 @@ to the experts.
 import streamlit as st
 
 from core.io import encode_png
-from core.render import OUTCOME_COLORS, outcome_overlay
+from core.render import outcome_overlay
 from db import adjudication, runs, users
 from pages import ui
 from training import scoring
@@ -93,8 +93,9 @@ if view.empty:
 # ---------------------------------------------------------------- one image
 names = dict(zip(view["image_id"], view["name"]))
 image_id = st.selectbox("Image", list(names), format_func=names.get, key="pred_image")
-l1, l2, l3 = st.columns(3)
-show_boxes = l1.checkbox("Boxes (TP green, FP red, FN blue)", value=True, key="pred_boxes")
+l1, l2, l3, l4 = st.columns(4)
+colors, words = ui.outcome_palette(l4, "pred_colorblind")
+show_boxes = l1.checkbox(f"Boxes ({words})", value=True, key="pred_boxes")
 show_heat = l2.checkbox("Heatmap", key="pred_heat")
 show_outlines = l3.checkbox("Outlines", key="pred_outlines")
 row = view[view["image_id"] == image_id].iloc[0]
@@ -104,7 +105,7 @@ try:
     picture = outcome_overlay(ui.read_image(row["image_path"]), outcome.match,
                               outcome.true_labels, outcome.pred_labels,
                               heatmap=outcome.heatmap if show_heat else None, boxes=show_boxes,
-                              outlines=show_outlines, colors=OUTCOME_COLORS)
+                              outlines=show_outlines, colors=colors)
     st.image(encode_png(picture), caption=f"{row['name']}: {outcome.match.n_pred} predicted, "
                                           f"{outcome.match.n_true} true at {threshold:.3f}")
 except (ValueError, OSError) as exc:

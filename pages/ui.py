@@ -429,3 +429,20 @@ def _fmt(value) -> str:
         return "n/a" if value != value else f"{float(value):.2f}"  # NaN check without numpy
     except (TypeError, ValueError):
         return "n/a"
+
+
+#: Session-state key of the TP/FP/FN palette choice, shared by every page that draws outcomes.
+COLORBLIND_KEY = "outcome_colorblind"
+
+
+def outcome_palette(where, key: str) -> tuple[dict, str]:
+    """A "colour-blind-safe TP/FP/FN" toggle in ``where`` (a column or ``st``), remembered
+    across pages; returns ``core.render``'s colours for the choice and the palette in words."""
+    from core import render  # scipy and numpy: only the pages that draw outcomes pay for them
+
+    on = where.toggle("Colour-blind-safe TP/FP/FN colours",
+                      value=bool(st.session_state.get(COLORBLIND_KEY, False)), key=key,
+                      help="Okabe & Ito's palette: bluish green, vermillion and sky blue stay "
+                           "apart for red-green colour-blind eyes.")
+    st.session_state[COLORBLIND_KEY] = bool(on)
+    return render.outcome_colors(colorblind=on), render.describe_outcome_colors(colorblind=on)

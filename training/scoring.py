@@ -38,8 +38,9 @@ __all__ = ["Cancelled", "ImageScore", "scoring_for", "predict_samples", "tune_th
            "MIN_VALIDATION_CELLS", "score_samples", "ImageOutcome", "image_outcome", "recount",
            "recount_scores",
            "threshold_curve_for_run", "CURVE_LABELS", "Reliability", "bias_limit",
-           "run_reliability", "runs_table", "count_results", "CountedImage", "counted_image",
-           "CURVE_FILE"]
+           "run_reliability", "runs_table", "Promotion", "compare_for_promotion",
+           "MIN_TEST_IMAGES", "MIN_TEST_CELLS", "few_data_caution", "count_results",
+           "CountedImage", "counted_image", "CURVE_FILE"]
 
 log = logging.getLogger(__name__)
 
@@ -547,6 +548,105 @@ def runs_table(session, storage, project_id: int) -> pd.DataFrame:
                       "validation_cells": validation.get("cells", np.nan)})
     columns = ["f1_ci", "mae_ci", "bias_ci", "chosen_on", "validation_cells"]
     return pd.concat([table.reset_index(drop=True), pd.DataFrame(extra, columns=columns)], axis=1)
+
+
+@dataclass(frozen=True)
+class Promotion:
+    """What an admin weighs before promoting a run: both runs' held-out test scores.
+
+    Attributes
+    ----------
+    table : DataFrame
+        One row for the run promoted now (``role`` "promoted now", absent when there is none or
+        it is the candidate) and one for the ``candidate``: ``role, run, F1, F1 95% CI, MAE,
+        MAE 95% CI, bias, bias 95% CI, test images``.
+    warning : str or None
+        A sentence when the candidate scores worse on its test images (lower F1 or higher MAE)
+        or has no test score at all.
+    """
+
+    table: pd.DataFrame
+    warning: str | None
+
+
+PROMOTION_COLUMNS = ("role", "run", "F1", "F1 95% CI", "MAE", "MAE 95% CI", "bias",
+                     "bias 95% CI", "test images")
+
+
+def _worse(candidate, current) -> str | None:
+    if pd.isna(candidate["f1"]):
+        return (f"{candidate['name']} has no held-out test score; promoting it replaces a model "
+                "whose quality is known with one whose quality is not.")
+    if current is None:
+        return None
+    if pd.notna(current["f1"]) and candidate["f1"] < current["f1"]:
+        return (f"{candidate['name']} has a lower held-out F1 ({candidate['f1']:.2f}) than "
+                f"{current['name']}, the model now ({current['f1']:.2f}).")
+    if (pd.notna(current["mae"]) and pd.notna(candidate["mae"])
+            and candidate["mae"] > current["mae"]):
+        return (f"{candidate['name']} miscounts more on the held-out test images (MAE "
+                f"{candidate['mae']:.2f}) than {current['name']}, the model now "
+                f"({current['mae']:.2f}).")
+    return None
+
+
+def compare_for_promotion(overview: pd.DataFrame, run_id: int) -> Promotion:
+    """Set the candidate ``run_id`` beside the project's promoted run, to be confirmed.
+
+    Parameters
+    ----------
+    overview : DataFrame
+        A project's runs as :func:`runs_table` gives them.
+    run_id : int
+        The run an admin means to promote.
+
+    Examples
+    --------
+    >>> overview = pd.DataFrame({"run_id": [1, 2], "name": ["a", "b"], "promoted": [True, False],
+    ...     "f1": [0.93, 0.52], "mae": [0.8, 4.5], "bias": [0.1, -3.9], "n_images": [12, 12],
+    ...     "f1_ci": ["0.90 to 0.95", ""], "mae_ci": ["", ""], "bias_ci": ["", ""]})
+    >>> check = compare_for_promotion(overview, 2)
+    >>> list(check.table["role"]), check.warning.startswith("b has a lower held-out F1")
+    (['promoted now', 'candidate'], True)
+    """
+    picked = overview[overview["run_id"] == run_id]
+    if picked.empty:
+        raise ValueError(f"Run {run_id} is not one of this project's runs; pick it again.")
+    candidate = picked.iloc[0]
+    now = overview[overview["promoted"] & (overview["run_id"] != run_id)]
+    current = None if now.empty else now.iloc[0]
+    rows = [(role, r) for role, r in (("promoted now", current), ("candidate", candidate))
+            if r is not None]
+    table = pd.DataFrame([(role, r["name"], r["f1"], r["f1_ci"], r["mae"], r["mae_ci"],
+                           r["bias"], r["bias_ci"], r["n_images"]) for role, r in rows],
+                         columns=list(PROMOTION_COLUMNS))
+    return Promotion(table, _worse(candidate, current))
+
+
+#: Below either figure a score's interval is wide: the pages say so beside it.
+MIN_TEST_IMAGES = 10
+MIN_TEST_CELLS = 100
+
+
+def few_data_caution(n_images: int, n_cells: int | None) -> str | None:
+    """A caution when a score rests on fewer than :data:`MIN_TEST_IMAGES` test images or fewer
+    than :data:`MIN_TEST_CELLS` true cells (``n_cells`` None or 0 when not known), else None.
+
+    >>> few_data_caution(12, 400) is None
+    True
+    >>> few_data_caution(4, 400).startswith("Few test data: these scores rest on 4 test images")
+    True
+    """
+    short = []
+    if n_images < MIN_TEST_IMAGES:
+        short.append(f"{n_images} test images (fewer than {MIN_TEST_IMAGES})")
+    if n_cells and n_cells < MIN_TEST_CELLS:
+        short.append(f"{n_cells} true cells (fewer than {MIN_TEST_CELLS})")
+    if not short:
+        return None
+    return (f"Few test data: these scores rest on {' and '.join(short)}. One image more or less "
+            "can move them a lot; read them with their intervals, and approve more masks of test "
+            "images before trusting small differences.")
 
 
 # --- Counts of a count job ---------------------------------------------------------------------

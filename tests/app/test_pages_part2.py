@@ -287,7 +287,7 @@ def test_queue_a_tiny_training_job_and_see_it_listed(app_as, app_db, monkeypatch
     at.number_input(key="train_crop_size").set_value(64)
     at.number_input(key="train_steps").set_value(1)
     at.text_input(key="train_name").input("tiny")
-    at.button[0].click()  # the form's Retrain
+    at.button(key="train_retrain").click()  # the form's Retrain
     at.run()
     assert not at.exception and not _errors(at), _errors(at)
     assert any("is queued" in s.value for s in at.success)
