@@ -1,5 +1,5 @@
 """Train: live progress and cancel (at the top; they survive a reload), the training config
-(METHOD.md defaults, a quick preset, an estimate of the time on a CPU), what a run will use,
+(docs/METHOD.md defaults, a quick preset, an estimate of the time on a CPU), what a run will use,
 "Retrain" through ``training.tasks.submit``, past jobs, and (admins) promoting a finished run after
 a confirmation beside the promoted run's scores. While the page is open, a job whose local worker
 died is requeued and a new worker started (``training.tasks.revive_stale_jobs``), and the page
@@ -122,7 +122,7 @@ st.button(f"Quick preset: base {q['base_filters']}, {q['crop_size']} px crops, {
                "rougher than the paper's model; use it to try the loop, then train the full one "
                "where there is time or a GPU.")
 with st.form("train_form"):
-    st.markdown("**Training settings** (defaults: METHOD.md)")
+    st.markdown("**Training settings** (defaults: docs/METHOD.md)")
     a, b, c3 = st.columns(3)
     name = a.text_input("Run name (optional)", key="train_name")
     base_filters = b.number_input("Base filters", 1, 64, key="train_base_filters",
