@@ -65,7 +65,7 @@ def bench_first_paint(repeat: int = 3) -> list[float] | str:
     sys.path.insert(0, str(ROOT / "tests" / "app"))
     from playwright.sync_api import sync_playwright
 
-    from test_browser import ARGS, free_port, start_server
+    from tests.app.browser import ARGS, free_port, start_server
 
     port = free_port()
     proc = start_server(port, dict(os.environ))

@@ -85,7 +85,7 @@ def review_loop(browser, base: str, repeat: int) -> dict[str, list]:
 def make_run_start(browser, timeout: float = 300.0) -> dict[str, float] | str:
     """``make run``'s server command from a fresh demo data dir: seconds to the sign-in page
     and to the demo project's model being scored."""
-    from test_browser import free_port
+    from tests.app.browser import free_port
 
     with tempfile.TemporaryDirectory(prefix="ct-bench-start-") as tmp:
         port = free_port()
@@ -138,8 +138,8 @@ def _wait_for_demo(data_dir: Path, t0: float, timeout: float) -> float:
 
 
 def report(results: dict[str, list], start: dict | str | None) -> None:
-    print(f"| action | n | browser median s | min-max s | server median s | KB received | "
-          f"script runs (full + fragment) | figure images fetched | inline images | target s |")
+    print("| action | n | browser median s | min-max s | server median s | KB received | "
+          "script runs (full + fragment) | figure images fetched | inline images | target s |")
     print("|---|---|---|---|---|---|---|---|---|---|")
     for name, acts in results.items():
         secs = [a.seconds for a in acts]
@@ -169,7 +169,7 @@ def main() -> int:
         return 0
     from playwright.sync_api import sync_playwright
 
-    from test_browser import ARGS, free_port, start_server
+    from tests.app.browser import ARGS, free_port, start_server
 
     load_before = os.getloadavg()
     gflops = matmul_gflops()

@@ -23,7 +23,6 @@ from __future__ import annotations
 import argparse
 import os
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -113,7 +112,7 @@ def run(base: str, token: str, repeat: int) -> dict[str, list[float]]:
     from playwright.sync_api import sync_playwright
 
     sys.path.insert(0, str(ROOT / "tests" / "app"))
-    from test_browser import ARGS, CHROMIUM
+    from tests.app.browser import ARGS, CHROMIUM
 
     out: dict[str, list[float]] = {k: [] for k in ("load", "image", "stroke", "undo", "zoom",
                                                     "pan")}
@@ -194,22 +193,13 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeat", type=int, default=5)
     args = parser.parse_args()
-    sys.path.insert(0, str(ROOT / "tests" / "app"))
-    from test_browser import free_port, start_server
+    from tests.app.browser import serving
 
     gflops = matmul_gflops()
     with tempfile.TemporaryDirectory(prefix="ct-bench-correct-") as tmp:
         token = build_db(Path(tmp))
-        port = free_port()
-        proc = start_server(port, dict(os.environ))
-        try:
-            figures = run(f"http://127.0.0.1:{port}", token, args.repeat)
-        finally:
-            proc.terminate()
-            try:
-                proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
+        with serving(dict(os.environ)) as base:
+            figures = run(base, token, args.repeat)
     print(f"bench_correct {today()}: {SHAPE[0]}x{SHAPE[1]} image, Chromium 1600x1000")
     print(machine_line(gflops))
     print(f"load average {' '.join(f'{x:.1f}' for x in os.getloadavg())}")

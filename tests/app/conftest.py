@@ -101,3 +101,29 @@ def page_as(app_db):
         return at.run()
 
     return make
+
+
+# ---------------------------------------------------------------- real browser (Chromium)
+
+@pytest.fixture(scope="session")
+def browser():
+    """Debian's Chromium through Playwright, one for the whole run (never a downloaded one)."""
+    from tests.app.browser import ARGS, CHROMIUM
+
+    if not Path(CHROMIUM).exists():
+        pytest.skip(f"{CHROMIUM} is missing; `make test` installs Debian's chromium.")
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=ARGS, headless=True)
+        yield browser
+        browser.close()
+
+
+@pytest.fixture(scope="session")
+def base(app_db, browser):
+    """``streamlit run app.py`` on the shared test database; its base URL."""
+    from tests.app.browser import serving
+
+    with serving(dict(os.environ), browser=browser) as url:
+        yield url

@@ -9,14 +9,10 @@ knows where an image pixel is on the screen at any zoom.
 """
 from __future__ import annotations
 
-import os
-import subprocess
-from pathlib import Path
 
 import numpy as np
 import pytest
 
-from tests.app.test_browser import ARGS, CHROMIUM, free_port, start_server
 from tests.app.test_browser_sessions import session_for
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
@@ -24,28 +20,6 @@ pytestmark = [pytest.mark.browser, pytest.mark.slow]
 STATUS = "[data-testid=ctCorrectStatus]"
 
 
-@pytest.fixture(scope="module")
-def base(app_db):
-    if not Path(CHROMIUM).exists():
-        pytest.skip(f"{CHROMIUM} is missing; `make test` installs Debian's chromium.")
-    port = free_port()
-    proc = start_server(port, dict(os.environ))
-    yield f"http://127.0.0.1:{port}"
-    proc.terminate()
-    try:
-        proc.wait(timeout=10)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-
-
-@pytest.fixture(scope="module")
-def browser():
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as p:
-        b = p.chromium.launch(executable_path=CHROMIUM, args=ARGS, headless=True)
-        yield b
-        b.close()
 
 
 def open_correct(browser, base, app_db, viewport):

@@ -208,8 +208,7 @@ def click_object(page, index: int) -> None:
 
 
 # ---------------------------------------------------------------- the tests
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from test_browser import ARGS, CHROMIUM, free_port, start_server  # noqa: E402
+from tests.app.browser import free_port, serving  # noqa: E402
 
 SHAPE = (300, 400)  # the review server's images: small, so the database is made in seconds
 QUIET = 400  # ms without a state change that count as settled
@@ -218,20 +217,10 @@ VIEW_BOX = ("() => document.querySelector('[data-testid=ctReviewViewer] svg')"
             ".getAttribute('viewBox')")
 
 
-@pytest.fixture(scope="module")
-def chromium():
-    if not Path(CHROMIUM).exists():
-        pytest.skip(f"{CHROMIUM} is missing; `make test` installs Debian's chromium.")
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=ARGS, headless=True)
-        yield browser
-        browser.close()
 
 
 @pytest.fixture(scope="module")
-def review_server(tmp_path_factory, chromium):
+def review_server(tmp_path_factory, browser):
     """A server on a small database of its own, so the verdicts here meet no other test's."""
     from db.settings import Settings
     from training.demo_project import seed_demo
@@ -241,21 +230,15 @@ def review_server(tmp_path_factory, chromium):
            "CELLTALLY_DB_URL": f"sqlite:///{data}/review.db", "CELLTALLY_IMPORT_ROOTS": str(data)}
     # Five small images: two of them wait for review (seed 0), enough for Next.
     seed_demo(Settings.from_env(env, base=ROOT), n_images=5, shape=SHAPE, seed=0, model_dir=None)
-    port = free_port()
-    proc = start_server(port, env)
-    yield f"http://127.0.0.1:{port}"
-    proc.terminate()
-    try:
-        proc.wait(timeout=10)
-    except subprocess.TimeoutExpired:
-        proc.kill()
+    with serving(env) as base:
+        yield base
 
 
 
 
 def test_a_pick_and_a_verdict_rerun_the_panel_only_keep_the_zoom_and_send_no_image(
-        review_server, chromium):
-    page = chromium.new_page(viewport={"width": 1400, "height": 1000})
+        review_server, browser):
+    page = browser.new_page(viewport={"width": 1400, "height": 1000})
     wire = Wire(page)
     sign_in(wire, review_server, "operator", "operator-demo")
     # The app's own pages are listed (config.toml hides only Streamlit's folder listing).
@@ -286,8 +269,8 @@ def test_a_pick_and_a_verdict_rerun_the_panel_only_keep_the_zoom_and_send_no_ima
 
 
 def test_on_a_phone_review_does_not_scroll_sideways_and_the_verdicts_are_in_view(
-        review_server, chromium):
-    page = chromium.new_page(viewport={"width": 390, "height": 844})
+        review_server, browser):
+    page = browser.new_page(viewport={"width": 390, "height": 844})
     wire = Wire(page)
     sign_in(wire, review_server, "operator", "operator-demo")
     width = page.evaluate("[document.documentElement.scrollWidth, window.innerWidth]")
@@ -324,7 +307,7 @@ def _inotify_inodes(pid: int) -> set[int]:
     return found
 
 
-def test_the_first_demo_start_shows_sign_in_at_once_and_no_streamlit_chrome(chromium):
+def test_the_first_demo_start_shows_sign_in_at_once_and_no_streamlit_chrome(browser):
     """``make run``'s command with no demo data yet: the sign-in page comes while the demo is
     still being built (a note says so), helper modules never show as pages, there is no
     Deploy button, and nothing under the data dir is watched."""
@@ -340,7 +323,7 @@ def test_the_first_demo_start_shows_sign_in_at_once_and_no_streamlit_chrome(chro
            f"--server.port={port}", "--server.headless=true", "--browser.gatherUsageStats=false"]
     proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL, start_new_session=True)
-    page = chromium.new_page(viewport={"width": 1400, "height": 900})
+    page = browser.new_page(viewport={"width": 1400, "height": 900})
     try:
         page.add_init_script(NAV_JS)
         for _ in range(300):

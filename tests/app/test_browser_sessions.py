@@ -7,13 +7,9 @@ as test_browser.py does.
 """
 from __future__ import annotations
 
-import os
-import subprocess
-from pathlib import Path
 
 import pytest
 
-from tests.app.test_browser import ARGS, CHROMIUM, free_port, start_server
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
@@ -21,29 +17,6 @@ PASSWORD = "browser-password-1"
 COOKIE = "celltally_session"
 
 
-@pytest.fixture(scope="module")
-def base(app_db):
-    """The app served by ``streamlit run`` on a free port of 127.0.0.1."""
-    if not Path(CHROMIUM).exists():
-        pytest.skip(f"{CHROMIUM} is missing; `make test` installs Debian's chromium.")
-    port = free_port()
-    proc = start_server(port, dict(os.environ))
-    yield f"http://127.0.0.1:{port}"
-    proc.terminate()
-    try:
-        proc.wait(timeout=10)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-
-
-@pytest.fixture(scope="module")
-def browser():
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as p:
-        b = p.chromium.launch(executable_path=CHROMIUM, args=ARGS, headless=True)
-        yield b
-        b.close()
 
 
 @pytest.fixture(scope="module")

@@ -5,7 +5,6 @@ import logging
 import socket
 import subprocess
 
-from sqlalchemy import select
 
 from tests.app.helpers import image_with_cells
 
@@ -19,8 +18,8 @@ def _all_markdown(at):
 
 
 def test_an_operators_note_reaches_the_expert_as_text(app_as, app_db):
-    from db import adjudication, masks
-    from db.models import AdjudicationItem, Image
+    from db import adjudication
+    from db.models import AdjudicationItem
 
     with app_db.session() as s:
         img, head, label = image_with_cells(s, app_db)

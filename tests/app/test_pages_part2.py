@@ -163,7 +163,6 @@ def test_dashboard_shows_scores_and_charts(app_as, part2_run):
 def test_expert_adjudicates_an_item_and_a_new_version_appears(app_as, app_db):
     from sqlalchemy import select
 
-    from db import masks
     from db.models import AdjudicationDecision, Image, MaskVersion
 
     with app_db.session() as s:
@@ -482,7 +481,7 @@ def _unsure_item_on(app_db, image_id, version_id, label, user, times=2):
     """
     from sqlalchemy import select
 
-    from db import masks, users
+    from db import users
     from db.models import AdjudicationItem, MaskVersion
 
     with app_db.session() as s:
@@ -512,7 +511,6 @@ def test_unsure_item_shows_the_promoted_runs_probability_and_each_vote_once(app_
                                                                            promoted):
     from sqlalchemy import select
 
-    from db import masks
     from db.models import AdjudicationItem, ImageResult
 
     with app_db.session() as s:
@@ -540,8 +538,10 @@ def test_item_probability_predicts_once_without_a_stored_heatmap(app_db, promote
 
     with app_db.session() as s:
         scored = set(s.scalars(select(ImageResult.image_id).where(ImageResult.run_id == promoted)))
+        # The last such image: the other adjudication tests take the first one with cells.
         img = next(i for i in s.scalars(select(Image).where(
-            Image.project_id == app_db.project_id, Image.head_version_id.is_not(None)))
+            Image.project_id == app_db.project_id, Image.head_version_id.is_not(None))
+            .order_by(Image.id.desc()))
             if i.id not in scored and masks.head_version(s, i.id).object_count)
         image_id, version_id, shape = img.id, img.head_version_id, (img.height, img.width)
     item_id = _unsure_item_on(app_db, image_id, version_id, None, "expert", times=1)
