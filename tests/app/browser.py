@@ -72,3 +72,14 @@ def serving(env: dict, *, browser=None):
             proc.wait(timeout=10)
         except subprocess.TimeoutExpired:
             proc.kill()
+
+
+def quiet(page, *, timeout: int = 120_000) -> None:
+    """Wait until no script runs, no element is left over from an earlier run (Streamlit marks
+    those ``data-stale``) and the sign-in's cookie writer is gone: a page fit for a screenshot."""
+    page.wait_for_function(
+        "() => { const a = document.querySelector('[data-testid=stApp]');"
+        " return a && a.getAttribute('data-test-script-state') === 'notRunning'"
+        " && !document.querySelector('[data-stale=true]')"
+        " && !document.querySelector('iframe[title*=cookie]'); }",
+        timeout=timeout, polling=100)

@@ -18,6 +18,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from tests.app.browser import quiet
+
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
@@ -51,7 +53,8 @@ def test_draw_a_cell_with_the_mouse_and_save(base, browser, app_db):
     page = browser.new_page(viewport={"width": 1400, "height": 1000})
     sign_in(page, base, "operator", "operator-demo")
     page.locator("[data-testid=ctReviewViewer] image").first.wait_for(timeout=60_000)
-    page.wait_for_timeout(1000)
+    quiet(page)
+    page.wait_for_timeout(500)
     page.screenshot(path=str(SHOTS / "review.png"), full_page=True)
 
     page.get_by_role("link", name="Correct").click()
@@ -83,6 +86,7 @@ def test_draw_a_cell_with_the_mouse_and_save(base, browser, app_db):
     page.wait_for_function("() => Number(document.querySelector("  # the outlines show it
                            "'[data-testid=ctCorrectEditor]').dataset.outlines) >= 2",
                            timeout=60_000)
+    quiet(page)
     page.screenshot(path=str(SHOTS / "correct.png"), full_page=True)
 
     page.get_by_role("button", name="Save").click()
