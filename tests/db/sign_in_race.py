@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import multiprocessing as mp
 from dataclasses import dataclass
+from datetime import datetime, timezone
 
 # Cheap Argon2 for tests; the stored hash carries its own parameters, so verifying uses these.
 CHEAP = {"time_cost": 1, "memory_cost": 1024, "parallelism": 1}
@@ -23,8 +24,15 @@ class Guesses:
     errors: tuple[str, ...]
 
 
-def guess(url: str, name: str, right: str, n_wrong: int, gate, results) -> None:
-    """Try ``n_wrong`` wrong passwords and then ``right``; put a :class:`Guesses` on ``results``."""
+def guess(url: str, name: str, right: str, n_wrong: int, gate, results, at: str) -> None:
+    """Try ``n_wrong`` wrong passwords and then ``right``; put a :class:`Guesses` on ``results``.
+
+    Every attempt happens at the instant ``at`` (ISO time): "all at once", however long a
+    loaded machine takes to run twenty processes (else a 2 s delay could run out between one
+    process's guesses, and its right password would be checked, as it should be then).
+    """
+    import datetime as dt
+
     from argon2 import PasswordHasher
     from sqlalchemy.orm import Session
 
@@ -45,11 +53,12 @@ def guess(url: str, name: str, right: str, n_wrong: int, gate, results) -> None:
     with Session(engine) as s:
         real.append(db.users.get_user(s, name).password_hash)
     got_in, errors = 0, []
+    now = dt.datetime.fromisoformat(at)
     gate.wait()
     for password in [f"wrong guess {k}" for k in range(n_wrong)] + [right]:
         try:
             with Session(engine) as s, s.begin():
-                db.users.authenticate(s, name, password)
+                db.users.authenticate(s, name, password, clock=lambda: now)
                 got_in += 1
         except db.users.AuthenticationError:
             pass
@@ -64,7 +73,8 @@ def race(url: str, name: str, right: str, *, processes: int = 20, n_wrong: int =
     """Run ``processes`` spawned guessers at once against one account; their reports."""
     ctx = mp.get_context("spawn")
     gate, results = ctx.Barrier(processes), ctx.Queue()
-    procs = [ctx.Process(target=guess, args=(url, name, right, n_wrong, gate, results))
+    at = datetime.now(timezone.utc).isoformat()
+    procs = [ctx.Process(target=guess, args=(url, name, right, n_wrong, gate, results, at))
              for _ in range(processes)]
     for p in procs:
         p.start()
