@@ -97,6 +97,17 @@ def _wait_for(settings, engine, job_id: int) -> dict:
                 "error": job.error}
 
 
+def _finished(settings, engine, job_id: int) -> dict | None:
+    """Wait for a job and print how it ended and its metrics; None (error printed) unless done."""
+    job = _wait_for(settings, engine, job_id)
+    print(f"job {job_id} {job['status']}: {job['message']}")
+    if job["status"] != "done":
+        print(job["error"] or "", file=sys.stderr)
+        return None
+    print(json.dumps(job["result"].get("metrics", {}), indent=1, default=str))
+    return job
+
+
 def cmd_train(args, settings) -> int:
     engine = _engine(settings)
     job_id = submit(settings, "train", project=args.project,
@@ -105,12 +116,9 @@ def cmd_train(args, settings) -> int:
     if not args.wait:
         print(f"queued training job {job_id}; follow it with `python -m training status`")
         return 0
-    job = _wait_for(settings, engine, job_id)
-    print(f"job {job_id} {job['status']}: {job['message']}")
-    if job["status"] != "done":
-        print(job["error"] or "", file=sys.stderr)
+    job = _finished(settings, engine, job_id)
+    if job is None:
         return 1
-    print(json.dumps(job["result"].get("metrics", {}), indent=1, default=str))
     print(Storage.from_settings(settings).resolve(job["result"]["run_dir"]))
     return 0
 
@@ -119,13 +127,7 @@ def cmd_evaluate(args, settings) -> int:
     engine = _engine(settings)
     job_id = submit(settings, "evaluate", project=args.project,
                     config={"run_dir": str(args.run.resolve())}, start_worker=False, engine=engine)
-    job = _wait_for(settings, engine, job_id)
-    print(f"job {job_id} {job['status']}: {job['message']}")
-    if job["status"] != "done":
-        print(job["error"] or "", file=sys.stderr)
-        return 1
-    print(json.dumps(job["result"].get("metrics", {}), indent=1, default=str))
-    return 0
+    return 0 if _finished(settings, engine, job_id) is not None else 1
 
 
 def cmd_status(args, settings) -> int:

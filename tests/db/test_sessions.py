@@ -8,22 +8,14 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from db import sessions, users
-from db.models import UserSession, utcnow
+from db.models import UserSession
 from db.settings import Settings
+from tests.db.world import Clock
 
 PW = "correct horse battery"
 LIMITS = sessions.SessionLimits(idle=dt.timedelta(hours=8), absolute=dt.timedelta(days=7))
 
 
-class Clock:
-    def __init__(self):
-        self.now = utcnow()
-
-    def __call__(self):
-        return self.now
-
-    def step(self, **delta):
-        self.now += dt.timedelta(**delta)
 
 
 def user_of(engine, token, clock):

@@ -14,21 +14,11 @@ from db.audit import audit_log
 from db.engine import make_engine
 from db.models import SignInAttempt, utcnow
 from tests.db.sign_in_race import CHEAP, race
+from tests.db.world import Clock
 
 PW = "correct horse battery"
 
 
-class Clock:
-    """A clock the test moves by hand (no sleeping)."""
-
-    def __init__(self):
-        self.now = utcnow()
-
-    def __call__(self):
-        return self.now
-
-    def step(self, seconds):
-        self.now += dt.timedelta(seconds=seconds)
 
 
 @pytest.fixture

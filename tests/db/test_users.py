@@ -1,26 +1,17 @@
 """Passwords, roles, and what a password change, reset or disable does to sessions.
 
 The guessing limits are in test_sign_in_limits.py, sessions in test_sessions.py."""
-import datetime as dt
 
 import pytest
 from sqlalchemy.orm import Session
 
 from db import users
 from db.audit import audit_log
-from db.models import User, utcnow
+from db.models import User
 
 PW = "correct horse battery"
 
 
-class Clock:
-    """A clock the test moves by hand (no sleeping)."""
-
-    def __init__(self):
-        self.now = utcnow()
-
-    def __call__(self):
-        return self.now
 
 
 def test_password_is_hashed_with_argon2_and_a_salt(engine):

@@ -9,7 +9,7 @@ from sqlalchemy.orm import Session
 
 from db.engine import make_engine
 from db.models import (Approval, Base, Image, ImageResult, MaskVersion, ModelRun, ObjectOutcome,
-                       Project, User)
+                       Project, User, utcnow)
 from db.storage import Storage
 
 T0 = dt.datetime(2026, 1, 1, tzinfo=dt.timezone.utc)
@@ -125,3 +125,16 @@ def scored(world, tmp_path):
                           heatmap_path=str(storage.put_heatmap(heat).path)))
         ids = {**ids, "scored_run": run.id, "scored_image": img.id}
     return engine, storage, ids
+
+
+class Clock:
+    """A clock the test moves by hand (no sleeping): ``clock.step(59)``, ``clock.step(hours=8)``."""
+
+    def __init__(self):
+        self.now = utcnow()
+
+    def __call__(self):
+        return self.now
+
+    def step(self, seconds: float = 0.0, **delta):
+        self.now += dt.timedelta(seconds=seconds, **delta)
