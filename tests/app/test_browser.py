@@ -149,13 +149,15 @@ def test_queue_a_tiny_training_job_and_watch_it_finish(base, browser, app_db, wo
     page.get_by_role("link", name="Train").click()
     page.get_by_role("button", name="Retrain").wait_for(timeout=60_000)
     for label, value in TINY.items():
-        box = page.get_by_label(label, exact=True)
-        # A rerun keeps its stale copy of a widget until it redraws it (the sign-in's cookie
-        # writes rerun the page): wait for the one settled input.
+        # A rerun (the sign-in's cookie writes, the estimate after each setting) keeps its stale
+        # copy of a widget until it redraws it: wait for a quiet page with the one input.
+        quiet(page)
         page.wait_for_function("n => document.querySelectorAll(`input[aria-label=\"${n}\"]`)"
                                ".length === 1", arg=label, timeout=60_000)
+        box = page.get_by_label(label, exact=True)
         box.fill(str(value))
         box.press("Tab")
+    quiet(page)
     page.get_by_text("Augment crops").click()  # off: the fewest seconds per step
     page.get_by_label("Run name (optional)").fill("browser-tiny")
     page.get_by_role("button", name="Retrain").click()
