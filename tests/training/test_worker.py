@@ -68,6 +68,18 @@ def _job(engine, job_id):
         return job
 
 
+
+def _tiny_run(path):
+    """An untrained base-2 run directory (cell diameter 14, threshold 0.5) at ``path``."""
+    from core.model import build_cresunet
+    from core.postprocess import PostprocessParams
+    from core.run import save_run
+
+    return save_run(path, model=build_cresunet(2), config={"base_filters": 2},
+                    postprocess=PostprocessParams.paper(cell_diameter=14),
+                    thresholds={"best": 0.5, "knee": None, "chosen": 0.5}, metrics={},
+                    manifest={})
+
 def test_train_job_end_to_end(project_db, tiny_config):
     settings, engine = project_db
     job_id = submit(settings, "train", project="mice", config=_train_config(tiny_config),
@@ -192,15 +204,9 @@ def test_a_paused_worker_loses_its_job_which_resumes_elsewhere_and_ends_once(pro
 
 
 def test_two_workers_race_for_one_job(project_db, tmp_path):
-    from core.model import build_cresunet
-    from core.postprocess import PostprocessParams
-    from core.run import save_run
 
     settings, engine = project_db
-    run_dir = save_run(tmp_path / "run", model=build_cresunet(2), config={"base_filters": 2},
-                       postprocess=PostprocessParams.paper(cell_diameter=14),
-                       thresholds={"best": 0.5, "knee": None, "chosen": 0.5}, metrics={},
-                       manifest={})
+    run_dir = _tiny_run(tmp_path / "run")
     with Session(engine) as s:
         ids = list(s.scalars(select(Image.id).where(Image.split == "test")))
     job_id = submit(settings, "count", project="mice",
@@ -274,17 +280,11 @@ def test_no_second_local_worker_and_none_for_remote(tmp_path):
 
 
 def test_evaluate_job_scores_a_registered_run_once_per_image(project_db, tmp_path):
-    from core.model import build_cresunet
-    from core.postprocess import PostprocessParams
-    from core.run import save_run
     from db.runs import register_run
     from training.tasks import evaluate_run
 
     settings, engine = project_db
-    run_dir = save_run(tmp_path / "run", model=build_cresunet(2), config={"base_filters": 2},
-                       postprocess=PostprocessParams.paper(cell_diameter=14),
-                       thresholds={"best": 0.5, "knee": None, "chosen": 0.5}, metrics={},
-                       manifest={})
+    run_dir = _tiny_run(tmp_path / "run")
     with Session(engine) as s, s.begin():
         project_id = s.scalar(select(Image.project_id))
         run_id = register_run(s, project_id, run_dir).id
@@ -302,17 +302,11 @@ def test_evaluate_job_scores_a_registered_run_once_per_image(project_db, tmp_pat
 
 def test_evaluate_with_another_project_scores_its_test_images(project_db, tmp_path):
     """``evaluate --run RUN --project P``: a run of 'mice' scored on P's test images."""
-    from core.model import build_cresunet
-    from core.postprocess import PostprocessParams
-    from core.run import save_run
     from db.runs import list_runs, register_run
 
     settings, engine = project_db
     storage = Storage.from_settings(settings)
-    run_dir = save_run(tmp_path / "run", model=build_cresunet(2), config={"base_filters": 2},
-                       postprocess=PostprocessParams.paper(cell_diameter=14),
-                       thresholds={"best": 0.5, "knee": None, "chosen": 0.5}, metrics={},
-                       manifest={})
+    run_dir = _tiny_run(tmp_path / "run")
     rng = np.random.default_rng(11)
     with Session(engine) as s, s.begin():
         own = register_run(s, s.scalar(select(Image.project_id)), run_dir).id
@@ -342,18 +336,12 @@ def test_evaluate_with_another_project_scores_its_test_images(project_db, tmp_pa
 
 def test_a_reevaluation_replaces_every_result(project_db, tmp_path):
     """New ground truth on a test image, then evaluate again: that image is rescored."""
-    from core.model import build_cresunet
-    from core.postprocess import PostprocessParams
-    from core.run import save_run
     from db.runs import register_run
     from training.tasks import evaluate_run
 
     settings, engine = project_db
     storage = Storage.from_settings(settings)
-    run_dir = save_run(tmp_path / "run", model=build_cresunet(2), config={"base_filters": 2},
-                       postprocess=PostprocessParams.paper(cell_diameter=14),
-                       thresholds={"best": 0.5, "knee": None, "chosen": 0.5}, metrics={},
-                       manifest={})
+    run_dir = _tiny_run(tmp_path / "run")
     with Session(engine) as s, s.begin():
         test_id = s.scalars(select(Image.id).where(Image.split == "test")).first()
         run_id = register_run(s, s.get(Image, test_id).project_id, run_dir).id
@@ -394,9 +382,6 @@ def test_runs_and_heatmaps_are_found_after_the_data_dir_moves(project_db, tmp_pa
     the data dir moves: pages' reads, a threshold change and a re-evaluation still work."""
     import shutil
 
-    from core.model import build_cresunet
-    from core.postprocess import PostprocessParams
-    from core.run import save_run
     from training import scoring
     from db.runs import get_run, register_run, run_path, set_threshold
     from db.users import create_user, get_user
@@ -404,11 +389,7 @@ def test_runs_and_heatmaps_are_found_after_the_data_dir_moves(project_db, tmp_pa
 
     settings, engine = project_db
     storage = Storage.from_settings(settings)
-    dirs = {name: save_run(storage.run_dir(name), model=build_cresunet(2),
-                           config={"base_filters": 2},
-                           postprocess=PostprocessParams.paper(cell_diameter=14),
-                           thresholds={"best": 0.5, "knee": None, "chosen": 0.5}, metrics={},
-                           manifest={}) for name in ("keyed", "absolute")}
+    dirs = {name: _tiny_run(storage.run_dir(name)) for name in ("keyed", "absolute")}
     with Session(engine) as s, s.begin():
         pid = s.scalar(select(Image.project_id))
         keyed = register_run(s, pid, dirs["keyed"], storage=storage)
@@ -444,17 +425,11 @@ def test_runs_and_heatmaps_are_found_after_the_data_dir_moves(project_db, tmp_pa
 
 
 def test_an_evaluation_stops_within_one_image_of_a_cancel(project_db, tmp_path):
-    from core.model import build_cresunet
-    from core.postprocess import PostprocessParams
-    from core.run import save_run
     from training.fit import Cancelled
     from training.tasks import JobContext, run_evaluate
 
     settings, engine = project_db
-    run_dir = save_run(tmp_path / "run", model=build_cresunet(2), config={"base_filters": 2},
-                       postprocess=PostprocessParams.paper(cell_diameter=14),
-                       thresholds={"best": 0.5, "knee": None, "chosen": 0.5}, metrics={},
-                       manifest={})
+    run_dir = _tiny_run(tmp_path / "run")
     with Session(engine) as s:
         project_id = s.scalar(select(Image.project_id))
     reports = []
