@@ -15,7 +15,7 @@ from sqlalchemy.orm import Session
 
 from db import adjudication
 from db.models import AdjudicationDecision, AdjudicationItem, ImageResult, ModelRun
-from tests.db.world import scored, world  # noqa: F401 (fixtures)
+from tests.db.world import item_on_image, scored, world  # noqa: F401 (fixtures)
 
 CELLS = ((15, 15), (15, 60), (60, 15), (60, 60))
 
@@ -87,18 +87,7 @@ def test_at_a_high_threshold_saturated_cells_are_not_near_it(scored):
 def test_the_crop_takes_the_context_and_the_display_settings(world):
     engine, storage, ids = world
     rng = np.random.default_rng(0)
-    stored = storage.put_image(rng.integers(20, 60, (40, 40, 3), dtype=np.uint8))
-    with Session(engine) as s, s.begin():
-        from db.models import Image
-
-        img = s.get(Image, ids["images"][1])
-        img.path, img.width, img.height = str(stored.path), 40, 40
-        it = AdjudicationItem(project_id=ids["project"], image_id=img.id, kind="mask_object",
-                              reason="unsure", version_id=ids["versions"][1], label=1,
-                              centroid_row=10, centroid_col=10, bbox=[7, 7, 14, 14])
-        s.add(it)
-        s.flush()
-        item_id = it.id
+    item_id = item_on_image(world, rng.integers(20, 60, (40, 40, 3), dtype=np.uint8))
     with Session(engine) as s:
         near = adjudication.item_crop(s, storage, item_id, margin=2, zoom=1)
         wide = adjudication.item_crop(s, storage, item_id, margin=20, zoom=1)

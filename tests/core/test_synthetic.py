@@ -5,7 +5,6 @@ import numpy as np
 import pytest
 from scipy import ndimage as ndi
 from skimage.draw import rectangle
-from skimage.measure import regionprops
 
 from core.synthetic import (
     HELDOUT, TRAIN, VALIDATION, GeneratorConfig, artefact_kinds, config_hash, image_stats,

@@ -1,19 +1,12 @@
 """The experts' queue: its one order, the model's doubts, the crop an expert sees."""
-import datetime as dt
-import math
 
 import numpy as np
-import pytest
-from skimage.draw import disk
-from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from core import render
-from db import adjudication, jobs, review, runs
-from db.models import (AdjudicationDecision, AdjudicationItem, Approval, Image, ImageResult,
-                       MaskVersion, ModelRun, ObjectDecision, ObjectOutcome, ReviewAssignment)
-from tests.db.world import at, mask, scored, world  # noqa: F401 (fixtures)
-from training import scoring
+from db import adjudication
+from db.models import (AdjudicationItem, ObjectDecision)
+from tests.db.world import at, item_on_image, mask, scored, world  # noqa: F401 (fixtures)
 
 
 def test_queue_orders_unsure_then_disagreement_then_sent(world):
@@ -82,17 +75,7 @@ def test_item_crop_outlines_the_object_magnified(world):
     from core.io import encode_png
 
     engine, storage, ids = world
-    rgb = np.zeros((40, 40, 3), np.uint8)
-    stored = storage.put_image(rgb)
-    with Session(engine) as s, s.begin():
-        img = s.get(Image, ids["images"][1])
-        img.path, img.width, img.height = str(stored.path), 40, 40
-        it = AdjudicationItem(project_id=ids["project"], image_id=img.id, kind="mask_object",
-                              reason="unsure", version_id=ids["versions"][1], label=1,
-                              centroid_row=10, centroid_col=10, bbox=[7, 7, 14, 14])
-        s.add(it)
-        s.flush()
-        item_id = it.id
+    item_id = item_on_image(world, np.zeros((40, 40, 3), np.uint8))
     with Session(engine) as s:
         crop = adjudication.item_crop(s, storage, item_id, margin=5, zoom=3)
     assert crop.shape == (3 * 17, 3 * 17, 3)       # rows 2..19, cut at the box + margin

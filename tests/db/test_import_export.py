@@ -8,7 +8,6 @@ import csv
 import io
 import json
 import zipfile
-from pathlib import Path
 
 import numpy as np
 import pytest

@@ -1,18 +1,9 @@
 """The Train and Count pages' job table."""
-import datetime as dt
-import math
 
-import numpy as np
-import pytest
-from skimage.draw import disk
-from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from db import adjudication, jobs, review, runs
-from db.models import (AdjudicationDecision, AdjudicationItem, Approval, Image, ImageResult,
-                       MaskVersion, ModelRun, ObjectDecision, ObjectOutcome, ReviewAssignment)
+from db import jobs
 from tests.db.world import at, mask, scored, world  # noqa: F401 (fixtures)
-from training import scoring
 
 
 def test_jobs_table_durations(world):

@@ -1,18 +1,11 @@
 """Counts per image, groups, operator agreement and history (db.review)."""
-import datetime as dt
-import math
 
-import numpy as np
 import pytest
-from skimage.draw import disk
-from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from db import adjudication, jobs, review, runs
-from db.models import (AdjudicationDecision, AdjudicationItem, Approval, Image, ImageResult,
-                       MaskVersion, ModelRun, ObjectDecision, ObjectOutcome, ReviewAssignment)
+from db import review
+from db.models import (AdjudicationDecision, AdjudicationItem, MaskVersion, ObjectDecision, ReviewAssignment)
 from tests.db.world import at, mask, scored, world  # noqa: F401 (fixtures)
-from training import scoring
 
 
 def test_image_counts_prefer_ground_truth_and_group_with_density(world):

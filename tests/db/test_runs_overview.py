@@ -1,18 +1,10 @@
 """Runs as the Dashboard and Train page list them: scores, per-image results, training data."""
-import datetime as dt
 import math
 
-import numpy as np
-import pytest
-from skimage.draw import disk
-from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from db import adjudication, jobs, review, runs
-from db.models import (AdjudicationDecision, AdjudicationItem, Approval, Image, ImageResult,
-                       MaskVersion, ModelRun, ObjectDecision, ObjectOutcome, ReviewAssignment)
+from db import runs
 from tests.db.world import at, mask, scored, world  # noqa: F401 (fixtures)
-from training import scoring
 
 
 def test_runs_overview_reads_every_spelling_of_a_score(world):

@@ -138,3 +138,21 @@ class Clock:
 
     def step(self, seconds: float = 0.0, **delta):
         self.now += dt.timedelta(seconds=seconds, **delta)
+
+
+def item_on_image(world, rgb) -> int:
+    """The world's second image given the pixels ``rgb`` (40 x 40) and an unsure item on label 1
+    of its version, box rows/cols 7-13 around (10, 10); the item's id."""
+    from db.models import AdjudicationItem
+
+    engine, storage, ids = world
+    stored = storage.put_image(rgb)
+    with Session(engine) as s, s.begin():
+        img = s.get(Image, ids["images"][1])
+        img.path, img.width, img.height = str(stored.path), rgb.shape[1], rgb.shape[0]
+        it = AdjudicationItem(project_id=ids["project"], image_id=img.id, kind="mask_object",
+                              reason="unsure", version_id=ids["versions"][1], label=1,
+                              centroid_row=10, centroid_col=10, bbox=[7, 7, 14, 14])
+        s.add(it)
+        s.flush()
+        return it.id

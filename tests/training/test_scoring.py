@@ -1,16 +1,13 @@
 """Scores from the stored heatmaps through a run's scoring rule: recounts, curves, counts."""
-import datetime as dt
 import math
 
 import numpy as np
 import pytest
-from skimage.draw import disk
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from db import adjudication, jobs, review, runs
-from db.models import (AdjudicationDecision, AdjudicationItem, Approval, Image, ImageResult,
-                       MaskVersion, ModelRun, ObjectDecision, ObjectOutcome, ReviewAssignment)
+from db.models import (Image, ImageResult,
+                       ModelRun)
 from tests.db.world import at, mask, scored, world  # noqa: F401 (fixtures)
 from training import scoring
 
