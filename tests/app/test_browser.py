@@ -148,16 +148,23 @@ def test_queue_a_tiny_training_job_and_watch_it_finish(base, browser, app_db, wo
     sign_in(page, base, "operator", "operator-demo")
     page.get_by_role("link", name="Train").click()
     page.get_by_role("button", name="Retrain").wait_for(timeout=60_000)
-    for label, value in TINY.items():
-        # A rerun (the sign-in's cookie writes, the estimate after each setting) keeps its stale
-        # copy of a widget until it redraws it: wait for a quiet page with the one input.
+    # A full rerun (the sign-in's cookie writes, the page's own refresh) redraws the form and can
+    # drop a value typed into it before it settles: type, wait, and check until every one holds.
+    for _ in range(4):
+        for label, value in TINY.items():
+            quiet(page)
+            page.wait_for_function(
+                "n => document.querySelectorAll(`input[aria-label=\"${n}\"]`).length === 1",
+                arg=label, timeout=60_000)
+            box = page.get_by_label(label, exact=True)
+            if box.input_value() != str(value):
+                box.fill(str(value))
+                box.press("Tab")
         quiet(page)
-        page.wait_for_function("n => document.querySelectorAll(`input[aria-label=\"${n}\"]`)"
-                               ".length === 1", arg=label, timeout=60_000)
-        box = page.get_by_label(label, exact=True)
-        box.fill(str(value))
-        box.press("Tab")
-    quiet(page)
+        page.wait_for_timeout(1000)
+        if all(page.get_by_label(label, exact=True).input_value() == str(value)
+               for label, value in TINY.items()):
+            break
     page.get_by_text("Augment crops").click()  # off: the fewest seconds per step
     page.get_by_label("Run name (optional)").fill("browser-tiny")
     page.get_by_role("button", name="Retrain").click()
