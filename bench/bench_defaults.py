@@ -11,7 +11,7 @@ The presets are compared on the same runs' heatmaps, without retraining: for eac
 threshold is chosen again on the run's validation heatmaps through that preset, and the
 VALIDATION images are scored at it.
 
-    python bench/bench_defaults.py                      # 3 rates x 3 seeds, by hand (hours)
+    python bench/bench_defaults.py                      # 3 rates x 3 seeds, by hand (2-3 hours)
     python bench/bench_defaults.py --rates 0.001 --seeds 0 --steps 40 --epochs 2 --images 4 \\
         --shape 300 400                                 # a quick look
 
@@ -48,8 +48,9 @@ def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--rates", type=float, nargs="+", default=RATES)
     p.add_argument("--seeds", type=int, nargs="+", default=SEEDS)
-    p.add_argument("--epochs", type=int, default=8)
-    p.add_argument("--steps", type=int, default=100, help="optimizer steps per epoch")
+    # 360 optimizer steps: about ten minutes of one run alone on a quiet 2-core CPU (issue 9).
+    p.add_argument("--epochs", type=int, default=4)
+    p.add_argument("--steps", type=int, default=90, help="optimizer steps per epoch")
     p.add_argument("--base-filters", type=int, default=8)
     p.add_argument("--images", type=int, default=16,
                    help="TRAIN images to fit on (30%% held out for validation)")
