@@ -9,9 +9,11 @@ import subprocess
 import sys
 from pathlib import Path
 
+import imageio.v3 as imageio
+import numpy as np
 import pytest
 
-from core.synthetic import HELDOUT, config_hash
+from core.synthetic import HELDOUT, config_hash, make_dataset
 
 pytestmark = pytest.mark.slow
 
@@ -43,5 +45,12 @@ def test_the_smoke_benchmark_runs_the_products_path(tmp_path):
         assert got, (key, line)
         low, point, high = float(got[2]), float(got[1]), float(got[3])
         assert low <= point <= high or key == "medae", (key, line)
-    # The run and the data live in the work folder; the images were written as a lab's folder.
-    assert len(list((tmp_path / "work" / "incoming" / "heldout" / "masks").glob("*.png"))) == 3
+    # The run and the data live in the work folder; the images were written as a lab's folder,
+    # the masks as 16-bit label images holding exactly the generator's cells.
+    masks = sorted((tmp_path / "work" / "incoming" / "heldout" / "masks").glob("*.png"))
+    assert len(masks) == 3
+    drawn = make_dataset(3, 4242, (384, 512), config=HELDOUT)
+    for path, (_, labels) in zip(masks, drawn):
+        written = imageio.imread(path)
+        assert written.dtype == np.uint16
+        assert np.array_equal(written, labels)
