@@ -4,8 +4,8 @@ Defaults follow docs/METHOD.md 5 (crops of 512, batch 4, at most 100 epochs, Ada
 cut by 30% after 4 flat epochs, early stopping after 20) and section 3 (weighted maps with sigma 25,
 a 50 px ring, class weights cell 1.5 / background 1).
 
-The learning rate default (0.001, the authors' code) was chosen by a short comparison with the
-paper's 0.006 on synthetic data; see ``bench/RESULTS.md``.
+The learning rate default (0.001, the authors' code) was kept by a sweep of 0.001, 0.003 and 0.006
+with three seeds each on VALIDATION images (docs/METHOD.md 8.5, ``bench/RESULTS.md`` "Defaults").
 """
 from __future__ import annotations
 
