@@ -165,6 +165,8 @@ def test_queue_a_tiny_training_job_and_watch_it_finish(base, browser, app_db, wo
         if all(page.get_by_label(label, exact=True).input_value() == str(value)
                for label, value in TINY.items()):
             break
+    else:
+        raise AssertionError("the Train form kept dropping the tiny settings after 4 tries")
     page.get_by_text("Augment crops").click()  # off: the fewest seconds per step
     page.get_by_label("Run name (optional)").fill("browser-tiny")
     page.get_by_role("button", name="Retrain").click()

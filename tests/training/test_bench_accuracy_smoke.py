@@ -13,6 +13,7 @@ import imageio.v3 as imageio
 import numpy as np
 import pytest
 
+from bench import bench_accuracy
 from core.synthetic import HELDOUT, config_hash, make_dataset
 
 pytestmark = pytest.mark.slow
@@ -49,7 +50,9 @@ def test_the_smoke_benchmark_runs_the_products_path(tmp_path):
     # the masks as 16-bit label images holding exactly the generator's cells.
     masks = sorted((tmp_path / "work" / "incoming" / "heldout" / "masks").glob("*.png"))
     assert len(masks) == 3
-    drawn = make_dataset(3, 4242, (384, 512), config=HELDOUT)
+    smoke = bench_accuracy.parse_args(["--smoke"])
+    drawn = make_dataset(smoke.heldout_images, bench_accuracy.HELDOUT_SEED, tuple(smoke.shape),
+                         config=HELDOUT)
     for path, (_, labels) in zip(masks, drawn):
         written = imageio.imread(path)
         assert written.dtype == np.uint16
